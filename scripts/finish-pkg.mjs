@@ -1,0 +1,23 @@
+// Completes pkg/package.json after wasm-pack: an ESM package with `exports`,
+// `types` and a `files` whitelist that also holds wasm-bindgen's snippets.
+import { readFile, writeFile, readdir } from "node:fs/promises";
+
+const path = new URL("../pkg/package.json", import.meta.url);
+const pkg = JSON.parse(await readFile(path, "utf8"));
+const entries = await readdir(new URL("../pkg/", import.meta.url));
+const entry = pkg.module ?? pkg.main ?? "eventstore_wasm.js";
+pkg.type = "module";
+pkg.main = entry;
+pkg.module = entry;
+pkg.exports = {
+  ".": { types: `./${pkg.types}`, import: `./${entry}`, default: `./${entry}` },
+  "./eventstore_wasm_bg.wasm": "./eventstore_wasm_bg.wasm",
+  "./package.json": "./package.json",
+};
+const files = new Set((pkg.files ?? []).map((f) => f.replace(/\/$/, "")));
+if (entries.includes("snippets")) files.add("snippets");
+for (const f of entries) if (/\.(js|d\.ts|wasm)$/.test(f)) files.add(f);
+pkg.files = [...files].sort();
+pkg.sideEffects = [`./${entry}`, "./snippets/*"];
+await writeFile(path, JSON.stringify(pkg, null, 2) + "\n");
+console.log(`pkg/package.json: ${pkg.name}@${pkg.version}, entry ${entry}`);

@@ -1,0 +1,246 @@
+//! The storage record and the event codec.
+//!
+//! Events are stored in *batches*: the consecutive events of one aggregate
+//! written by one push entry (split when the JSON grows past
+//! [`MAX_BATCH_BYTES`]). A batch is one IndexedDB record, keyed by the
+//! position of its last event. See `docs/storage.md`.
+
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+use crate::error::{Error, Result};
+
+/// Batches are split before their events' JSON exceeds this many bytes, so
+/// that Chromium keeps each record inline (it moves values over 64 KiB into
+/// separate blob files).
+pub const MAX_BATCH_BYTES: usize = 48 * 1024;
+
+/// One storage record: consecutive events of one aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Position of the last event: the record's key.
+    pub last_position: u64,
+    /// Dotted aggregate subject.
+    pub aggregate: String,
+    /// Sequence of the first event.
+    pub first_sequence: u64,
+    /// Sequence of the last event.
+    pub last_sequence: u64,
+    /// Commit time shared by the events, ms since the epoch.
+    pub created_at: u64,
+    /// The distinct dotted actions of the events (the `actions` index).
+    pub actions: Vec<String>,
+    /// The events as a JSON array of [`StoredEvent`].
+    pub events: String,
+}
+
+/// An event as stored inside a batch: what is not implied by the batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvent<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub action: Cow<'a, str>,
+    pub revision: u16,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forgotten: bool,
+}
+
+impl Batch {
+    /// Number of events in the batch.
+    pub fn len(&self) -> u64 {
+        self.last_sequence - self.first_sequence + 1
+    }
+
+    /// Whether the batch is empty (never, for a stored batch).
+    pub fn is_empty(&self) -> bool {
+        self.last_sequence < self.first_sequence
+    }
+
+    /// Position of the first event.
+    pub fn first_position(&self) -> u64 {
+        self.last_position + 1 - self.len()
+    }
+
+    /// Decodes the events.
+    pub fn decode(&self) -> Result<Vec<StoredEvent<'_>>> {
+        let events: Vec<StoredEvent<'_>> = serde_json::from_str(&self.events)
+            .map_err(|e| Error::Storage(format!("corrupt batch {}: {e}", self.last_position)))?;
+        if events.len() as u64 != self.len() {
+            return Err(Error::Storage(format!(
+                "corrupt batch {}: {} events for sequences {}..={}",
+                self.last_position,
+                events.len(),
+                self.first_sequence,
+                self.last_sequence
+            )));
+        }
+        Ok(events)
+    }
+
+    /// The public view of the `index`-th event.
+    pub fn event<'a>(&'a self, index: usize, stored: &'a StoredEvent<'a>) -> Event<'a> {
+        Event {
+            batch: self,
+            stored,
+            index: index as u64,
+        }
+    }
+}
+
+/// The public view of an event (SPEC section 3), serialized with camelCase
+/// names and subjects as token arrays.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    batch: &'a Batch,
+    stored: &'a StoredEvent<'a>,
+    index: u64,
+}
+
+impl Event<'_> {
+    pub fn id(&self) -> &str {
+        &self.stored.id
+    }
+    pub fn aggregate(&self) -> &str {
+        &self.batch.aggregate
+    }
+    pub fn action(&self) -> &str {
+        &self.stored.action
+    }
+    pub fn sequence(&self) -> u64 {
+        self.batch.first_sequence + self.index
+    }
+    pub fn position(&self) -> u64 {
+        self.batch.first_position() + self.index
+    }
+    pub fn payload(&self) -> Option<&RawValue> {
+        self.stored.payload
+    }
+    pub fn forgotten(&self) -> bool {
+        self.stored.forgotten
+    }
+}
+
+struct Tokens<'a>(&'a str);
+
+impl Serialize for Tokens<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        for token in self.0.split('.') {
+            seq.serialize_element(token)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Event<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Event", 9)?;
+        s.serialize_field("id", self.id())?;
+        s.serialize_field("aggregate", &Tokens(self.aggregate()))?;
+        s.serialize_field("action", &Tokens(self.action()))?;
+        s.serialize_field("revision", &self.stored.revision)?;
+        s.serialize_field("sequence", &self.sequence())?;
+        s.serialize_field("position", &self.position())?;
+        s.serialize_field("createdAt", &self.batch.created_at)?;
+        s.serialize_field("payload", &self.payload())?;
+        s.serialize_field("forgotten", &self.forgotten())?;
+        s.end()
+    }
+}
+
+/// Collects public events into one JSON array, the cheapest way across the
+/// wasm boundary (one string, one `JSON.parse`).
+#[derive(Debug, Default)]
+pub struct EventsJson {
+    json: Vec<u8>,
+    count: usize,
+}
+
+impl EventsJson {
+    pub fn new() -> Self {
+        EventsJson {
+            json: b"[".to_vec(),
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, event: &Event<'_>) -> Result<()> {
+        if self.count > 0 {
+            self.json.push(b',');
+        }
+        serde_json::to_writer(&mut self.json, event)
+            .map_err(|e| Error::Storage(format!("cannot encode event: {e}")))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The JSON array text; the collector is empty afterwards.
+    pub fn take(&mut self) -> String {
+        let mut json = std::mem::replace(&mut self.json, b"[".to_vec());
+        json.push(b']');
+        self.count = 0;
+        // Only serde_json wrote here: always UTF-8.
+        String::from_utf8(json).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Batch {
+        Batch {
+            last_position: 12,
+            aggregate: "user.A".into(),
+            first_sequence: 4,
+            last_sequence: 5,
+            created_at: 1_700_000_000_000,
+            actions: vec!["user.A.renamed".into()],
+            events: r#"[{"id":"a","action":"user.A.renamed","revision":1,"payload":{"n":"x"}},
+                        {"id":"b","action":"user.A.renamed","revision":2,"forgotten":true}]"#
+                .into(),
+        }
+    }
+
+    #[test]
+    fn public_events_carry_positions_and_sequences() {
+        let b = batch();
+        let events = b.decode().unwrap();
+        let mut out = EventsJson::new();
+        for (i, e) in events.iter().enumerate() {
+            out.push(&b.event(i, e)).unwrap();
+        }
+        let v: serde_json::Value = serde_json::from_str(&out.take()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"id":"a","aggregate":["user","A"],"action":["user","A","renamed"],"revision":1,
+                 "sequence":4,"position":11,"createdAt":1_700_000_000_000u64,"payload":{"n":"x"},"forgotten":false},
+                {"id":"b","aggregate":["user","A"],"action":["user","A","renamed"],"revision":2,
+                 "sequence":5,"position":12,"createdAt":1_700_000_000_000u64,"payload":null,"forgotten":true}
+            ])
+        );
+    }
+
+    #[test]
+    fn corrupt_batches_are_storage_errors() {
+        let mut b = batch();
+        b.last_sequence = 6;
+        assert_eq!(b.decode().unwrap_err().code(), "STORAGE");
+        b.events = "not json".into();
+        assert_eq!(b.decode().unwrap_err().code(), "STORAGE");
+    }
+}

@@ -1,0 +1,75 @@
+//! The one error type of the core, with the stable codes of SPEC section 6.
+
+use std::fmt;
+
+/// Everything that can go wrong in eventstore-wasm. Each variant maps to one
+/// stable `code` (see [`Error::code`]) that JavaScript sees on the rejected
+/// `Error`.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A subject or pattern breaks the grammar (SPEC section 2).
+    #[error("invalid subject {subject:?}: {reason}")]
+    InvalidSubject { subject: String, reason: String },
+    /// A payload is not a JSON value.
+    #[error("invalid payload {at}: {reason}")]
+    InvalidPayload { at: String, reason: String },
+    /// Any other malformed argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An `expectedSequence` did not match the aggregate's sequence.
+    #[error("sequence mismatch on aggregate {aggregate:?}: expected {expected}, actual {actual}")]
+    SequenceMismatch {
+        aggregate: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The browser refused the write for lack of storage; nothing was written.
+    #[error("storage quota exceeded, nothing was written: {0}")]
+    QuotaExceeded(String),
+    /// The store was closed (by `close()` or because another tab upgraded or deleted the database).
+    #[error("the store is closed: {0}")]
+    Closed(String),
+    /// The database was written by a newer, incompatible version of the library.
+    #[error("database {name:?} has schema version {found}, this library supports up to {supported}: upgrade eventstore-wasm")]
+    VersionMismatch {
+        name: String,
+        found: String,
+        supported: u32,
+    },
+    /// Any other storage failure; carries the browser's own message.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// The core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The stable error code JavaScript sees as `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidSubject { .. } => "INVALID_SUBJECT",
+            Error::InvalidPayload { .. } => "INVALID_PAYLOAD",
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::SequenceMismatch { .. } => "SEQUENCE_MISMATCH",
+            Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
+            Error::Closed(_) => "CLOSED",
+            Error::VersionMismatch { .. } => "VERSION_MISMATCH",
+            Error::Storage(_) => "STORAGE",
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn argument(message: impl fmt::Display) -> Self {
+        Error::InvalidArgument(message.to_string())
+    }
+
+    /// Shorthand for [`Error::InvalidSubject`].
+    pub fn subject(subject: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidSubject {
+            subject: subject.into(),
+            reason: reason.into(),
+        }
+    }
+}

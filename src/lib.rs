@@ -1,0 +1,23 @@
+//! eventstore-wasm: a client-side event store for browser apps.
+//!
+//! An append-only log of events in IndexedDB with subject indexes, giving
+//! JavaScript `push`, `filter` and a GDPR `forget` (see the README and
+//! `docs/storage.md`). The modules at the root are the pure core: subjects,
+//! filters and their planning, sequencing, the batch codec and the engine
+//! over a [`storage::Storage`]; they compile and are tested natively. The
+//! browser glue lives in `web` and is only built for `wasm32`.
+
+pub mod batch;
+pub mod engine;
+pub mod error;
+pub mod filter;
+pub mod push;
+pub mod storage;
+pub mod subject;
+
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+pub use error::{Error, Result};
+#[cfg(target_arch = "wasm32")]
+pub use web::EventStore;

@@ -1,0 +1,146 @@
+//! An in-memory [`Storage`] for native tests: same semantics as IndexedDB
+//! (serialized writers, all-or-nothing commit), no persistence.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::lock::{Mutex, OwnedMutexGuard};
+
+use super::{Storage, Transaction};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::subject::KeyRange;
+
+/// The in-memory backend. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    batches: Arc<Mutex<BTreeMap<u64, Batch>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored batch, for tests that inspect the raw records.
+    pub async fn records(&self) -> Vec<Batch> {
+        self.batches.lock().await.values().cloned().collect()
+    }
+}
+
+/// A transaction on [`MemoryStorage`]: holds the lock; writes are applied at commit.
+pub struct MemoryTx {
+    data: OwnedMutexGuard<BTreeMap<u64, Batch>>,
+    pending: Vec<(Batch, bool)>,
+}
+
+impl Storage for MemoryStorage {
+    type Tx = MemoryTx;
+
+    async fn read(&self) -> Result<MemoryTx> {
+        self.write().await
+    }
+
+    async fn write(&self) -> Result<MemoryTx> {
+        Ok(MemoryTx {
+            data: self.batches.clone().lock_owned().await,
+            pending: Vec::new(),
+        })
+    }
+}
+
+impl Transaction for MemoryTx {
+    async fn last_position(&self) -> Result<u64> {
+        Ok(self.data.keys().next_back().copied().unwrap_or(0))
+    }
+
+    async fn heads(&self, aggregates: &[&str]) -> Result<Vec<u64>> {
+        Ok(aggregates
+            .iter()
+            .map(|a| {
+                self.data
+                    .values()
+                    .filter(|b| b.aggregate == *a)
+                    .map(|b| b.last_sequence)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
+    async fn scan(&self, from: u64, limit: usize) -> Result<Vec<Batch>> {
+        Ok(self
+            .data
+            .range(from..)
+            .take(limit)
+            .map(|(_, b)| b.clone())
+            .collect())
+    }
+
+    async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
+        Ok(self
+            .data
+            .values()
+            .filter(|b| range.contains(&b.aggregate) && b.last_sequence >= from_sequence)
+            .cloned()
+            .collect())
+    }
+
+    async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>> {
+        Ok(self
+            .data
+            .values()
+            .filter(|b| b.actions.iter().any(|a| range.contains(a)))
+            .map(|b| b.last_position)
+            .collect())
+    }
+
+    async fn get(&self, keys: &[u64]) -> Result<Vec<Batch>> {
+        keys.iter()
+            .map(|k| {
+                self.data
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| Error::Storage(format!("no batch with key {k}")))
+            })
+            .collect()
+    }
+
+    fn add(&mut self, batches: &[Batch]) -> Result<()> {
+        self.pending
+            .extend(batches.iter().map(|b| (b.clone(), true)));
+        Ok(())
+    }
+
+    fn put(&mut self, batches: &[Batch]) -> Result<()> {
+        self.pending
+            .extend(batches.iter().map(|b| (b.clone(), false)));
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        let mut next = self.data.clone();
+        for (batch, is_new) in self.pending.drain(..) {
+            if is_new && next.contains_key(&batch.last_position) {
+                return Err(Error::Storage(format!(
+                    "ConstraintError: key {} already exists",
+                    batch.last_position
+                )));
+            }
+            let clash = next.values().any(|b| {
+                b.last_position != batch.last_position
+                    && b.aggregate == batch.aggregate
+                    && b.last_sequence == batch.last_sequence
+            });
+            if clash {
+                return Err(Error::Storage(format!(
+                    "ConstraintError: aggregate {} already has sequence {}",
+                    batch.aggregate, batch.last_sequence
+                )));
+            }
+            next.insert(batch.last_position, batch);
+        }
+        *self.data = next;
+        Ok(())
+    }
+}

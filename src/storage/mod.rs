@@ -1,0 +1,48 @@
+//! The storage seam: what the engine needs from a backend. IndexedDB in the
+//! browser (`web::idb`), [`memory::MemoryStorage`] for native tests.
+//!
+//! A backend stores [`Batch`]es keyed by their last position, with two
+//! indexes: `aggregate` on `(aggregate, lastSequence)` (unique) and
+//! `actions` on each distinct action of the batch (multi-entry).
+
+use crate::batch::Batch;
+use crate::error::Result;
+use crate::subject::KeyRange;
+
+pub mod memory;
+
+/// A backend: hands out transactions. Write transactions are serialized
+/// (IndexedDB does this across tabs for overlapping scopes).
+#[allow(async_fn_in_trait)]
+pub trait Storage {
+    type Tx: Transaction;
+    /// A read-only transaction.
+    async fn read(&self) -> Result<Self::Tx>;
+    /// A read-write transaction; nothing it writes is visible before `commit`.
+    async fn write(&self) -> Result<Self::Tx>;
+}
+
+/// One transaction.
+#[allow(async_fn_in_trait)]
+pub trait Transaction {
+    /// The log's last position, 0 when empty.
+    async fn last_position(&self) -> Result<u64>;
+    /// Current sequence of each aggregate, 0 for unknown ones.
+    async fn heads(&self, aggregates: &[&str]) -> Result<Vec<u64>>;
+    /// Up to `limit` batches with a last position of at least `from`, in position order.
+    async fn scan(&self, from: u64, limit: usize) -> Result<Vec<Batch>>;
+    /// Batches whose aggregate lies in `range` and whose last sequence is at
+    /// least `from_sequence`, in any order.
+    async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>>;
+    /// Keys (last positions) of the batches holding an action in `range`;
+    /// in any order, possibly repeated.
+    async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>>;
+    /// The batches with these keys, in the same order.
+    async fn get(&self, keys: &[u64]) -> Result<Vec<Batch>>;
+    /// Adds new batches; fails if a key is taken.
+    fn add(&mut self, batches: &[Batch]) -> Result<()>;
+    /// Replaces existing batches (same keys).
+    fn put(&mut self, batches: &[Batch]) -> Result<()>;
+    /// Commits; resolves once the writes are durable as far as the backend promises.
+    async fn commit(self) -> Result<()>;
+}

@@ -1,0 +1,317 @@
+//! Conversions between JavaScript values and the core's types, and errors
+//! as JavaScript `Error`s with a `code`.
+
+use js_sys::{Array, Object, Reflect};
+use serde_json::value::RawValue;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::error::{Error, Result};
+use crate::filter::{Filter, Query, Range};
+use crate::push::{Command, PushEntry};
+use crate::subject::{Pattern, Subject};
+
+#[wasm_bindgen(inline_js = r#"
+export function payloadJson(value) {
+  if (value === undefined) return "null";
+  return JSON.stringify(value, function (key, v) {
+    const where = key === "" ? "the payload" : `${JSON.stringify(key)}`;
+    switch (typeof v) {
+      case "function": case "symbol": case "bigint":
+        throw new TypeError(`${where} is a ${typeof v}, which JSON cannot represent`);
+      case "number":
+        if (!Number.isFinite(v)) throw new TypeError(`${where} is ${v}, which JSON cannot represent`);
+        break;
+      case "undefined":
+        if (Array.isArray(this)) throw new TypeError(`array element ${key} is undefined`);
+        break;
+    }
+    return v;
+  });
+}
+export function describe(v) {
+  switch (typeof v) {
+    case "string": return JSON.stringify(v);
+    case "bigint": return `${v}n`;
+    case "symbol": case "function": return String(v);
+    case "object":
+      if (v === null) return "null";
+      try { const s = JSON.stringify(v); return s.length > 80 ? s.slice(0, 77) + "..." : s; }
+      catch { return Object.prototype.toString.call(v); }
+    default: return String(v);
+  }
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = payloadJson, catch)]
+    fn payload_json(value: &JsValue) -> std::result::Result<String, JsValue>;
+    #[wasm_bindgen(js_name = describe)]
+    pub fn describe_value(value: &JsValue) -> String;
+}
+
+/// A core error as a JavaScript `Error` with `code` (and, for
+/// `SEQUENCE_MISMATCH`, `aggregate`, `expected` and `actual`).
+pub fn js_error(e: Error) -> JsValue {
+    let error = js_sys::Error::new(&e.to_string());
+    let _ = Reflect::set(&error, &"code".into(), &e.code().into());
+    if let Error::SequenceMismatch {
+        aggregate,
+        expected,
+        actual,
+    } = &e
+    {
+        let tokens: Array = aggregate.split('.').map(JsValue::from_str).collect();
+        let _ = Reflect::set(&error, &"aggregate".into(), &tokens);
+        let _ = Reflect::set(&error, &"expected".into(), &(*expected as f64).into());
+        let _ = Reflect::set(&error, &"actual".into(), &(*actual as f64).into());
+    }
+    error.into()
+}
+
+/// A property of a plain object (after [`check_keys`]).
+fn field(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn absent(v: &JsValue) -> bool {
+    v.is_undefined() || v.is_null()
+}
+
+/// Requires a plain object with only the `allowed` keys: a typo such as
+/// `expectedSeq` must not silently skip a check.
+fn check_keys(v: &JsValue, what: &str, allowed: &[&str]) -> Result<()> {
+    if !v.is_object() || Array::is_array(v) || v.is_function() {
+        return Err(Error::argument(format!(
+            "{what} must be an object, got {}",
+            describe_value(v)
+        )));
+    }
+    for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !allowed.contains(&key.as_str()) {
+            return Err(Error::argument(format!(
+                "{what} has an unknown property {key:?} (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn tokens(v: &JsValue, what: &str) -> Result<Option<Vec<String>>> {
+    if v.as_string().is_some() {
+        return Ok(None);
+    }
+    if !Array::is_array(v) {
+        return Err(Error::argument(format!(
+            "{what} must be a string or an array of strings, got {}",
+            describe_value(v)
+        )));
+    }
+    Array::from(v)
+        .iter()
+        .map(|t| {
+            t.as_string().ok_or_else(|| {
+                Error::subject(
+                    describe_value(v),
+                    format!("token {} is not a string", describe_value(&t)),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// A subject given as `"a.b"` or `["a", "b"]`.
+pub fn subject(v: &JsValue, what: &str) -> Result<Subject> {
+    match tokens(v, what)? {
+        None => Subject::parse(&v.as_string().unwrap_or_default()),
+        Some(t) => Subject::from_tokens(&t),
+    }
+}
+
+/// A pattern given as `"a.*"` or `["a", "*"]`.
+pub fn pattern(v: &JsValue, what: &str) -> Result<Pattern> {
+    match tokens(v, what)? {
+        None => Pattern::parse(&v.as_string().unwrap_or_default()),
+        Some(t) => Pattern::from_tokens(&t),
+    }
+}
+
+/// A non-negative integer (`undefined`/`null` = absent).
+fn uint(v: &JsValue, what: &str) -> Result<Option<u64>> {
+    if absent(v) {
+        return Ok(None);
+    }
+    match v.as_f64() {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => {
+            Ok(Some(n as u64))
+        }
+        _ => Err(Error::argument(format!(
+            "{what} must be a non-negative integer, got {}",
+            describe_value(v)
+        ))),
+    }
+}
+
+/// The argument of `push`.
+pub fn push_entries(v: &JsValue) -> Result<Vec<PushEntry>> {
+    if !Array::is_array(v) {
+        return Err(Error::argument(format!(
+            "push takes an array of entries, got {}",
+            describe_value(v)
+        )));
+    }
+    Array::from(v)
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| push_entry(&entry, i))
+        .collect()
+}
+
+fn push_entry(v: &JsValue, i: usize) -> Result<PushEntry> {
+    let what = format!("push entry {i}");
+    check_keys(v, &what, &["aggregate", "expectedSequence", "commands"])?;
+    let aggregate = subject(&field(v, "aggregate"), &format!("{what}: aggregate"))?;
+    let expected_sequence = uint(
+        &field(v, "expectedSequence"),
+        &format!("{what}: expectedSequence"),
+    )?;
+    let commands = field(v, "commands");
+    if !Array::is_array(&commands) {
+        return Err(Error::argument(format!(
+            "{what} (aggregate {aggregate}): commands must be an array, got {}",
+            describe_value(&commands)
+        )));
+    }
+    let commands = Array::from(&commands);
+    if commands.length() == 0 {
+        return Err(Error::argument(format!(
+            "{what} (aggregate {aggregate}) has no commands"
+        )));
+    }
+    let commands = commands
+        .iter()
+        .enumerate()
+        .map(|(j, c)| command(&c, &format!("{what}, command {j}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PushEntry {
+        aggregate,
+        expected_sequence,
+        commands,
+    })
+}
+
+fn command(v: &JsValue, what: &str) -> Result<Command> {
+    check_keys(v, what, &["action", "revision", "payload"])?;
+    let action = subject(&field(v, "action"), &format!("{what}: action"))?;
+    let revision = match uint(&field(v, "revision"), &format!("{what}: revision"))? {
+        None => 1,
+        Some(r) => u16::try_from(r)
+            .map_err(|_| Error::argument(format!("{what}: revision must be 0..=65535, got {r}")))?,
+    };
+    let json = payload_json(&field(v, "payload")).map_err(|e| Error::InvalidPayload {
+        at: format!("in {what} ({action})"),
+        reason: js_sys::Error::from(e).message().into(),
+    })?;
+    let payload = RawValue::from_string(json).map_err(|e| Error::InvalidPayload {
+        at: format!("in {what} ({action})"),
+        reason: e.to_string(),
+    })?;
+    Ok(Command {
+        action,
+        revision,
+        payload,
+    })
+}
+
+/// The argument of `filter` and `forget` (`undefined` = every event).
+pub fn filter(v: &JsValue) -> Result<Filter> {
+    if absent(v) {
+        return Ok(Filter::default());
+    }
+    check_keys(v, "the filter", &["queries", "limit"])?;
+    let limit = uint(&field(v, "limit"), "limit")?.map(|n| n as usize);
+    let queries = field(v, "queries");
+    let queries = if absent(&queries) {
+        Vec::new()
+    } else if Array::is_array(&queries) {
+        Array::from(&queries)
+            .iter()
+            .enumerate()
+            .map(|(i, q)| query(&q, &format!("query {i}")))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        return Err(Error::argument(format!(
+            "queries must be an array, got {}",
+            describe_value(&queries)
+        )));
+    };
+    Ok(Filter { queries, limit })
+}
+
+fn query(v: &JsValue, what: &str) -> Result<Query> {
+    check_keys(v, what, &["subjects", "aggregate", "sequence", "createdAt"])?;
+    let optional_pattern = |key: &str| {
+        let p = field(v, key);
+        if absent(&p) {
+            Ok(None)
+        } else {
+            pattern(&p, &format!("{what}: {key}")).map(Some)
+        }
+    };
+    let sequence = field(v, "sequence");
+    let sequence = if absent(&sequence) {
+        Range::default()
+    } else {
+        check_keys(&sequence, &format!("{what}: sequence"), &["from", "to"])?;
+        Range {
+            from: uint(&field(&sequence, "from"), &format!("{what}: sequence.from"))?,
+            to: uint(&field(&sequence, "to"), &format!("{what}: sequence.to"))?,
+        }
+    };
+    let created = field(v, "createdAt");
+    let created_at = if absent(&created) {
+        Range::default()
+    } else {
+        check_keys(&created, &format!("{what}: createdAt"), &["from", "to"])?;
+        let bound = |key: &str| {
+            let b = field(&created, key);
+            if absent(&b) {
+                return Ok(None);
+            }
+            match b.as_f64() {
+                Some(n) if n.is_finite() => Ok(Some(n)),
+                _ => Err(Error::argument(format!(
+                    "{what}: createdAt.{key} must be a finite number of ms, got {}",
+                    describe_value(&b)
+                ))),
+            }
+        };
+        Range {
+            from: bound("from")?,
+            to: bound("to")?,
+        }
+    };
+    Ok(Query {
+        subjects: optional_pattern("subjects")?,
+        aggregate: optional_pattern("aggregate")?,
+        sequence,
+        created_at,
+    })
+}
+
+/// Fills a buffer with random bytes from the platform's CSPRNG (window or worker).
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let crypto: web_sys::Crypto = Reflect::get(&js_sys::global(), &"crypto".into())
+        .ok()
+        .and_then(|c| c.dyn_into().ok())
+        .ok_or_else(|| Error::Storage("crypto.getRandomValues is not available".into()))?;
+    // getRandomValues takes at most 65536 bytes a call.
+    for chunk in buf.chunks_mut(65536) {
+        crypto
+            .get_random_values_with_u8_array(chunk)
+            .map_err(|e| Error::Storage(describe_value(&e)))?;
+    }
+    Ok(())
+}

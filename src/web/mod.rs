@@ -1,0 +1,8 @@
+//! The browser edge: IndexedDB storage, JS conversions and the exported class.
+
+mod event_store;
+mod idb;
+mod interop;
+mod types;
+
+pub use event_store::EventStore;

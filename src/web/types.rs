@@ -1,0 +1,90 @@
+//! TypeScript declarations of the shapes the API takes and returns.
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** A subject: dotted (`"user.A.added"`) or as tokens (`["user", "A", "added"]`). */
+export type Subject = string | readonly string[];
+/** A subject whose tokens may be `*` (one token) or, last, `>` (one or more). */
+export type Pattern = string | readonly string[];
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json | undefined };
+
+/** One command of a push entry. */
+export interface Command {
+  /** What happened, e.g. `"user.A.added"`. */
+  action: Subject;
+  /** Schema version of the payload, 0..=65535 (default 1). */
+  revision?: number;
+  /** Any JSON value; omitted means `null`. */
+  payload?: Json;
+}
+
+/** Commands for one aggregate. */
+export interface PushEntry {
+  /** The stream the events belong to, e.g. `"user.A"`. */
+  aggregate: Subject;
+  /** The aggregate's sequence the caller saw (0: must not exist yet). */
+  expectedSequence?: number;
+  commands: Command[];
+}
+
+/** A stored event. */
+export interface Event {
+  id: string;
+  aggregate: string[];
+  action: string[];
+  revision: number;
+  sequence: number;
+  position: number;
+  createdAt: number;
+  payload: Json;
+  forgotten: boolean;
+}
+
+/** A half-open range `[from, to)`. */
+export interface Range {
+  from?: number;
+  to?: number;
+}
+
+/** Every criterion set must match. */
+export interface Query {
+  /** Pattern on the action. */
+  subjects?: Pattern;
+  /** Pattern on the aggregate. */
+  aggregate?: Pattern;
+  sequence?: Range;
+  /** Milliseconds since the epoch. */
+  createdAt?: Range;
+}
+
+/** Queries OR-ed together; empty or absent matches every event. */
+export interface Filter {
+  queries?: Query[];
+  /** Most events to return (not allowed on `forget`). */
+  limit?: number;
+}
+
+/** The `code` of every error the store rejects with. */
+export type ErrorCode =
+  | "INVALID_SUBJECT" | "INVALID_PAYLOAD" | "INVALID_ARGUMENT" | "SEQUENCE_MISMATCH"
+  | "QUOTA_EXCEEDED" | "CLOSED" | "VERSION_MISMATCH" | "STORAGE";
+
+/** What every method rejects with. */
+export interface EventStoreError extends Error {
+  code: ErrorCode;
+  /** With `SEQUENCE_MISMATCH`. */
+  aggregate?: string[];
+  expected?: number;
+  actual?: number;
+}
+
+export interface EventStore {
+  /** Events matching `filter`, in position order. */
+  filter(filter?: Filter): Promise<Event[]>;
+  /** Calls `reducer` once per matching event, in position order. */
+  filter(filter: Filter | undefined, reducer: (event: Event) => void): Promise<undefined>;
+}
+"#;
