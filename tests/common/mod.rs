@@ -1,0 +1,110 @@
+//! Helpers shared by the native tests: building pushes and running the
+//! engine on the in-memory backend.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use eventstore_wasm::batch::Batch;
+use eventstore_wasm::engine;
+use eventstore_wasm::filter::{Filter, Query};
+use eventstore_wasm::push::{Command, PushEntry};
+use eventstore_wasm::storage::memory::MemoryStorage;
+use eventstore_wasm::subject::{Pattern, Subject};
+use eventstore_wasm::Result;
+use futures::executor::block_on;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+pub fn entry(aggregate: &str, expected: Option<u64>, commands: &[(&str, &str)]) -> PushEntry {
+    PushEntry {
+        aggregate: Subject::parse(aggregate).unwrap(),
+        expected_sequence: expected,
+        commands: commands
+            .iter()
+            .map(|(action, payload)| Command {
+                action: Subject::parse(action).unwrap(),
+                revision: 1,
+                payload: RawValue::from_string(payload.to_string()).unwrap(),
+            })
+            .collect(),
+    }
+}
+
+pub struct Store {
+    pub storage: MemoryStorage,
+    pub now: u64,
+    next_id: u64,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Store {
+            storage: MemoryStorage::new(),
+            now: 1_000,
+            next_id: 0,
+        }
+    }
+
+    /// Pushes and returns the public events as JSON values.
+    pub fn push(&mut self, entries: &[PushEntry]) -> Result<Vec<Value>> {
+        let mut id = self.next_id;
+        let batches = block_on(engine::push(&self.storage, entries, self.now, || {
+            id += 1;
+            format!("id-{id}")
+        }))?;
+        self.next_id = id;
+        Ok(serde_json::from_str(&engine::events_json(&batches)?).unwrap())
+    }
+
+    pub fn filter(&self, filter: &Filter) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
+        block_on(engine::filter(&self.storage, filter, |page| {
+            let events: Vec<Value> = serde_json::from_str(&page).unwrap();
+            all.extend(events);
+            Ok(())
+        }))?;
+        Ok(all)
+    }
+
+    pub fn forget(&self, filter: &Filter) -> Result<u64> {
+        block_on(engine::forget(&self.storage, filter))
+    }
+
+    pub fn records(&self) -> Vec<Batch> {
+        block_on(self.storage.records())
+    }
+}
+
+pub fn subjects(pattern: &str) -> Filter {
+    query(Query {
+        subjects: Some(Pattern::parse(pattern).unwrap()),
+        ..Query::default()
+    })
+}
+
+pub fn aggregate(pattern: &str) -> Filter {
+    query(Query {
+        aggregate: Some(Pattern::parse(pattern).unwrap()),
+        ..Query::default()
+    })
+}
+
+pub fn query(q: Query) -> Filter {
+    Filter {
+        queries: vec![q],
+        limit: None,
+    }
+}
+
+/// The dotted action of an event value.
+pub fn action(e: &Value) -> String {
+    dotted(&e["action"])
+}
+
+pub fn dotted(tokens: &Value) -> String {
+    tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(".")
+}

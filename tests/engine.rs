@@ -1,0 +1,294 @@
+//! The engine on the in-memory backend: SPEC section 4 without a browser.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use eventstore_wasm::batch::MAX_BATCH_BYTES;
+use eventstore_wasm::filter::{Filter, Query, Range};
+use eventstore_wasm::subject::Pattern;
+use eventstore_wasm::Error;
+
+#[test]
+fn seed_compliance_patterns() {
+    let mut s = Store::new();
+    let pushed = s
+        .push(&[entry(
+            "user.id",
+            None,
+            &[
+                ("user.id.added", r#"{"name":"x"}"#),
+                ("user.id.removed", "null"),
+            ],
+        )])
+        .unwrap();
+    assert_eq!(pushed.len(), 2);
+    let actions = |f: &Filter| s.filter(f).unwrap().iter().map(action).collect::<Vec<_>>();
+    assert_eq!(
+        actions(&subjects("user.id.>")),
+        ["user.id.added", "user.id.removed"]
+    );
+    assert_eq!(
+        actions(&subjects("user.*.*")),
+        ["user.id.added", "user.id.removed"]
+    );
+    assert_eq!(actions(&subjects("user.id.added")), ["user.id.added"]);
+    assert_eq!(
+        actions(&subjects(">")),
+        ["user.id.added", "user.id.removed"]
+    );
+    assert_eq!(actions(&subjects("user.id")), Vec::<String>::new());
+    assert_eq!(actions(&subjects("user.*")), Vec::<String>::new());
+}
+
+#[test]
+fn expected_sequence_zero_then_wrong() {
+    let mut s = Store::new();
+    s.push(&[entry("user.a", Some(0), &[("user.a.added", "{}")])])
+        .unwrap();
+    let err = s
+        .push(&[entry("user.b", Some(2), &[("user.b.added", "{}")])])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::SequenceMismatch {
+            aggregate: "user.b".into(),
+            expected: 2,
+            actual: 0
+        }
+    );
+    s.push(&[entry("user.a", Some(1), &[("user.a.renamed", "{}")])])
+        .unwrap();
+    assert_eq!(s.filter(&Filter::default()).unwrap().len(), 2);
+}
+
+#[test]
+fn two_aggregates_in_one_push_are_sequenced_separately() {
+    let mut s = Store::new();
+    let three = [("x.e", "1"), ("x.e", "2"), ("x.e", "3")];
+    let events = s
+        .push(&[
+            entry("agg.one", None, &three),
+            entry("agg.two", None, &three),
+        ])
+        .unwrap();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    let positions: Vec<u64> = events
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 1, 2, 3]);
+    assert_eq!(positions, [1, 2, 3, 4, 5, 6]);
+    assert!(events.iter().all(|e| e["createdAt"] == 1_000));
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(ids.len(), 6);
+}
+
+#[test]
+fn same_aggregate_twice_checks_each_expectation_at_its_point() {
+    let mut s = Store::new();
+    let ok = s
+        .push(&[
+            entry("a.b", Some(0), &[("a.b.x", "1"), ("a.b.y", "2")]),
+            entry("c.d", None, &[("c.d.x", "3")]),
+            entry("a.b", Some(2), &[("a.b.z", "4")]),
+        ])
+        .unwrap();
+    let seqs: Vec<(String, u64)> = ok
+        .iter()
+        .map(|e| (dotted(&e["aggregate"]), e["sequence"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            ("a.b".into(), 1),
+            ("a.b".into(), 2),
+            ("c.d".into(), 1),
+            ("a.b".into(), 3)
+        ]
+    );
+    let err = s
+        .push(&[
+            entry("a.b", Some(3), &[("a.b.x", "1")]),
+            entry("a.b", Some(3), &[("a.b.y", "2")]),
+        ])
+        .unwrap_err();
+    assert_eq!(err.code(), "SEQUENCE_MISMATCH");
+    assert_eq!(
+        s.filter(&Filter::default()).unwrap().len(),
+        4,
+        "nothing of the failed push"
+    );
+}
+
+#[test]
+fn a_failing_push_writes_nothing() {
+    let mut s = Store::new();
+    s.push(&[entry("a.b", None, &[("a.b.x", "1")])]).unwrap();
+    let before = s.records();
+    let err = s
+        .push(&[
+            entry("a.c", None, &[("a.c.x", "1")]),
+            entry("a.b", Some(0), &[("a.b.x", "1")]),
+        ])
+        .unwrap_err();
+    assert_eq!(err.code(), "SEQUENCE_MISMATCH");
+    let err = s.push(&[entry("a.d", None, &[])]).unwrap_err();
+    assert_eq!(err.code(), "INVALID_ARGUMENT");
+    assert_eq!(s.records(), before);
+    assert!(s.push(&[]).unwrap().is_empty());
+    assert_eq!(s.records(), before);
+}
+
+#[test]
+fn large_pushes_split_into_bounded_batches() {
+    let mut s = Store::new();
+    let payload = format!("\"{}\"", "p".repeat(1000));
+    let commands: Vec<(&str, &str)> = (0..200).map(|_| ("big.a.set", payload.as_str())).collect();
+    let events = s.push(&[entry("big.a", Some(0), &commands)]).unwrap();
+    assert_eq!(events.len(), 200);
+    let records = s.records();
+    assert!(records.len() >= 4, "{} batches", records.len());
+    assert!(records.iter().all(|b| b.events.len() <= MAX_BATCH_BYTES));
+    let read = s.filter(&aggregate("big.a")).unwrap();
+    let seqs: Vec<u64> = read
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    let more = s
+        .push(&[entry("big.a", Some(200), &[("big.a.set", "1")])])
+        .unwrap();
+    assert_eq!(more[0]["sequence"], 201);
+}
+
+fn sample() -> Store {
+    let mut s = Store::new();
+    for round in 0..3 {
+        s.now = 1_000 + round * 100;
+        let mut entries = Vec::new();
+        for user in ["A", "B", "C"] {
+            let agg = format!("user.{user}");
+            let added = format!("user.{user}.added");
+            let changed = format!("user.{user}.email.changed");
+            let action = if round == 0 { added } else { changed };
+            entries.push(entry(
+                &agg,
+                None,
+                &[(action.as_str(), r#"{"email":"x@y"}"#)],
+            ));
+        }
+        s.push(&entries).unwrap();
+    }
+    s
+}
+
+#[test]
+fn filters_by_ranges_limit_and_or() {
+    let s = sample();
+    let seq = |f: &Filter| {
+        s.filter(f)
+            .unwrap()
+            .iter()
+            .map(|e| e["position"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let mut q = Query {
+        aggregate: Some(Pattern::parse("user.B").unwrap()),
+        ..Query::default()
+    };
+    q.sequence = Range {
+        from: Some(2),
+        to: Some(3),
+    };
+    assert_eq!(seq(&query(q)), [5]);
+    let q = Query {
+        created_at: Range {
+            from: Some(1_100.0),
+            to: Some(1_200.0),
+        },
+        ..Query::default()
+    };
+    assert_eq!(seq(&query(q)), [4, 5, 6]);
+    let or = Filter {
+        queries: vec![
+            Query {
+                subjects: Some(Pattern::parse("user.*.added").unwrap()),
+                ..Query::default()
+            },
+            Query {
+                aggregate: Some(Pattern::parse("user.A").unwrap()),
+                ..Query::default()
+            },
+        ],
+        limit: None,
+    };
+    assert_eq!(
+        seq(&or),
+        [1, 2, 3, 4, 7],
+        "user.A.added matched twice, returned once"
+    );
+    let limited = Filter {
+        limit: Some(2),
+        ..or.clone()
+    };
+    assert_eq!(seq(&limited), [1, 2]);
+    assert_eq!(seq(&aggregate("user.>")).len(), 9);
+    assert_eq!(seq(&aggregate("*.C")), [3, 6, 9]);
+    assert_eq!(seq(&subjects("user.C.email.>")), [6, 9]);
+    let zero = Filter {
+        limit: Some(0),
+        ..Filter::default()
+    };
+    assert!(seq(&zero).is_empty());
+}
+
+#[test]
+fn forget_erases_payloads_and_keeps_metadata() {
+    let s = sample();
+    let before = s.filter(&Filter::default()).unwrap();
+    assert_eq!(s.forget(&aggregate("user.A")).unwrap(), 3);
+    assert_eq!(s.forget(&aggregate("user.A")).unwrap(), 0, "idempotent");
+    let after = s.filter(&Filter::default()).unwrap();
+    for (b, a) in before.iter().zip(&after) {
+        let forgotten = dotted(&b["aggregate"]) == "user.A";
+        for key in [
+            "id",
+            "aggregate",
+            "action",
+            "revision",
+            "sequence",
+            "position",
+            "createdAt",
+        ] {
+            assert_eq!(a[key], b[key], "{key} kept");
+        }
+        assert_eq!(a["forgotten"], forgotten);
+        if forgotten {
+            assert!(a["payload"].is_null());
+        } else {
+            assert_eq!(a["payload"], b["payload"]);
+        }
+    }
+    let records = s.records();
+    let a_records: Vec<_> = records.iter().filter(|b| b.aggregate == "user.A").collect();
+    assert!(a_records.iter().all(|b| !b.events.contains("x@y")));
+    let limited = Filter {
+        limit: Some(1),
+        ..aggregate("user.B")
+    };
+    assert_eq!(s.forget(&limited).unwrap_err().code(), "INVALID_ARGUMENT");
+    // One event of a batch: only that one is erased.
+    assert_eq!(s.forget(&subjects("user.B.added")).unwrap(), 1);
+    let b = s.filter(&aggregate("user.B")).unwrap();
+    assert_eq!(
+        b.iter()
+            .map(|e| e["forgotten"].as_bool().unwrap())
+            .collect::<Vec<_>>(),
+        [true, false, false]
+    );
+}
