@@ -49,24 +49,64 @@ pub fn events_json(batches: &[Batch]) -> Result<String> {
     Ok(out.take())
 }
 
+/// Which part of the log a read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Only events with a position above this one (0: from the start).
+    pub after: u64,
+    /// Scan the log from `after` on instead of using the indexes: cheaper
+    /// when little has been appended since `after` (a live subscription).
+    pub tail: bool,
+}
+
 /// Streams the matching events, in position order, to `sink` in pages of
 /// JSON arrays (at most about [`PAGE_EVENTS`] each). Stops after `limit`.
 pub async fn filter<S: Storage>(
     storage: &S,
     filter: &Filter,
-    mut sink: impl FnMut(String) -> Result<()>,
+    sink: impl FnMut(String) -> Result<()>,
 ) -> Result<()> {
     let tx = storage.read().await?;
-    let mut candidates = Candidates::start(&tx, filter).await?;
+    read(&tx, filter, Window::default(), sink).await
+}
+
+/// Like [`filter`], restricted to a [`Window`]; returns the log's last
+/// position in the snapshot read, so that a caller can resume after it
+/// without missing or repeating an event.
+pub async fn filter_window<S: Storage>(
+    storage: &S,
+    filter: &Filter,
+    window: Window,
+    sink: impl FnMut(String) -> Result<()>,
+) -> Result<u64> {
+    let tx = storage.read().await?;
+    let end = tx.last_position().await?;
+    read(&tx, filter, window, sink).await?;
+    Ok(end)
+}
+
+/// The log's last position (0 when empty).
+pub async fn last_position<S: Storage>(storage: &S) -> Result<u64> {
+    storage.read().await?.last_position().await
+}
+
+async fn read<T: Transaction>(
+    tx: &T,
+    filter: &Filter,
+    window: Window,
+    mut sink: impl FnMut(String) -> Result<()>,
+) -> Result<()> {
+    let mut candidates = Candidates::start(tx, filter, window).await?;
     let mut remaining = filter.limit.unwrap_or(usize::MAX);
     let mut out = EventsJson::new();
     'pages: while remaining > 0 {
-        let Some(page) = candidates.next_page(&tx).await? else {
+        let Some(page) = candidates.next_page(tx).await? else {
             break;
         };
         for batch in page.iter().filter(|b| filter.may_match(b)) {
+            let first = batch.first_position();
             for (i, event) in batch.decode()?.iter().enumerate() {
-                if filter.matches(batch, i, event) {
+                if first + i as u64 > window.after && filter.matches(batch, i, event) {
                     out.push(&batch.event(i, event))?;
                     remaining -= 1;
                     if remaining == 0 {
@@ -86,40 +126,48 @@ pub async fn filter<S: Storage>(
 }
 
 /// Erases the payload of every matching event, keeping its metadata, in one
-/// transaction. Returns how many events were newly erased.
-pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<u64> {
+/// transaction. Returns how many events were newly erased, and their new
+/// state (payload-free) as a JSON array, for subscribers.
+pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, String)> {
     if filter.limit.is_some() {
         return Err(Error::argument("forget does not take a `limit`"));
     }
     let mut tx = storage.write().await?;
-    let mut candidates = Candidates::start(&tx, filter).await?;
+    let mut candidates = Candidates::start(&tx, filter, Window::default()).await?;
     let mut erased = 0;
+    let mut notice = EventsJson::new();
     while let Some(page) = candidates.next_page(&tx).await? {
         let mut changed = Vec::new();
         for batch in page.iter().filter(|b| filter.may_match(b)) {
             let mut events = batch.decode()?;
-            let mut touched = false;
+            let mut touched = Vec::new();
             for (i, event) in events.iter_mut().enumerate() {
                 if !event.forgotten && filter.matches(batch, i, event) {
                     event.payload = None;
                     event.forgotten = true;
-                    touched = true;
-                    erased += 1;
+                    touched.push(i);
                 }
             }
-            if touched {
+            if !touched.is_empty() {
+                erased += touched.len() as u64;
                 let json = serde_json::to_string(&events)
                     .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?;
-                changed.push(Batch {
+                let new_batch = Batch {
                     events: json,
                     ..batch.clone()
-                });
+                };
+                for (i, event) in events.iter().enumerate() {
+                    if touched.contains(&i) {
+                        notice.push(&batch.event(i, event))?;
+                    }
+                }
+                changed.push(new_batch);
             }
         }
         tx.put(&changed)?;
     }
     tx.commit().await?;
-    Ok(erased)
+    Ok((erased, notice.take()))
 }
 
 /// The batches that may hold matches, page by page in position order:
@@ -136,9 +184,12 @@ enum Candidates {
 }
 
 impl Candidates {
-    async fn start<T: Transaction>(tx: &T, filter: &Filter) -> Result<Self> {
-        let Some(accesses) = filter.plan() else {
-            return Ok(Candidates::Scan { from: 0 });
+    async fn start<T: Transaction>(tx: &T, filter: &Filter, window: Window) -> Result<Self> {
+        let scan = Candidates::Scan {
+            from: window.after + 1,
+        };
+        let Some(accesses) = filter.plan().filter(|_| !window.tail) else {
+            return Ok(scan);
         };
         let mut keys = HashSet::new();
         let mut loaded = HashMap::new();
@@ -149,12 +200,19 @@ impl Candidates {
                     from_sequence,
                 } => {
                     for batch in tx.by_aggregate(&range, from_sequence).await? {
-                        keys.insert(batch.last_position);
-                        loaded.insert(batch.last_position, batch);
+                        if batch.last_position > window.after {
+                            keys.insert(batch.last_position);
+                            loaded.insert(batch.last_position, batch);
+                        }
                     }
                 }
-                Access::Action(range) => keys.extend(tx.keys_by_action(&range).await?),
-                Access::Scan => return Ok(Candidates::Scan { from: 0 }),
+                Access::Action(range) => keys.extend(
+                    tx.keys_by_action(&range)
+                        .await?
+                        .into_iter()
+                        .filter(|k| *k > window.after),
+                ),
+                Access::Scan => return Ok(scan),
             }
         }
         let mut keys: Vec<u64> = keys.into_iter().collect();

@@ -69,6 +69,20 @@ impl Query {
                 .is_none_or(|p| p.matches(&event.action))
     }
 
+    /// Whether an event, given by its fields, matches.
+    pub fn matches_fields(
+        &self,
+        aggregate: &str,
+        action: &str,
+        sequence: u64,
+        created_at: f64,
+    ) -> bool {
+        self.aggregate.as_ref().is_none_or(|p| p.matches(aggregate))
+            && self.subjects.as_ref().is_none_or(|p| p.matches(action))
+            && self.sequence.contains(sequence)
+            && self.created_at.contains(created_at)
+    }
+
     /// How this query is best answered.
     pub fn access(&self) -> Access {
         let aggregate = self
@@ -134,6 +148,21 @@ impl Filter {
     /// Cheap check on a batch's metadata.
     pub fn may_match(&self, batch: &Batch) -> bool {
         self.queries.is_empty() || self.queries.iter().any(|q| q.may_match(batch))
+    }
+
+    /// Whether an event, given by its fields, matches any query.
+    pub fn matches_fields(
+        &self,
+        aggregate: &str,
+        action: &str,
+        sequence: u64,
+        created_at: f64,
+    ) -> bool {
+        self.queries.is_empty()
+            || self
+                .queries
+                .iter()
+                .any(|q| q.matches_fields(aggregate, action, sequence, created_at))
     }
 
     /// Whether the `index`-th event of `batch` matches any query.

@@ -292,3 +292,49 @@ fn forget_erases_payloads_and_keeps_metadata() {
         [true, false, false]
     );
 }
+
+#[test]
+fn windows_resume_after_a_position_whatever_the_plan() {
+    use eventstore_wasm::engine::Window;
+    let s = sample();
+    for filter in [
+        Filter::default(),
+        subjects("user.*.email.>"),
+        aggregate("user.B"),
+        aggregate("*.B"),
+    ] {
+        let all = s.filter(&filter).unwrap();
+        for after in 0..=9u64 {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|e| e["position"].as_u64().unwrap() > after)
+                .cloned()
+                .collect();
+            for tail in [false, true] {
+                let (got, end) = s.window(&filter, Window { after, tail }).unwrap();
+                assert_eq!(got, expected, "after {after}, tail {tail}");
+                assert_eq!(end, 9);
+            }
+        }
+    }
+}
+
+#[test]
+fn forget_reports_the_erased_events_new_state() {
+    let s = sample();
+    let (n, notice) = s.forget_notice(&subjects("user.*.email.changed")).unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(notice.len(), 6);
+    assert!(notice
+        .iter()
+        .all(|e| e["forgotten"] == true && e["payload"].is_null()));
+    let positions: Vec<u64> = notice
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        s.forget_notice(&subjects("user.*.email.changed")).unwrap(),
+        (0, vec![])
+    );
+}

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use eventstore_wasm::EventStore;
-use js_sys::{Array, Promise, Reflect, JSON};
+use js_sys::{Array, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -366,5 +366,179 @@ async fn concurrent_pushes_from_one_page_never_collide() {
     let seqs: Vec<String> = (1..=50).map(|i| i.to_string()).collect();
     assert_eq!(field_list(&all, "sequence"), seqs);
     assert_eq!(field_list(&all, "position"), seqs);
+    s.close();
+}
+
+/// Resolves after `ms` milliseconds.
+async fn sleep(ms: i32) {
+    let f = js_sys::Function::new_with_args("ms", "return new Promise((r) => setTimeout(r, ms))");
+    let p: Promise = f
+        .call1(&JsValue::NULL, &ms.into())
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap();
+}
+
+/// A JS array collecting what a callback receives, and the callback.
+fn collector() -> (Array, JsValue) {
+    let seen = Array::new();
+    let f = js_sys::Function::new_with_args("seen", "return (e) => { seen.push(e); }")
+        .call1(&JsValue::NULL, &seen)
+        .unwrap();
+    (seen, f)
+}
+
+/// Waits (bounded) until `seen` holds `n` items.
+async fn until_len(seen: &Array, n: u32) {
+    for _ in 0..200 {
+        if seen.length() >= n {
+            break;
+        }
+        sleep(10).await;
+    }
+}
+
+fn push_json(aggregate: &str, n: usize) -> JsValue {
+    let cmds: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"action":"{aggregate}.e","payload":{{"i":{i},"secret":"s-{aggregate}-{i}"}}}}"#
+            )
+        })
+        .collect();
+    js(&format!(
+        r#"[{{"aggregate":"{aggregate}","commands":[{}]}}]"#,
+        cmds.join(",")
+    ))
+}
+
+#[wasm_bindgen_test]
+async fn subscriptions_catch_up_then_go_live_across_instances() {
+    let a = fresh("web-live").await;
+    // A second connection stands in for another tab: its own BroadcastChannel.
+    let b = EventStore::open("web-live".into()).await.unwrap();
+    a.push(push_json("s.one", 3)).await.unwrap();
+    let (seen, on_event) = collector();
+    let (tail, on_tail) = collector();
+    let unsubscribe: js_sys::Function = a
+        .subscribe(
+            js(r#"{"queries":[{"subjects":"s.>"}]}"#),
+            on_event,
+            JsValue::UNDEFINED,
+        )
+        .unwrap()
+        .unchecked_into();
+    let _end = a
+        .subscribe(JsValue::UNDEFINED, on_tail, js(r#"{"fromPosition":"end"}"#))
+        .unwrap();
+    b.push(push_json("s.two", 2)).await.unwrap();
+    b.push(push_json("other.x", 1)).await.unwrap();
+    a.push(push_json("s.one", 1)).await.unwrap();
+    until_len(&seen, 6).await;
+    until_len(&tail, 4).await;
+    sleep(50).await;
+    assert_eq!(
+        field_list(&seen.clone().into(), "position"),
+        ["1", "2", "3", "4", "5", "7"]
+    );
+    assert_eq!(
+        field_list(&tail.clone().into(), "position"),
+        ["4", "5", "6", "7"]
+    );
+    unsubscribe.call0(&JsValue::NULL).unwrap();
+    b.push(push_json("s.two", 1)).await.unwrap();
+    until_len(&tail, 5).await;
+    sleep(50).await;
+    assert_eq!(seen.length(), 6, "nothing after unsubscribe");
+    assert_eq!(tail.length(), 5);
+    a.close();
+    b.push(push_json("s.two", 1)).await.unwrap();
+    sleep(50).await;
+    assert_eq!(tail.length(), 5, "close() ends subscriptions");
+    b.close();
+}
+
+#[wasm_bindgen_test]
+async fn subscribers_hear_of_forgets_and_failures() {
+    let a = fresh("web-live-forget").await;
+    let b = EventStore::open("web-live-forget".into()).await.unwrap();
+    a.push(push_json("f.one", 2)).await.unwrap();
+    let (seen, on_event) = collector();
+    let (forgot, on_forget) = collector();
+    let options = Object::new();
+    Reflect::set(&options, &"onForget".into(), &on_forget).unwrap();
+    a.subscribe(JsValue::UNDEFINED, on_event, options.into())
+        .unwrap();
+    until_len(&seen, 2).await;
+    assert_eq!(
+        b.forget(js(r#"{"queries":[{"aggregate":"f.one"}]}"#))
+            .await
+            .unwrap(),
+        2.0
+    );
+    until_len(&forgot, 1).await;
+    let notice = forgot.get(0);
+    assert_eq!(field_list(&notice, "forgotten"), ["true", "true"]);
+    assert_eq!(field_list(&notice, "payload"), ["null", "null"]);
+
+    // A throwing onEvent ends the subscription and says why.
+    let (errors, on_error) = collector();
+    let throwing = js_sys::Function::new_with_args("e", "throw new Error('view broke')");
+    let options = Object::new();
+    Reflect::set(&options, &"onError".into(), &on_error).unwrap();
+    a.subscribe(JsValue::UNDEFINED, throwing.into(), options.into())
+        .unwrap();
+    until_len(&errors, 1).await;
+    assert_eq!(
+        get(&errors.get(0), "message").as_string().unwrap(),
+        "view broke"
+    );
+    let err = a.subscribe(
+        js(r#"{"limit":1}"#),
+        js_sys::Function::new_no_args("").into(),
+        JsValue::UNDEFINED,
+    );
+    assert_eq!(code(&err.unwrap_err()), "INVALID_ARGUMENT");
+    a.close();
+    let err = a.subscribe(
+        JsValue::UNDEFINED,
+        js_sys::Function::new_no_args("").into(),
+        JsValue::UNDEFINED,
+    );
+    assert_eq!(code(&err.unwrap_err()), "CLOSED");
+    b.close();
+}
+
+#[wasm_bindgen_test]
+async fn async_iteration_streams_pages() {
+    let s = fresh("web-iterate").await;
+    for _ in 0..3 {
+        s.push(push_json("it.a", 900)).await.unwrap();
+    }
+    s.push(push_json("it.b", 5)).await.unwrap();
+    let collect = js_sys::Function::new_with_args(
+        "iterable",
+        "return (async () => { const out = []; for await (const e of iterable) out.push(e.position); return out; })()",
+    );
+    let run = |filter: &str| {
+        let iterable = s.events(js(filter)).unwrap();
+        let p: Promise = collect
+            .call1(&JsValue::NULL, &iterable)
+            .unwrap()
+            .unchecked_into();
+        JsFuture::from(p)
+    };
+    let all = run(r#"{"queries":[{"aggregate":"it.a"}]}"#).await.unwrap();
+    let positions: Vec<u64> = Array::from(&all)
+        .iter()
+        .map(|p| p.as_f64().unwrap() as u64)
+        .collect();
+    assert_eq!(positions, (1..=2700).collect::<Vec<_>>());
+    let limited = run(r#"{"queries":[{"subjects":"it.*.e"}],"limit":1500}"#)
+        .await
+        .unwrap();
+    assert_eq!(Array::from(&limited).length(), 1500);
+    let b = run(r#"{"queries":[{"aggregate":"it.b"}]}"#).await.unwrap();
+    assert_eq!(Array::from(&b).length(), 5);
     s.close();
 }

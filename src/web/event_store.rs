@@ -8,13 +8,36 @@ use wasm_bindgen::prelude::*;
 
 use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
-use crate::engine;
+use super::live::Live;
+use crate::engine::{self, Window};
 use crate::error::{Error, Result};
+
+#[wasm_bindgen(inline_js = r#"
+export function pagedEvents(fetchPage, limit) {
+  return {
+    async *[Symbol.asyncIterator]() {
+      let after = 0, left = limit;
+      while (left > 0) {
+        const page = await fetchPage(after, Math.min(left, 1000));
+        for (const event of page) yield event;
+        if (page.length === 0) return;
+        left -= page.length;
+        after = page[page.length - 1].position;
+      }
+    },
+  };
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = pagedEvents)]
+    fn paged_events(fetch_page: &JsValue, limit: f64) -> JsValue;
+}
 
 /// An event store on one IndexedDB database. Open it with `EventStore.open(name)`.
 #[wasm_bindgen]
 pub struct EventStore {
     storage: IdbStorage,
+    live: Rc<Live>,
 }
 
 #[wasm_bindgen]
@@ -26,8 +49,10 @@ impl EventStore {
     /// ```
     pub async fn open(name: String) -> std::result::Result<EventStore, JsValue> {
         let db = Database::open(&name).await.map_err(js_error)?;
+        let storage = IdbStorage(Rc::new(db));
         Ok(EventStore {
-            storage: IdbStorage(Rc::new(db)),
+            live: Live::new(&name, storage.clone()),
+            storage,
         })
     }
 
@@ -106,14 +131,91 @@ impl EventStore {
         #[wasm_bindgen(unchecked_param_type = "Filter")] filter: JsValue,
     ) -> std::result::Result<f64, JsValue> {
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let erased = engine::forget(&self.storage, &filter)
+        let (erased, events) = engine::forget(&self.storage, &filter)
             .await
             .map_err(js_error)?;
+        if erased > 0 {
+            self.live.forgot(&parse(&events).map_err(js_error)?);
+        }
         Ok(erased as f64)
     }
 
-    /// Closes the store; later calls reject with `CLOSED`.
+    /// Delivers every stored event matching `filter` after
+    /// `options.fromPosition` (default 0, the start; `"end"`: live only), in
+    /// position order, then each new matching event as it is committed here,
+    /// in another tab or in a worker. Exactly once, in order, no gap.
+    /// `options.onForget(events)` receives already delivered events whose
+    /// payload was erased since; `options.onError(error)` is told why a
+    /// subscription ended (a throwing `onEvent` ends it too).
+    /// Returns the function that ends the subscription.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Filter | undefined")] filter: JsValue,
+        #[wasm_bindgen(js_name = onEvent, unchecked_param_type = "(event: Event) => void")]
+        on_event: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "SubscribeOptions | undefined")] options: JsValue,
+    ) -> std::result::Result<JsValue, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
+        let filter = interop::filter(&filter).map_err(js_error)?;
+        if filter.limit.is_some() {
+            return Err(js_error(Error::argument(
+                "subscribe does not take a `limit`",
+            )));
+        }
+        let on_event = interop::function(&on_event, "onEvent").map_err(js_error)?;
+        let options = interop::subscribe_options(&options).map_err(js_error)?;
+        let unsubscribe = self.live.subscribe(
+            filter,
+            on_event,
+            options.start,
+            options.on_forget,
+            options.on_error,
+        );
+        Ok(Closure::<dyn Fn()>::new(move || unsubscribe()).into_js_value())
+    }
+
+    /// The events matching `filter` as an async iterable, read from
+    /// IndexedDB a page (1,000 events) at a time.
+    #[wasm_bindgen(unchecked_return_type = "AsyncIterable<Event>")]
+    pub fn events(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Filter | undefined")] filter: JsValue,
+    ) -> std::result::Result<JsValue, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
+        let filter = interop::filter(&filter).map_err(js_error)?;
+        let limit = filter.limit.map_or(f64::INFINITY, |l| l as f64);
+        let storage = self.storage.clone();
+        let fetch =
+            Closure::<dyn Fn(f64, f64) -> js_sys::Promise>::new(move |after: f64, count: f64| {
+                let storage = storage.clone();
+                let filter = crate::filter::Filter {
+                    limit: Some(count as usize),
+                    ..filter.clone()
+                };
+                wasm_bindgen_futures::future_to_promise(async move {
+                    let result = Array::new();
+                    let window = Window {
+                        after: after as u64,
+                        tail: false,
+                    };
+                    engine::filter_window(&storage, &filter, window, |page| {
+                        for e in parse(&page)?.iter() {
+                            result.push(&e);
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(js_error)?;
+                    Ok(result.into())
+                })
+            });
+        Ok(paged_events(&fetch.into_js_value(), limit))
+    }
+
+    /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
     pub fn close(&self) {
+        self.live.close();
         self.storage.0.close();
     }
 }
@@ -136,6 +238,9 @@ impl EventStore {
                 .to_string()
         };
         let batches = engine::push(&self.storage, &entries, now, new_id).await?;
+        if !batches.is_empty() {
+            self.live.committed();
+        }
         parse(&engine::events_json(&batches)?).map(Into::into)
     }
 }

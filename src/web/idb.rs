@@ -114,10 +114,17 @@ impl Database {
         self.db.close();
     }
 
-    fn transaction(&self, mode: IdbTransactionMode) -> Result<IdbTx> {
-        if let Some(why) = self.closed.borrow().as_ref() {
-            return Err(Error::Closed(why.clone()));
+    /// `CLOSED` once the connection is closed.
+    pub fn check_open(&self) -> Result<()> {
+        match self.closed.borrow().as_ref() {
+            Some(why) => Err(Error::Closed(why.clone())),
+            None => Ok(()),
         }
+    }
+
+    /// A transaction created now (its place in IndexedDB's order is fixed here).
+    pub fn transaction(&self, mode: IdbTransactionMode) -> Result<IdbTx> {
+        self.check_open()?;
         let tx = self
             .db
             .transaction_with_str_and_mode(STORE, mode)

@@ -301,6 +301,69 @@ fn query(v: &JsValue, what: &str) -> Result<Query> {
     })
 }
 
+/// A function argument.
+pub fn function(v: &JsValue, what: &str) -> Result<js_sys::Function> {
+    v.dyn_ref::<js_sys::Function>().cloned().ok_or_else(|| {
+        Error::argument(format!(
+            "{what} must be a function, got {}",
+            describe_value(v)
+        ))
+    })
+}
+
+/// The options of `subscribe`.
+pub struct SubscribeOptions {
+    pub start: crate::web::live::Start,
+    pub on_forget: Option<js_sys::Function>,
+    pub on_error: Option<js_sys::Function>,
+}
+
+/// Reads `{ fromPosition?, onForget?, onError? }`.
+pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
+    use crate::web::live::Start;
+    let mut options = SubscribeOptions {
+        start: Start::After(0),
+        on_forget: None,
+        on_error: None,
+    };
+    if absent(v) {
+        return Ok(options);
+    }
+    check_keys(
+        v,
+        "the subscribe options",
+        &["fromPosition", "onForget", "onError"],
+    )?;
+    let from = field(v, "fromPosition");
+    if from.as_string().as_deref() == Some("end") {
+        options.start = Start::End;
+    } else if let Some(p) = uint(&from, "fromPosition (a position or \"end\")")? {
+        options.start = Start::After(p);
+    }
+    for (key, slot) in [
+        ("onForget", &mut options.on_forget),
+        ("onError", &mut options.on_error),
+    ] {
+        let f = field(v, key);
+        if !absent(&f) {
+            *slot = Some(function(&f, key)?);
+        }
+    }
+    Ok(options)
+}
+
+/// Whether a public event object (as `filter` returns them) matches `filter`.
+pub fn event_matches(filter: &Filter, event: &JsValue) -> bool {
+    let dotted = |key: &str| String::from(Array::from(&field(event, key)).join("."));
+    let number = |key: &str| field(event, key).as_f64().unwrap_or(0.0);
+    filter.matches_fields(
+        &dotted("aggregate"),
+        &dotted("action"),
+        number("sequence") as u64,
+        number("createdAt"),
+    )
+}
+
 /// Fills a buffer with random bytes from the platform's CSPRNG (window or worker).
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     let crypto: web_sys::Crypto = Reflect::get(&js_sys::global(), &"crypto".into())

@@ -3,6 +3,7 @@
 mod event_store;
 mod idb;
 mod interop;
+mod live;
 mod types;
 
 pub use event_store::EventStore;

@@ -81,6 +81,16 @@ export interface EventStoreError extends Error {
   actual?: number;
 }
 
+/** Options of `subscribe`. */
+export interface SubscribeOptions {
+  /** Deliver events after this position (default 0: from the start); `"end"`: live events only. */
+  fromPosition?: number | "end";
+  /** Receives already delivered events whose payload was erased since (`payload: null, forgotten: true`). */
+  onForget?: (events: Event[]) => void;
+  /** Told why a subscription ended early (a storage error, a throwing `onEvent`, the database closing). */
+  onError?: (error: EventStoreError | unknown) => void;
+}
+
 export interface EventStore {
   /** Events matching `filter`, in position order. */
   filter(filter?: Filter): Promise<Event[]>;

@@ -65,7 +65,29 @@ impl Store {
     }
 
     pub fn forget(&self, filter: &Filter) -> Result<u64> {
-        block_on(engine::forget(&self.storage, filter))
+        self.forget_notice(filter).map(|(n, _)| n)
+    }
+
+    /// Forgets and returns the count and the erased events' new state.
+    pub fn forget_notice(&self, filter: &Filter) -> Result<(u64, Vec<Value>)> {
+        let (n, json) = block_on(engine::forget(&self.storage, filter))?;
+        Ok((n, serde_json::from_str(&json).unwrap()))
+    }
+
+    /// Reads a window; returns the events and the snapshot's last position.
+    pub fn window(&self, filter: &Filter, window: engine::Window) -> Result<(Vec<Value>, u64)> {
+        let mut all = Vec::new();
+        let end = block_on(engine::filter_window(
+            &self.storage,
+            filter,
+            window,
+            |page| {
+                let events: Vec<Value> = serde_json::from_str(&page).unwrap();
+                all.extend(events);
+                Ok(())
+            },
+        ))?;
+        Ok((all, end))
     }
 
     pub fn records(&self) -> Vec<Batch> {

@@ -1,0 +1,344 @@
+//! Live subscriptions: catch-up, then every new matching event, from this
+//! page, other tabs and workers (`BroadcastChannel`), exactly once and in
+//! position order.
+//!
+//! A subscription remembers the last position it has delivered. Any hint
+//! that the log may have grown (a local commit, a message from another
+//! context, the page becoming visible again) makes it read the events after
+//! that position in one snapshot and advance to the snapshot's end. Reads of
+//! one subscription never overlap, so nothing is delivered twice; hints
+//! that arrive during a read cause one more read, so nothing is missed.
+//! Messages carry no events, only the hint: a context that was asleep or
+//! missed messages catches up from IndexedDB on the next hint.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Object, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BroadcastChannel, EventTarget, MessageEvent};
+
+use super::idb::IdbStorage;
+use crate::engine::{self, Window};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::storage::Transaction;
+use web_sys::IdbTransactionMode;
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After this position (0: from the start of the log).
+    After(u64),
+    /// After the log's current end: live events only.
+    End,
+}
+
+/// The subscriptions of one `EventStore` and the channel that wakes them.
+pub struct Live {
+    storage: IdbStorage,
+    channel: Option<BroadcastChannel>,
+    subscriptions: RefCell<Vec<Rc<Subscription>>>,
+    listeners: RefCell<Vec<Listener>>,
+}
+
+/// An event listener this store added, to remove on close.
+type Listener = (
+    EventTarget,
+    &'static str,
+    Closure<dyn FnMut(web_sys::Event)>,
+);
+
+struct Subscription {
+    filter: Filter,
+    on_event: Function,
+    on_forget: Option<Function>,
+    on_error: Option<Function>,
+    after: Cell<u64>,
+    caught_up: Cell<bool>,
+    running: Cell<bool>,
+    again: Cell<bool>,
+    active: Cell<bool>,
+}
+
+impl Live {
+    /// Listens on the channel `eventstore-wasm:<name>` and to the page
+    /// coming back (visible, shown, focused, online).
+    pub fn new(name: &str, storage: IdbStorage) -> Rc<Live> {
+        let channel = BroadcastChannel::new(&format!("eventstore-wasm:{name}")).ok();
+        let live = Rc::new(Live {
+            storage,
+            channel,
+            subscriptions: RefCell::new(Vec::new()),
+            listeners: RefCell::new(Vec::new()),
+        });
+        let weak = Rc::downgrade(&live);
+        let on_message = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            let Some(live) = weak.upgrade() else { return };
+            let data = event
+                .dyn_ref::<MessageEvent>()
+                .map(|m| m.data())
+                .unwrap_or(JsValue::UNDEFINED);
+            let forgotten = Reflect::get(&data, &"forgotten".into()).unwrap_or(JsValue::UNDEFINED);
+            if Array::is_array(&forgotten) {
+                live.forgotten(&Array::from(&forgotten));
+            }
+            live.wake();
+        });
+        let mut listeners = Vec::new();
+        if let Some(c) = &live.channel {
+            listeners.push((
+                c.clone().unchecked_into::<EventTarget>(),
+                "message",
+                on_message,
+            ));
+        }
+        let global: EventTarget = js_sys::global().unchecked_into();
+        let mut targets: Vec<(EventTarget, &'static str)> = ["pageshow", "focus", "online"]
+            .into_iter()
+            .map(|kind| (global.clone(), kind))
+            .collect();
+        if let Ok(document) = Reflect::get(&global, &"document".into()) {
+            if let Ok(document) = document.dyn_into::<EventTarget>() {
+                targets.push((document.clone(), "visibilitychange"));
+                targets.push((document, "resume"));
+            }
+        }
+        for (target, kind) in targets {
+            let weak = Rc::downgrade(&live);
+            let wake = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
+                if let Some(live) = weak.upgrade() {
+                    live.wake();
+                }
+            });
+            listeners.push((target, kind, wake));
+        }
+        for (target, kind, closure) in &listeners {
+            let _ = target.add_event_listener_with_callback(kind, closure.as_ref().unchecked_ref());
+        }
+        live.listeners.replace(listeners);
+        live
+    }
+
+    /// Adds a subscription and starts its catch-up. Returns its handle.
+    pub fn subscribe(
+        self: &Rc<Self>,
+        filter: Filter,
+        on_event: Function,
+        start: Start,
+        on_forget: Option<Function>,
+        on_error: Option<Function>,
+    ) -> Rc<dyn Fn()> {
+        let sub = Rc::new(Subscription {
+            filter,
+            on_event,
+            on_forget,
+            on_error,
+            after: Cell::new(match start {
+                Start::After(p) => p,
+                Start::End => 0,
+            }),
+            caught_up: Cell::new(false),
+            running: Cell::new(false),
+            again: Cell::new(false),
+            active: Cell::new(true),
+        });
+        self.subscriptions.borrow_mut().push(sub.clone());
+        // "end" is the end of the log when subscribe() is called: the read
+        // transaction is created now, so it sees no later commit.
+        let end_snapshot = match start {
+            Start::End => Some(self.storage.0.transaction(IdbTransactionMode::Readonly)),
+            Start::After(_) => None,
+        };
+        let live = self.clone();
+        let first = sub.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(tx) = end_snapshot {
+                let end = match tx {
+                    Ok(tx) => tx.last_position().await,
+                    Err(e) => Err(e),
+                };
+                match end {
+                    Ok(end) => first.after.set(end),
+                    Err(e) => return first.fail(e.into_js()),
+                }
+                first.caught_up.set(true);
+            }
+            live.clone().run(first);
+        });
+        let live = Rc::downgrade(self);
+        Rc::new(move || {
+            sub.active.set(false);
+            if let Some(live) = live.upgrade() {
+                live.subscriptions
+                    .borrow_mut()
+                    .retain(|s| !Rc::ptr_eq(s, &sub));
+            }
+        })
+    }
+
+    /// Something may have been committed: here, or in another context.
+    pub fn committed(self: &Rc<Self>) {
+        if let Some(c) = &self.channel {
+            let _ = c.post_message(&Object::new());
+        }
+        self.wake();
+    }
+
+    /// Payloads were erased: tell the subscribers here and elsewhere.
+    pub fn forgot(self: &Rc<Self>, events: &Array) {
+        if let Some(c) = &self.channel {
+            let message = Object::new();
+            let _ = Reflect::set(&message, &"forgotten".into(), events);
+            let _ = c.post_message(&message);
+        }
+        self.forgotten(events);
+    }
+
+    /// Ends every subscription and stops listening.
+    pub fn close(&self) {
+        for sub in self.subscriptions.borrow_mut().drain(..) {
+            sub.active.set(false);
+        }
+        for (target, kind, closure) in self.listeners.borrow_mut().drain(..) {
+            let _ =
+                target.remove_event_listener_with_callback(kind, closure.as_ref().unchecked_ref());
+        }
+        if let Some(c) = &self.channel {
+            c.close();
+        }
+    }
+
+    fn wake(self: &Rc<Self>) {
+        let subs: Vec<_> = self.subscriptions.borrow().clone();
+        for sub in subs {
+            self.clone().run(sub);
+        }
+    }
+
+    /// Hands already delivered, now erased events to `onForget`.
+    fn forgotten(&self, events: &Array) {
+        let subs: Vec<_> = self.subscriptions.borrow().clone();
+        for sub in subs {
+            let Some(on_forget) = &sub.on_forget else {
+                continue;
+            };
+            let mine: Array = events
+                .iter()
+                .filter(|e| {
+                    position(e) <= sub.after.get() && super::interop::event_matches(&sub.filter, e)
+                })
+                .collect();
+            if sub.active.get() && mine.length() > 0 {
+                if let Err(e) = on_forget.call1(&JsValue::UNDEFINED, &mine) {
+                    sub.fail(e);
+                }
+            }
+        }
+    }
+
+    /// Reads and delivers what is new for `sub`, unless a read is under way
+    /// (then that read goes round once more).
+    fn run(self: Rc<Self>, sub: Rc<Subscription>) {
+        if !sub.active.get() {
+            return;
+        }
+        if sub.running.get() {
+            sub.again.set(true);
+            return;
+        }
+        sub.running.set(true);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                sub.again.set(false);
+                let window = Window {
+                    after: sub.after.get(),
+                    tail: sub.caught_up.get(),
+                };
+                let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
+                let outcome = engine::filter_window(&self.storage, &sub.filter, window, |page| {
+                    deliver(&sub, &page, &thrown)
+                })
+                .await;
+                if let Some(e) = thrown.into_inner() {
+                    sub.fail(e);
+                    break;
+                }
+                match outcome {
+                    Ok(end) => {
+                        sub.after.set(sub.after.get().max(end));
+                        sub.caught_up.set(true);
+                    }
+                    Err(e) => {
+                        sub.fail(e.into_js());
+                        break;
+                    }
+                }
+                if !sub.again.get() || !sub.active.get() {
+                    break;
+                }
+            }
+            sub.running.set(false);
+        });
+    }
+}
+
+fn position(event: &JsValue) -> u64 {
+    Reflect::get(event, &"position".into())
+        .ok()
+        .and_then(|p| p.as_f64())
+        .unwrap_or(0.0) as u64
+}
+
+fn deliver(sub: &Subscription, page: &str, thrown: &RefCell<Option<JsValue>>) -> Result<()> {
+    let events =
+        js_sys::JSON::parse(page).map_err(|_| Error::Storage("cannot decode events".into()))?;
+    for event in Array::from(&events).iter() {
+        if !sub.active.get() {
+            return Err(Error::Closed("unsubscribed".into()));
+        }
+        let p = position(&event);
+        if p <= sub.after.get() {
+            continue;
+        }
+        sub.after.set(p);
+        if let Err(e) = sub.on_event.call1(&JsValue::UNDEFINED, &event) {
+            thrown.replace(Some(e));
+            return Err(Error::argument("onEvent threw"));
+        }
+    }
+    Ok(())
+}
+
+impl Subscription {
+    /// Ends the subscription and reports why (to `onError`, else to the console).
+    fn fail(&self, error: JsValue) {
+        if !self.active.replace(false) {
+            return;
+        }
+        match &self.on_error {
+            Some(f) => {
+                let _ = f.call1(&JsValue::UNDEFINED, &error);
+            }
+            None => {
+                let report = Reflect::get(&js_sys::global(), &"reportError".into())
+                    .ok()
+                    .and_then(|f| f.dyn_into::<Function>().ok());
+                if let Some(report) = report {
+                    let _ = report.call1(&JsValue::UNDEFINED, &error);
+                }
+            }
+        }
+    }
+}
+
+trait IntoJs {
+    fn into_js(self) -> JsValue;
+}
+
+impl IntoJs for Error {
+    fn into_js(self) -> JsValue {
+        super::interop::js_error(self)
+    }
+}
