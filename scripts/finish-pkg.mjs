@@ -1,6 +1,15 @@
 // Completes pkg/package.json after wasm-pack: an ESM package with `exports`,
 // `types` and a `files` whitelist that also holds wasm-bindgen's snippets.
 import { readFile, writeFile, readdir } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+// wasm-pack runs no wasm-opt here (it would download binaryen); the binaryen
+// npm package's wasm-opt shrinks the module instead.
+const wasm = fileURLToPath(new URL("../pkg/eventstore_wasm_bg.wasm", import.meta.url));
+const wasmOpt = fileURLToPath(new URL("../node_modules/.bin/wasm-opt", import.meta.url));
+const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue"];
+execFileSync(wasmOpt, ["-Oz", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm], { stdio: "inherit" });
 
 const path = new URL("../pkg/package.json", import.meta.url);
 const pkg = JSON.parse(await readFile(path, "utf8"));
