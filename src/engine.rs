@@ -103,10 +103,13 @@ async fn read<T: Transaction>(
         let Some(page) = candidates.next_page(tx).await? else {
             break;
         };
-        for batch in page.iter().filter(|b| filter.may_match(b)) {
+        for batch in &page {
+            let Some(matcher) = filter.for_batch(batch) else {
+                continue;
+            };
             let first = batch.first_position();
             for (i, event) in batch.decode()?.iter().enumerate() {
-                if first + i as u64 > window.after && filter.matches(batch, i, event) {
+                if first + i as u64 > window.after && matcher.matches(batch, i, event) {
                     out.push(&batch.event(i, event))?;
                     remaining -= 1;
                     if remaining == 0 {
@@ -114,9 +117,9 @@ async fn read<T: Transaction>(
                     }
                 }
             }
-        }
-        if out.len() >= PAGE_EVENTS {
-            sink(out.take())?;
+            if out.len() >= PAGE_EVENTS {
+                sink(out.take())?;
+            }
         }
     }
     if !out.is_empty() {
@@ -138,11 +141,14 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
     let mut notice = EventsJson::new();
     while let Some(page) = candidates.next_page(&tx).await? {
         let mut changed = Vec::new();
-        for batch in page.iter().filter(|b| filter.may_match(b)) {
+        for batch in &page {
+            let Some(matcher) = filter.for_batch(batch) else {
+                continue;
+            };
             let mut events = batch.decode()?;
             let mut touched = Vec::new();
             for (i, event) in events.iter_mut().enumerate() {
-                if !event.forgotten && filter.matches(batch, i, event) {
+                if !event.forgotten && matcher.matches(batch, i, event) {
                     event.payload = None;
                     event.forgotten = true;
                     touched.push(i);

@@ -145,11 +145,6 @@ impl Filter {
         Some(accesses)
     }
 
-    /// Cheap check on a batch's metadata.
-    pub fn may_match(&self, batch: &Batch) -> bool {
-        self.queries.is_empty() || self.queries.iter().any(|q| q.may_match(batch))
-    }
-
     /// Whether an event, given by its fields, matches any query.
     pub fn matches_fields(
         &self,
@@ -165,13 +160,29 @@ impl Filter {
                 .any(|q| q.matches_fields(aggregate, action, sequence, created_at))
     }
 
-    /// Whether the `index`-th event of `batch` matches any query.
+    /// The queries that may match events of `batch`, checked once per
+    /// batch; `None` when no event of it can match.
+    pub fn for_batch(&self, batch: &Batch) -> Option<BatchFilter<'_>> {
+        if self.queries.is_empty() {
+            return Some(BatchFilter {
+                queries: Vec::new(),
+            });
+        }
+        let queries: Vec<&Query> = self.queries.iter().filter(|q| q.may_match(batch)).collect();
+        (!queries.is_empty()).then_some(BatchFilter { queries })
+    }
+}
+
+/// A [`Filter`] narrowed to one batch by [`Filter::for_batch`].
+pub struct BatchFilter<'a> {
+    /// Empty: every event matches.
+    queries: Vec<&'a Query>,
+}
+
+impl BatchFilter<'_> {
+    /// Whether the `index`-th event of the batch matches.
     pub fn matches(&self, batch: &Batch, index: usize, event: &StoredEvent<'_>) -> bool {
-        self.queries.is_empty()
-            || self
-                .queries
-                .iter()
-                .any(|q| q.may_match(batch) && q.matches(batch, index, event))
+        self.queries.is_empty() || self.queries.iter().any(|q| q.matches(batch, index, event))
     }
 }
 

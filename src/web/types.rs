@@ -96,5 +96,9 @@ export interface EventStore {
   filter(filter?: Filter): Promise<Event[]>;
   /** Calls `reducer` once per matching event, in position order. */
   filter(filter: Filter | undefined, reducer: (event: Event) => void): Promise<undefined>;
+  /** Catch-up then live delivery; returns the function that ends it. */
+  subscribe(filter: Filter | undefined, onEvent: (event: Event) => void, options?: SubscribeOptions): () => void;
+  /** The matching events, streamed from IndexedDB. */
+  events(filter?: Filter): AsyncIterable<Event>;
 }
 "#;
