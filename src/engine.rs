@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use crate::batch::{Batch, EventsJson};
 use crate::error::{Error, Result};
 use crate::filter::{Access, Filter};
+use crate::heads::HeadCache;
 use crate::push::{self, PushEntry};
 use crate::storage::{Storage, Transaction};
 
@@ -15,8 +16,12 @@ pub const PAGE_BATCHES: usize = 256;
 pub const PAGE_EVENTS: usize = 1000;
 
 /// Appends the entries atomically and returns the stored batches.
+///
+/// `cache` spares the head lookups of aggregates this store already knows
+/// while no other context has written (see [`HeadCache`]).
 pub async fn push<S: Storage>(
     storage: &S,
+    cache: &HeadCache,
     entries: &[PushEntry],
     created_at: u64,
     new_id: impl FnMut() -> String,
@@ -26,16 +31,45 @@ pub async fn push<S: Storage>(
     }
     let mut tx = storage.write().await?;
     let aggregates = push::aggregates(entries);
-    let (last, heads) = futures::join!(tx.last_position(), tx.heads(&aggregates));
-    let heads: HashMap<String, u64> = aggregates
-        .iter()
-        .map(|a| a.to_string())
-        .zip(heads?)
-        .collect();
-    let batches = push::sequence(entries, &heads, last?, created_at, new_id)?;
+    let unknown = cache.unknown(&aggregates);
+    let (last, fetched) = futures::join!(tx.last_position(), tx.heads(&unknown));
+    let (last, fetched) = (last?, zip(&unknown, fetched?));
+    let heads = match cache.heads(last, &aggregates, &fetched) {
+        Some(heads) => heads,
+        None => {
+            let rest: Vec<&str> = aggregates
+                .iter()
+                .copied()
+                .filter(|a| !fetched.contains_key(*a))
+                .collect();
+            let mut heads = zip(&rest, tx.heads(&rest).await?);
+            heads.extend(fetched);
+            heads
+        }
+    };
+    let batches = match push::sequence(entries, &heads, last, created_at, new_id) {
+        Ok(batches) => batches,
+        Err(e) => {
+            cache.record(last, last, heads);
+            return Err(e);
+        }
+    };
     tx.add(&batches)?;
     tx.commit().await?;
+    let end = batches.last().map_or(last, |b| b.last_position);
+    let written = batches
+        .iter()
+        .map(|b| (b.aggregate.clone(), b.last_sequence));
+    cache.record(last, end, heads.into_iter().chain(written));
     Ok(batches)
+}
+
+fn zip(aggregates: &[&str], heads: Vec<u64>) -> HashMap<String, u64> {
+    aggregates
+        .iter()
+        .map(|a| a.to_string())
+        .zip(heads)
+        .collect()
 }
 
 /// The public events of freshly pushed batches, as one JSON array.

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod heads;
 pub mod push;
 pub mod storage;
 pub mod subject;

@@ -338,3 +338,38 @@ fn forget_reports_the_erased_events_new_state() {
         (0, vec![])
     );
 }
+
+#[test]
+fn head_caches_of_two_tabs_never_hand_out_a_sequence_twice() {
+    let mut a = Store::new();
+    let mut b = a.other_tab();
+    let mut expected = 0;
+    for round in 0..20u64 {
+        // Both tabs push to the same aggregate, in an order that changes.
+        let (first, second) = if round % 3 == 0 {
+            (&mut b, &mut a)
+        } else {
+            (&mut a, &mut b)
+        };
+        for s in [first, second] {
+            let events = s
+                .push(&[entry("shared.x", None, &[("shared.x.e", "1")])])
+                .unwrap();
+            expected += 1;
+            assert_eq!(events[0]["sequence"], expected);
+        }
+        // An optimistic check against a head the other tab moved must fail.
+        let err = a.push(&[entry(
+            "shared.x",
+            Some(expected - 1),
+            &[("shared.x.e", "1")],
+        )]);
+        assert_eq!(err.unwrap_err().code(), "SEQUENCE_MISMATCH");
+    }
+    let all = a.filter(&aggregate("shared.x")).unwrap();
+    let seqs: Vec<u64> = all
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+}

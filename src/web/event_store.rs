@@ -11,6 +11,7 @@ use super::interop::{self, js_error};
 use super::live::Live;
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
+use crate::heads::HeadCache;
 
 #[wasm_bindgen(inline_js = r#"
 export function pagedEvents(fetchPage, limit) {
@@ -37,6 +38,7 @@ extern "C" {
 #[wasm_bindgen]
 pub struct EventStore {
     storage: IdbStorage,
+    heads: HeadCache,
     live: Rc<Live>,
 }
 
@@ -52,6 +54,7 @@ impl EventStore {
         let storage = IdbStorage(Rc::new(db));
         Ok(EventStore {
             live: Live::new(&name, storage.clone()),
+            heads: HeadCache::new(),
             storage,
         })
     }
@@ -237,7 +240,7 @@ impl EventStore {
                 .into_uuid()
                 .to_string()
         };
-        let batches = engine::push(&self.storage, &entries, now, new_id).await?;
+        let batches = engine::push(&self.storage, &self.heads, &entries, now, new_id).await?;
         if !batches.is_empty() {
             self.live.committed();
         }

@@ -5,6 +5,7 @@
 use eventstore_wasm::batch::Batch;
 use eventstore_wasm::engine;
 use eventstore_wasm::filter::{Filter, Query};
+use eventstore_wasm::heads::HeadCache;
 use eventstore_wasm::push::{Command, PushEntry};
 use eventstore_wasm::storage::memory::MemoryStorage;
 use eventstore_wasm::subject::{Pattern, Subject};
@@ -30,6 +31,7 @@ pub fn entry(aggregate: &str, expected: Option<u64>, commands: &[(&str, &str)]) 
 
 pub struct Store {
     pub storage: MemoryStorage,
+    pub cache: HeadCache,
     pub now: u64,
     next_id: u64,
 }
@@ -38,18 +40,35 @@ impl Store {
     pub fn new() -> Self {
         Store {
             storage: MemoryStorage::new(),
+            cache: HeadCache::new(),
             now: 1_000,
             next_id: 0,
+        }
+    }
+
+    /// Another store on the same storage with its own head cache: another tab.
+    pub fn other_tab(&self) -> Self {
+        Store {
+            storage: self.storage.clone(),
+            cache: HeadCache::new(),
+            now: self.now,
+            next_id: 1_000_000,
         }
     }
 
     /// Pushes and returns the public events as JSON values.
     pub fn push(&mut self, entries: &[PushEntry]) -> Result<Vec<Value>> {
         let mut id = self.next_id;
-        let batches = block_on(engine::push(&self.storage, entries, self.now, || {
-            id += 1;
-            format!("id-{id}")
-        }))?;
+        let batches = block_on(engine::push(
+            &self.storage,
+            &self.cache,
+            entries,
+            self.now,
+            || {
+                id += 1;
+                format!("id-{id}")
+            },
+        ))?;
         self.next_id = id;
         Ok(serde_json::from_str(&engine::events_json(&batches)?).unwrap())
     }
