@@ -85,6 +85,7 @@ impl EventStore {
         #[wasm_bindgen(unchecked_param_type = "((event: Event) => void) | undefined")]
         reducer: JsValue,
     ) -> std::result::Result<JsValue, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
         let reducer: Option<Function> = match reducer {
             r if r.is_undefined() || r.is_null() => None,
@@ -133,6 +134,7 @@ impl EventStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Filter")] filter: JsValue,
     ) -> std::result::Result<f64, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
         let (erased, events) = engine::forget(&self.storage, &filter)
             .await
@@ -225,6 +227,7 @@ impl EventStore {
 
 impl EventStore {
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {
+        self.storage.0.check_open()?;
         let entries = interop::push_entries(entries)?;
         let count: usize = entries.iter().map(|e| e.commands.len()).sum();
         let now = js_sys::Date::now() as u64;

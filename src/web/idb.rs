@@ -64,9 +64,9 @@ impl Database {
             Err(e) if exception_name(&e).as_deref() == Some("VersionError") => {
                 return Err(Error::VersionMismatch {
                     name: name.to_owned(),
-                    found: "newer".to_owned(),
+                    found: current_version(&factory, name).await,
                     supported: SCHEMA_VERSION,
-                })
+                });
             }
             Err(e) => return Err(storage_error(&e)),
         };
@@ -163,6 +163,22 @@ fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<(), JsValue> 
         store.create_index_with_str_and_optional_parameters(BY_ACTION, "actions", &multi)?;
     }
     Ok(())
+}
+
+/// The version of an existing database, for error messages.
+async fn current_version(factory: &IdbFactory, name: &str) -> String {
+    let Ok(request) = factory.open(name) else {
+        return "unknown".into();
+    };
+    match wait(&request).await {
+        Ok(db) => {
+            let db: IdbDatabase = db.unchecked_into();
+            let version = db.version();
+            db.close();
+            format!("{version}")
+        }
+        Err(_) => "unknown".into(),
+    }
 }
 
 fn factory() -> Result<IdbFactory> {
