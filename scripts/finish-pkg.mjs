@@ -11,6 +11,13 @@ const wasmOpt = fileURLToPath(new URL("../node_modules/.bin/wasm-opt", import.me
 const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue"];
 execFileSync(wasmOpt, ["-Oz", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm], { stdio: "inherit" });
 
+// wasm-bindgen declares `[Symbol.dispose]()` on classes: name the lib that
+// types it, so that projects without "esnext.disposable" still type-check.
+const dts = new URL("../pkg/eventstore_wasm.d.ts", import.meta.url);
+const types = await readFile(dts, "utf8");
+const reference = '/// <reference lib="esnext.disposable" />\n';
+if (types.includes("Symbol.dispose") && !types.startsWith(reference)) await writeFile(dts, reference + types);
+
 const path = new URL("../pkg/package.json", import.meta.url);
 const pkg = JSON.parse(await readFile(path, "utf8"));
 const entries = await readdir(new URL("../pkg/", import.meta.url));

@@ -3,13 +3,17 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { setup, uniqueName, TIMEOUT } from "./helpers.mjs";
+import { serve } from "../../scripts/serve.mjs";
 
-let env, page;
+let env, page, other;
 before(async () => {
   env = await setup();
   page = await env.newPage();
 });
-after(() => env?.close());
+after(async () => {
+  await env?.close();
+  await other?.close();
+});
 
 /**
  * Opens a fresh store holding one event on "seed.1", runs `failing` (a page
@@ -73,16 +77,19 @@ for (const [what, payload] of Object.entries(invalidPayloads)) {
 }
 
 test("QUOTA_EXCEEDED writes nothing and the store is usable once space is back", { timeout: TIMEOUT }, async () => {
-  const name = uniqueName("quota");
-  const cdp = await env.context.newCDPSession(page);
+  // Chromium's IndexedDB caches an origin's remaining space once it is in use,
+  // so the quota override is set on a fresh origin (a second server) before its first page loads.
+  other = await serve();
+  const origin = new URL(other.url).origin;
+  const quotaPage = await env.context.newPage();
+  const cdp = await env.context.newCDPSession(quotaPage);
   try {
-    await page.evaluate(async (name) => {
-      window.store = await EventStore.open(name);
-      await store.push([{ aggregate: "seed.1", commands: [{ action: "seed.1.planted" }] }]);
-    }, name);
-    const { usage } = await cdp.send("Storage.getUsageAndQuota", { origin: env.origin });
-    await cdp.send("Storage.overrideQuotaForOrigin", { origin: env.origin, quotaSize: usage + 512 * 1024 });
-    const r = await page.evaluate(async (name) => {
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 1024 * 1024 });
+    await quotaPage.goto(`${other.url}/tests/e2e/blank.html`);
+    await quotaPage.evaluate(() => loadEventStore());
+    const r = await quotaPage.evaluate(async (name) => {
+      window.store = await withTimeout(EventStore.open(name), 10000, "open under the quota");
+      await withTimeout(store.push([{ aggregate: "seed.1", commands: [{ action: "seed.1.planted" }] }]), 10000, "seed push under the quota");
       // ~4 MB of incompressible text over 64 commands (Chromium counts stored, compressed bytes).
       const noise = () => {
         const bytes = crypto.getRandomValues(new Uint8Array(48 * 1024));
@@ -91,11 +98,14 @@ test("QUOTA_EXCEEDED writes nothing and the store is usable once space is back",
       const commands = Array.from({ length: 64 }, (_, i) => ({ action: "big.1.chunk", payload: { i, data: noise() } }));
       const before = await rawCount(name);
       const err = await errorOf(() => store.push([{ aggregate: "big.1", commands }]));
-      return { err, before, after: await rawCount(name), events: (await store.filter({})).length };
-    }, name);
-    await cdp.send("Storage.overrideQuotaForOrigin", { origin: env.origin });
-    const next = await page.evaluate(async () => {
-      const out = await store.push([{ aggregate: "big.1", commands: [{ action: "big.1.small", payload: "ok" }] }]);
+      const after = await withTimeout(rawCount(name), 10000, "raw count after the quota error");
+      const events = await withTimeout(store.filter({}), 10000, "filter after the quota error");
+      return { err, before, after, events: events.length };
+    }, uniqueName("quota"));
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin });
+    const next = await quotaPage.evaluate(async () => {
+      const small = store.push([{ aggregate: "big.1", commands: [{ action: "big.1.small", payload: "ok" }] }]);
+      const out = await withTimeout(small, 10000, "a small push after the quota is lifted");
       store.close();
       return out;
     });
@@ -105,7 +115,8 @@ test("QUOTA_EXCEEDED writes nothing and the store is usable once space is back",
     assert.equal(r.events, 1, "only the seed event is visible");
     assert.deepEqual(next.map((e) => e.sequence), [1], "usable after the quota is lifted, no sequence consumed");
   } finally {
-    await cdp.send("Storage.overrideQuotaForOrigin", { origin: env.origin }).catch(() => {});
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin }).catch(() => {});
     await cdp.detach().catch(() => {});
+    await quotaPage.close().catch(() => {});
   }
 });
