@@ -220,8 +220,15 @@ enum Candidates {
         keys: Vec<u64>,
         loaded: HashMap<u64, Batch>,
         next: usize,
+        /// Read the key range and drop the non-candidates (one request for
+        /// many batches) while candidates are dense; else one `get` each.
+        dense: bool,
     },
 }
+
+/// Below this share of candidates among the batches of a key range, reading
+/// them one by one beats reading the range.
+const DENSE: f64 = 0.25;
 
 impl Candidates {
     async fn start<T: Transaction>(tx: &T, filter: &Filter, window: Window) -> Result<Self> {
@@ -257,17 +264,19 @@ impl Candidates {
         }
         let mut keys: Vec<u64> = keys.into_iter().collect();
         keys.sort_unstable();
+        let dense = keys.len() > 16;
         Ok(Candidates::Keys {
             keys,
             loaded,
             next: 0,
+            dense,
         })
     }
 
     async fn next_page<T: Transaction>(&mut self, tx: &T) -> Result<Option<Vec<Batch>>> {
         match self {
             Candidates::Scan { from } => {
-                let page = tx.scan(*from, PAGE_BATCHES).await?;
+                let page = tx.scan(*from, u64::MAX, PAGE_BATCHES).await?;
                 match page.last() {
                     None => Ok(None),
                     Some(last) => {
@@ -276,9 +285,30 @@ impl Candidates {
                     }
                 }
             }
-            Candidates::Keys { keys, loaded, next } => {
+            Candidates::Keys {
+                keys,
+                loaded,
+                next,
+                dense,
+            } => {
                 if *next >= keys.len() {
                     return Ok(None);
+                }
+                if *dense && loaded.is_empty() {
+                    let last = keys[keys.len() - 1];
+                    let range = tx.scan(keys[*next], last, PAGE_BATCHES).await?;
+                    let end = range.last().map_or(last, |b| b.last_position);
+                    let start = *next;
+                    while *next < keys.len() && keys[*next] <= end {
+                        *next += 1;
+                    }
+                    let wanted = &keys[start..*next];
+                    *dense = wanted.len() as f64 >= DENSE * range.len() as f64;
+                    let page: Vec<Batch> = range
+                        .into_iter()
+                        .filter(|b| wanted.binary_search(&b.last_position).is_ok())
+                        .collect();
+                    return Ok(Some(page));
                 }
                 let end = (*next + PAGE_BATCHES).min(keys.len());
                 let page_keys = &keys[*next..end];

@@ -373,3 +373,45 @@ fn head_caches_of_two_tabs_never_hand_out_a_sequence_twice() {
         .collect();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
 }
+
+#[test]
+fn dense_and_sparse_index_reads_agree_with_a_scan() {
+    let mut s = Store::new();
+    for p in 0..60u64 {
+        let entries: Vec<_> = (0..5u64)
+            .map(|g| {
+                let agg = format!("user.u{}", (p * 5 + g) * 7 % 40);
+                let actions: Vec<String> = ["added", "renamed", "email.changed"]
+                    .iter()
+                    .map(|a| format!("{agg}.{a}"))
+                    .collect();
+                (agg, actions)
+            })
+            .collect();
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(agg, actions)| {
+                let cmds: Vec<(&str, &str)> = actions.iter().map(|a| (a.as_str(), "1")).collect();
+                entry(agg, None, &cmds)
+            })
+            .collect();
+        s.push(&entries).unwrap();
+    }
+    let all = s.filter(&Filter::default()).unwrap();
+    assert_eq!(all.len(), 900);
+    for pattern in [
+        "user.*.added",
+        "user.u7.>",
+        "user.u7.renamed",
+        "user.>",
+        "user.*.email.*",
+    ] {
+        let p = Pattern::parse(pattern).unwrap();
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|e| p.matches(&action(e)))
+            .cloned()
+            .collect();
+        assert_eq!(s.filter(&subjects(pattern)).unwrap(), expected, "{pattern}");
+    }
+}

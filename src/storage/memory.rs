@@ -68,10 +68,13 @@ impl Transaction for MemoryTx {
             .collect())
     }
 
-    async fn scan(&self, from: u64, limit: usize) -> Result<Vec<Batch>> {
+    async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
         Ok(self
             .data
-            .range(from..)
+            .range(from..=to)
             .take(limit)
             .map(|(_, b)| b.clone())
             .collect())

@@ -29,8 +29,8 @@ pub trait Transaction {
     async fn last_position(&self) -> Result<u64>;
     /// Current sequence of each aggregate, 0 for unknown ones.
     async fn heads(&self, aggregates: &[&str]) -> Result<Vec<u64>>;
-    /// Up to `limit` batches with a last position of at least `from`, in position order.
-    async fn scan(&self, from: u64, limit: usize) -> Result<Vec<Batch>>;
+    /// Up to `limit` batches with a last position in `from..=to`, in position order.
+    async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>>;
     /// Batches whose aggregate lies in `range` and whose last sequence is at
     /// least `from_sequence`, in any order.
     async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>>;

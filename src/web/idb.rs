@@ -306,9 +306,15 @@ impl Transaction for IdbTx {
         Ok(heads)
     }
 
-    async fn scan(&self, from: u64, limit: usize) -> Result<Vec<Batch>> {
-        let r = IdbKeyRange::lower_bound(&JsValue::from_f64(from as f64))
-            .map_err(|e| storage_error(&e))?;
+    async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let r = range(
+            &JsValue::from_f64(from as f64),
+            &JsValue::from_f64(to as f64),
+            false,
+        )?;
         let all = self
             .wait(self.store.get_all_with_key_and_limit(&r, limit as u32))
             .await?;
