@@ -194,13 +194,13 @@ export function aggregateLoads(key, run) {
   });
 }
 
-/** The workload event of aggregate `a` with sequence `seq` in a log of `pushes` pushes. */
+/** The workload event of aggregate `a` with sequence `seq`, which must lie in the first `pushes` pushes. */
 function findEvent(a, seq, pushes) {
-  for (let p = 0; p < pushes; p++) {
-    const e = W.pushEvents(p).find((x) => x.aggregate === W.aggName(a) && x.sequence === seq);
-    if (e) return e;
+  const e = W.eventOf(a, seq);
+  if (!e || e.sequence !== seq || e.aggregate !== W.aggName(a) || seq > W.aggregateCount(a, pushes)) {
+    throw new Error(`no event ${a}#${seq} in the workload`);
   }
-  throw new Error(`no event ${a}#${seq} in the workload`);
+  return e;
 }
 
 /** Case 4: filter user.*.added over the 10,000-event log. */

@@ -81,6 +81,15 @@ export function aggregateCount(a, pushes) {
   return (Math.floor((groups - 1 - r) / AGGREGATES) + 1) * KINDS.length;
 }
 
+/** The workload event of aggregate `a` with sequence `seq` (1-based), wherever it was pushed. */
+export function eventOf(a, seq) {
+  const j = Math.floor((seq - 1) / KINDS.length);
+  const k = (seq - 1) % KINDS.length;
+  const g = ((a * INV_STRIDE) % AGGREGATES) + j * AGGREGATES;
+  const slot = g % AGGS_PER_PUSH;
+  return pushEvents(Math.floor(g / AGGS_PER_PUSH))[slot * KINDS.length + k];
+}
+
 /** Number of `user.*.added` events in a log made of pushes 0..pushes-1. */
 export const addedCount = (pushes) => pushes * AGGS_PER_PUSH;
 
