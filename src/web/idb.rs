@@ -133,10 +133,13 @@ impl Database {
                 _ => storage_error(&e),
             })?;
         let store = tx.object_store(STORE).map_err(|e| storage_error(&e))?;
-        let done = JsFuture::from(Promise::new(&mut |resolve, reject| {
-            tx.set_oncomplete(Some(&resolve));
-            tx.set_onabort(Some(&reject));
-        }));
+        // Only a write is awaited to the end; a read ends by itself.
+        let done = (mode == IdbTransactionMode::Readwrite).then(|| {
+            JsFuture::from(Promise::new(&mut |resolve, reject| {
+                tx.set_oncomplete(Some(&resolve));
+                tx.set_onabort(Some(&reject));
+            }))
+        });
         Ok(IdbTx { tx, store, done })
     }
 }
@@ -244,7 +247,8 @@ impl Storage for IdbStorage {
 pub struct IdbTx {
     tx: IdbTransaction,
     store: IdbObjectStore,
-    done: JsFuture,
+    /// Settles when a write transaction completes or aborts.
+    done: Option<JsFuture>,
 }
 
 impl IdbTx {
@@ -399,7 +403,10 @@ impl Transaction for IdbTx {
         // An explicit commit saves waiting for the transaction to go idle.
         #[allow(deprecated)] // web-sys marks it so only because it is newer than the rest
         let _ = self.tx.commit();
-        match self.done.await {
+        let Some(done) = self.done else {
+            return Ok(());
+        };
+        match done.await {
             Ok(_) => Ok(()),
             Err(_) => Err(match self.tx.error() {
                 Some(e) => storage_error(&e.into()),
