@@ -53,7 +53,7 @@ pub struct StoredEvent<'a> {
 impl Batch {
     /// Number of events in the batch.
     pub fn len(&self) -> u64 {
-        self.last_sequence - self.first_sequence + 1
+        (self.last_sequence + 1).saturating_sub(self.first_sequence)
     }
 
     /// Whether the batch is empty (never, for a stored batch).
@@ -63,7 +63,22 @@ impl Batch {
 
     /// Position of the first event.
     pub fn first_position(&self) -> u64 {
-        self.last_position + 1 - self.len()
+        (self.last_position + 1).saturating_sub(self.len())
+    }
+
+    /// Checks the invariants of a record read from storage, so that a
+    /// damaged or foreign record is a `STORAGE` error and never a panic.
+    pub fn check(self) -> Result<Self> {
+        if self.first_sequence == 0
+            || self.last_sequence < self.first_sequence
+            || self.last_position < self.len()
+        {
+            return Err(Error::Storage(format!(
+                "corrupt batch {}: sequences {}..={} do not fit",
+                self.last_position, self.first_sequence, self.last_sequence
+            )));
+        }
+        Ok(self)
     }
 
     /// Decodes the events.
@@ -238,6 +253,17 @@ mod tests {
     #[test]
     fn corrupt_batches_are_storage_errors() {
         let mut b = batch();
+        assert!(b.clone().check().is_ok());
+        let upside_down = Batch {
+            first_sequence: 9,
+            ..b.clone()
+        };
+        assert_eq!(upside_down.check().unwrap_err().code(), "STORAGE");
+        let too_long = Batch {
+            last_position: 1,
+            ..b.clone()
+        };
+        assert_eq!(too_long.check().unwrap_err().code(), "STORAGE");
         b.last_sequence = 6;
         assert_eq!(b.decode().unwrap_err().code(), "STORAGE");
         b.events = "not json".into();

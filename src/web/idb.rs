@@ -467,7 +467,7 @@ pub fn batch_from_js(v: &JsValue) -> Result<Batch> {
             .map(|n| n as u64)
             .ok_or_else(|| Error::Storage(format!("corrupt record: {key} is not a number")))
     };
-    Ok(Batch {
+    Batch {
         last_position: int("lastPosition")?,
         aggregate: text("aggregate")?,
         first_sequence: int("firstSequence")?,
@@ -478,5 +478,6 @@ pub fn batch_from_js(v: &JsValue) -> Result<Batch> {
             .filter_map(|a| a.as_string())
             .collect(),
         events: text("events")?,
-    })
+    }
+    .check()
 }
