@@ -10,6 +10,9 @@
 //! that arrive during a read cause one more read, so nothing is missed.
 //! Messages carry no events, only the hint: a context that was asleep or
 //! missed messages catches up from IndexedDB on the next hint.
+//!
+//! Commits are announced only once another context listens; see
+//! [`crate::presence`] for that protocol.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -23,6 +26,7 @@ use super::idb::IdbStorage;
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::presence::{Message, Presence};
 use crate::storage::Transaction;
 use web_sys::IdbTransactionMode;
 
@@ -41,6 +45,7 @@ pub struct Live {
     channel: Option<BroadcastChannel>,
     subscriptions: RefCell<Vec<Rc<Subscription>>>,
     listeners: RefCell<Vec<Listener>>,
+    presence: RefCell<Presence>,
 }
 
 /// An event listener this store added, to remove on close.
@@ -72,6 +77,7 @@ impl Live {
             channel,
             subscriptions: RefCell::new(Vec::new()),
             listeners: RefCell::new(Vec::new()),
+            presence: RefCell::new(Presence::default()),
         });
         let weak = Rc::downgrade(&live);
         let on_message = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
@@ -80,11 +86,26 @@ impl Live {
                 .dyn_ref::<MessageEvent>()
                 .map(|m| m.data())
                 .unwrap_or(JsValue::UNDEFINED);
-            let forgotten = Reflect::get(&data, &"forgotten".into()).unwrap_or(JsValue::UNDEFINED);
-            if Array::is_array(&forgotten) {
-                live.forgotten(&Array::from(&forgotten));
+            let kind = Reflect::get(&data, &"kind".into())
+                .ok()
+                .and_then(|k| k.as_string())
+                .and_then(|k| Message::from_kind(&k));
+            let Some(message) = kind else { return };
+            let subscribed = !live.subscriptions.borrow().is_empty();
+            let reply = live.presence.borrow_mut().received(message, subscribed);
+            live.post(reply, None);
+            match message {
+                Message::Forget => {
+                    let events =
+                        Reflect::get(&data, &"events".into()).unwrap_or(JsValue::UNDEFINED);
+                    if Array::is_array(&events) {
+                        live.forgotten(&Array::from(&events));
+                    }
+                    live.wake();
+                }
+                Message::Commit => live.wake(),
+                Message::Who | Message::Hello => {}
             }
-            live.wake();
         });
         let mut listeners = Vec::new();
         if let Some(c) = &live.channel {
@@ -118,7 +139,21 @@ impl Live {
             let _ = target.add_event_listener_with_callback(kind, closure.as_ref().unchecked_ref());
         }
         live.listeners.replace(listeners);
+        let hello = live.presence.borrow_mut().opened();
+        live.post(hello, None);
         live
+    }
+
+    fn post(&self, message: Option<Message>, events: Option<&Array>) {
+        let (Some(channel), Some(message)) = (&self.channel, message) else {
+            return;
+        };
+        let data = Object::new();
+        let _ = Reflect::set(&data, &"kind".into(), &message.kind().into());
+        if let Some(events) = events {
+            let _ = Reflect::set(&data, &"events".into(), events);
+        }
+        let _ = channel.post_message(&data);
     }
 
     /// Adds a subscription and starts its catch-up. Returns its handle.
@@ -145,6 +180,8 @@ impl Live {
             active: Cell::new(true),
         });
         self.subscriptions.borrow_mut().push(sub.clone());
+        let hello = self.presence.borrow_mut().subscribed();
+        self.post(hello, None);
         // "end" is the end of the log when subscribe() is called: the read
         // transaction is created now, so it sees no later commit.
         let end_snapshot = match start {
@@ -180,19 +217,14 @@ impl Live {
 
     /// Something may have been committed: here, or in another context.
     pub fn committed(self: &Rc<Self>) {
-        if let Some(c) = &self.channel {
-            let _ = c.post_message(&Object::new());
-        }
+        let hint = self.presence.borrow_mut().committed();
+        self.post(hint, None);
         self.wake();
     }
 
     /// Payloads were erased: tell the subscribers here and elsewhere.
     pub fn forgot(self: &Rc<Self>, events: &Array) {
-        if let Some(c) = &self.channel {
-            let message = Object::new();
-            let _ = Reflect::set(&message, &"forgotten".into(), events);
-            let _ = c.post_message(&message);
-        }
+        self.post(Some(Message::Forget), Some(events));
         self.forgotten(events);
     }
 

@@ -184,3 +184,21 @@ test("subscribers are told of forgets in another page", { timeout: TIMEOUT }, as
   assert.equal(forgotten[0].forgotten, true);
   await Promise.all([writer.close(), reader.close()]);
 });
+
+test("a page opened after the subscriber pushes at once: the subscriber still hears of it", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("live-late-writer");
+  const reader = await env.newPage();
+  await subscribe(reader, name);
+  for (let round = 0; round < 5; round++) {
+    const writer = await env.newPage();
+    // No await between open and push: the push races with the channel's who/hello.
+    await writer.evaluate(async ({ name, round }) => {
+      const store = await EventStore.open(name);
+      await store.push([{ aggregate: `late.w${round}`, commands: [{ action: `late.w${round}.pushed` }] }]);
+      store.close();
+    }, { name, round });
+    assert.deepEqual(await received(reader, round + 1, 5_000), range(1, round + 1), `writer ${round}`);
+    await writer.close();
+  }
+  await reader.close();
+});
