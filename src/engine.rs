@@ -264,7 +264,13 @@ impl Candidates {
         }
         let mut keys: Vec<u64> = keys.into_iter().collect();
         keys.sort_unstable();
-        let dense = keys.len() > 16;
+        // Dense guess: few positions between candidates. The first range
+        // read is small and each read corrects the guess (see `next_page`).
+        let span = match (keys.first(), keys.last()) {
+            (Some(first), Some(last)) => last - first + 1,
+            _ => 0,
+        };
+        let dense = keys.len() > 16 && span <= 32 * keys.len() as u64;
         Ok(Candidates::Keys {
             keys,
             loaded,
@@ -296,7 +302,12 @@ impl Candidates {
                 }
                 if *dense && loaded.is_empty() {
                     let last = keys[keys.len() - 1];
-                    let range = tx.scan(keys[*next], last, PAGE_BATCHES).await?;
+                    let limit = if *next == 0 {
+                        PAGE_BATCHES / 4
+                    } else {
+                        PAGE_BATCHES
+                    };
+                    let range = tx.scan(keys[*next], last, limit).await?;
                     let end = range.last().map_or(last, |b| b.last_position);
                     let start = *next;
                     while *next < keys.len() && keys[*next] <= end {
