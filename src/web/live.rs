@@ -316,6 +316,14 @@ impl Live {
     }
 }
 
+impl Drop for Live {
+    /// A store dropped without `close()` must not leave listeners calling
+    /// into freed closures.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 fn position(event: &JsValue) -> u64 {
     Reflect::get(event, &"position".into())
         .ok()
