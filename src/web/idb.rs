@@ -288,6 +288,9 @@ impl Transaction for IdbTx {
     }
 
     async fn heads(&self, aggregates: &[&str]) -> Result<Vec<u64>> {
+        if aggregates.is_empty() {
+            return Ok(Vec::new());
+        }
         let index = self.index(BY_AGGREGATE)?;
         // Issue every lookup first, then wait: IndexedDB pipelines them.
         let mut requests = Vec::with_capacity(aggregates.len());
@@ -420,12 +423,13 @@ fn number(v: &JsValue) -> u64 {
     v.as_f64().unwrap_or(0.0) as u64
 }
 
-fn get(obj: &JsValue, key: &str) -> JsValue {
-    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+// Record field names are interned: read and written for every record.
+fn get(obj: &JsValue, key: &'static str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(wasm_bindgen::intern(key))).unwrap_or(JsValue::UNDEFINED)
 }
 
-fn set(obj: &Object, key: &str, value: &JsValue) {
-    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+fn set(obj: &Object, key: &'static str, value: &JsValue) {
+    let _ = Reflect::set(obj, &JsValue::from_str(wasm_bindgen::intern(key)), value);
 }
 
 /// The IndexedDB record of a batch (field names in `docs/storage.md`).
@@ -456,12 +460,12 @@ pub fn batch_to_js(b: &Batch) -> JsValue {
 
 /// Reads a batch record back.
 pub fn batch_from_js(v: &JsValue) -> Result<Batch> {
-    let text = |key: &str| {
+    let text = |key: &'static str| {
         get(v, key)
             .as_string()
             .ok_or_else(|| Error::Storage(format!("corrupt record: {key} is not a string")))
     };
-    let int = |key: &str| {
+    let int = |key: &'static str| {
         get(v, key)
             .as_f64()
             .map(|n| n as u64)
