@@ -69,6 +69,25 @@ proptest! {
         }
     }
 
+    /// Outside input never panics the parsers or the record decoder.
+    #[test]
+    fn parsers_take_any_input(text in "\\PC{0,64}", tokens in prop::collection::vec("\\PC{0,8}", 0..40)) {
+        let _ = Subject::parse(&text);
+        let _ = Pattern::parse(&text);
+        let _ = Subject::from_tokens(&tokens);
+        let _ = Pattern::from_tokens(&tokens);
+        let batch = eventstore_wasm::batch::Batch {
+            last_position: 5,
+            aggregate: text.clone(),
+            first_sequence: 1,
+            last_sequence: 2,
+            created_at: 0,
+            actions: tokens.clone(),
+            events: text.clone(),
+        };
+        let _ = batch.decode();
+    }
+
     #[test]
     fn matcher_agrees_with_reference(pattern in small_pattern(), subject in small_subject()) {
         let p = Pattern::from_tokens(&pattern).unwrap();
