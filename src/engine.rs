@@ -230,6 +230,10 @@ enum Candidates {
 /// them one by one beats reading the range.
 const DENSE: f64 = 0.25;
 
+/// Up to this many `actions` index entries, candidates are read with their
+/// values straight from the index.
+const FEW: u64 = 256;
+
 impl Candidates {
     async fn start<T: Transaction>(tx: &T, filter: &Filter, window: Window) -> Result<Self> {
         let scan = Candidates::Scan {
@@ -247,6 +251,16 @@ impl Candidates {
                     from_sequence,
                 } => {
                     for batch in tx.by_aggregate(&range, from_sequence).await? {
+                        if batch.last_position > window.after {
+                            keys.insert(batch.last_position);
+                            loaded.insert(batch.last_position, batch);
+                        }
+                    }
+                }
+                // Few index entries: read the batches straight from the
+                // index (one request); many: their keys, then ranges.
+                Access::Action(range) if tx.count_by_action(&range).await? <= FEW => {
+                    for batch in tx.by_action(&range).await? {
                         if batch.last_position > window.after {
                             keys.insert(batch.last_position);
                             loaded.insert(batch.last_position, batch);

@@ -269,6 +269,19 @@ fn range(lower: &JsValue, upper: &JsValue, upper_open: bool) -> Result<IdbKeyRan
         .map_err(|e| storage_error(&e))
 }
 
+/// The `actions` index range of a subject range.
+fn action_range(key: &KeyRange) -> Result<IdbKeyRange> {
+    match key {
+        KeyRange::Exact(a) => {
+            IdbKeyRange::only(&JsValue::from_str(a)).map_err(|e| storage_error(&e))
+        }
+        KeyRange::Prefix(_) => {
+            let (lo, hi) = key.bounds();
+            range(&lo.into(), &hi.into(), true)
+        }
+    }
+}
+
 fn pair(a: &str, b: f64) -> JsValue {
     Array::of2(&JsValue::from_str(a), &JsValue::from_f64(b)).into()
 }
@@ -356,16 +369,25 @@ impl Transaction for IdbTx {
             .collect()
     }
 
+    async fn count_by_action(&self, key: &KeyRange) -> Result<u64> {
+        let r = action_range(key)?;
+        let n = self.wait(self.index(BY_ACTION)?.count_with_key(&r)).await?;
+        Ok(number(&n))
+    }
+
+    async fn by_action(&self, key: &KeyRange) -> Result<Vec<Batch>> {
+        let r = action_range(key)?;
+        let all = self
+            .wait(self.index(BY_ACTION)?.get_all_with_key(&r))
+            .await?;
+        Array::from(&all)
+            .iter()
+            .map(|v| batch_from_js(&v))
+            .collect()
+    }
+
     async fn keys_by_action(&self, key: &KeyRange) -> Result<Vec<u64>> {
-        let r = match key {
-            KeyRange::Exact(a) => {
-                IdbKeyRange::only(&JsValue::from_str(a)).map_err(|e| storage_error(&e))?
-            }
-            KeyRange::Prefix(_) => {
-                let (lo, hi) = key.bounds();
-                range(&lo.into(), &hi.into(), true)?
-            }
-        };
+        let r = action_range(key)?;
         let keys = self
             .wait(self.index(BY_ACTION)?.get_all_keys_with_key(&r))
             .await?;
