@@ -61,5 +61,14 @@ document.querySelector("#forget").addEventListener("click", async () => {
   } catch (e) { fail(e); }
 });
 
+// Keep the table current when events land here, in another tab or a worker.
+let pending = false;
+const refresh = () => {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; show().catch(fail); });
+};
+store.subscribe(undefined, refresh, { fromPosition: "end", onForget: refresh, onError: fail });
+
 await show().catch(fail);
 document.body.dataset.ready = "true";
