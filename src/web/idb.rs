@@ -16,6 +16,7 @@ use web_sys::{
     IdbRequest, IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
+use super::request::Request;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::storage::{Storage, Transaction};
@@ -193,22 +194,7 @@ fn factory() -> Result<IdbFactory> {
 
 /// Waits for a request; `Ok(result)` or `Err(the request's DOMException)`.
 async fn wait(request: &IdbRequest) -> Result<JsValue, JsValue> {
-    let promise = Promise::new(&mut |resolve, reject| {
-        request.set_onsuccess(Some(&resolve));
-        request.set_onerror(Some(&reject));
-    });
-    let outcome = JsFuture::from(promise).await;
-    request.set_onsuccess(None);
-    request.set_onerror(None);
-    match outcome {
-        Ok(_) => request.result(),
-        Err(_) => Err(request
-            .error()
-            .ok()
-            .flatten()
-            .map(JsValue::from)
-            .unwrap_or_else(|| JsValue::from_str("request failed"))),
-    }
+    Request::new(request.clone()).await
 }
 
 fn exception_name(e: &JsValue) -> Option<String> {
@@ -338,10 +324,7 @@ impl Transaction for IdbTx {
         let all = self
             .wait(self.store.get_all_with_key_and_limit(&r, limit as u32))
             .await?;
-        Array::from(&all)
-            .iter()
-            .map(|v| batch_from_js(&v))
-            .collect()
+        batches_from_js(&all)
     }
 
     async fn by_aggregate(&self, key: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
@@ -363,10 +346,7 @@ impl Transaction for IdbTx {
         let all = self
             .wait(self.index(BY_AGGREGATE)?.get_all_with_key(&r))
             .await?;
-        Array::from(&all)
-            .iter()
-            .map(|v| batch_from_js(&v))
-            .collect()
+        batches_from_js(&all)
     }
 
     async fn count_by_action(&self, key: &KeyRange) -> Result<u64> {
@@ -380,10 +360,7 @@ impl Transaction for IdbTx {
         let all = self
             .wait(self.index(BY_ACTION)?.get_all_with_key(&r))
             .await?;
-        Array::from(&all)
-            .iter()
-            .map(|v| batch_from_js(&v))
-            .collect()
+        batches_from_js(&all)
     }
 
     async fn keys_by_action(&self, key: &KeyRange) -> Result<Vec<u64>> {
@@ -478,6 +455,11 @@ pub fn batch_to_js(b: &Batch) -> JsValue {
     set(&obj, "actions", &actions);
     set(&obj, "events", &JsValue::from_str(&b.events));
     obj.into()
+}
+
+/// Reads an array of batch records back.
+fn batches_from_js(all: &JsValue) -> Result<Vec<Batch>> {
+    Array::from(all).iter().map(|v| batch_from_js(&v)).collect()
 }
 
 /// Reads a batch record back.

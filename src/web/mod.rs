@@ -4,6 +4,7 @@ mod event_store;
 mod idb;
 mod interop;
 mod live;
+mod request;
 mod types;
 
 pub use event_store::EventStore;
