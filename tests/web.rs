@@ -542,3 +542,29 @@ async fn async_iteration_streams_pages() {
     assert_eq!(Array::from(&b).length(), 5);
     s.close();
 }
+
+#[wasm_bindgen_test]
+async fn an_event_larger_than_a_batch_is_stored_and_read_back() {
+    let s = fresh("web-large").await;
+    let big = "x".repeat(100_000);
+    let pushed = s
+        .push(js(&format!(
+            r#"[{{"aggregate":"big.a","commands":[{{"action":"big.a.set","payload":"{big}"}},{{"action":"big.a.set","payload":1}}]}}]"#
+        )))
+        .await
+        .unwrap();
+    assert_eq!(field_list(&pushed, "sequence"), ["1", "2"]);
+    let found = s
+        .filter(
+            js(r#"{"queries":[{"aggregate":"big.a"}]}"#),
+            JsValue::UNDEFINED,
+        )
+        .await
+        .unwrap();
+    let first = Array::from(&found).get(0);
+    assert_eq!(get(&first, "payload").as_string().unwrap().len(), 100_000);
+    assert_eq!(field_list(&found, "position"), ["1", "2"]);
+    // Two records: the big event alone, the small one after it.
+    assert_eq!(raw_records("web-large").await.len(), 2);
+    s.close();
+}
