@@ -37,7 +37,9 @@ export function serve({ root = ROOT, port = 0 } = {}) {
     server.once("error", fail);
     server.listen(port, "127.0.0.1", () => {
       const url = `http://127.0.0.1:${server.address().port}`;
-      ok({ url, close: () => new Promise((done) => server.close(done)) });
+      // Keep-alive connections of a still running browser would hold close() open.
+      const close = () => new Promise((done) => { server.close(done); server.closeAllConnections(); });
+      ok({ url, close });
     });
   });
 }

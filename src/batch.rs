@@ -100,9 +100,11 @@ impl Batch {
     /// The public view of the `index`-th event.
     pub fn event<'a>(&'a self, index: usize, stored: &'a StoredEvent<'a>) -> Event<'a> {
         Event {
-            batch: self,
+            aggregate: &self.aggregate,
             stored,
-            index: index as u64,
+            sequence: self.first_sequence + index as u64,
+            position: self.first_position() + index as u64,
+            created_at: self.created_at,
         }
     }
 }
@@ -111,9 +113,11 @@ impl Batch {
 /// names and subjects as token arrays.
 #[derive(Debug, Clone, Copy)]
 pub struct Event<'a> {
-    batch: &'a Batch,
-    stored: &'a StoredEvent<'a>,
-    index: u64,
+    pub aggregate: &'a str,
+    pub stored: &'a StoredEvent<'a>,
+    pub sequence: u64,
+    pub position: u64,
+    pub created_at: u64,
 }
 
 impl Event<'_> {
@@ -121,16 +125,16 @@ impl Event<'_> {
         &self.stored.id
     }
     pub fn aggregate(&self) -> &str {
-        &self.batch.aggregate
+        self.aggregate
     }
     pub fn action(&self) -> &str {
         &self.stored.action
     }
     pub fn sequence(&self) -> u64 {
-        self.batch.first_sequence + self.index
+        self.sequence
     }
     pub fn position(&self) -> u64 {
-        self.batch.first_position() + self.index
+        self.position
     }
     pub fn payload(&self) -> Option<&RawValue> {
         self.stored.payload
@@ -161,7 +165,7 @@ impl Serialize for Event<'_> {
         s.serialize_field("revision", &self.stored.revision)?;
         s.serialize_field("sequence", &self.sequence())?;
         s.serialize_field("position", &self.position())?;
-        s.serialize_field("createdAt", &self.batch.created_at)?;
+        s.serialize_field("createdAt", &self.created_at)?;
         s.serialize_field("payload", &self.payload())?;
         s.serialize_field("forgotten", &self.forgotten())?;
         s.end()

@@ -15,7 +15,8 @@ pub const PAGE_BATCHES: usize = 256;
 /// Events handed to a filter's sink at a time (bounds memory when streaming).
 pub const PAGE_EVENTS: usize = 1000;
 
-/// Appends the entries atomically and returns the stored batches.
+/// Appends the entries atomically; returns the stored batches and their
+/// public events as one JSON array.
 ///
 /// `cache` spares the head lookups of aggregates this store already knows
 /// while no other context has written (see [`HeadCache`]).
@@ -25,9 +26,9 @@ pub async fn push<S: Storage>(
     entries: &[PushEntry],
     created_at: u64,
     new_id: impl FnMut() -> String,
-) -> Result<Vec<Batch>> {
+) -> Result<(Vec<Batch>, String)> {
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), "[]".to_owned()));
     }
     let mut tx = storage.write().await?;
     let aggregates = push::aggregates(entries);
@@ -47,8 +48,8 @@ pub async fn push<S: Storage>(
             heads
         }
     };
-    let batches = match push::sequence(entries, &heads, last, created_at, new_id) {
-        Ok(batches) => batches,
+    let (batches, events) = match push::sequence(entries, &heads, last, created_at, new_id) {
+        Ok(pushed) => pushed,
         Err(e) => {
             cache.record(last, last, heads);
             return Err(e);
@@ -61,7 +62,7 @@ pub async fn push<S: Storage>(
         .iter()
         .map(|b| (b.aggregate.clone(), b.last_sequence));
     cache.record(last, end, heads.into_iter().chain(written));
-    Ok(batches)
+    Ok((batches, events))
 }
 
 fn zip(aggregates: &[&str], heads: Vec<u64>) -> HashMap<String, u64> {
@@ -70,17 +71,6 @@ fn zip(aggregates: &[&str], heads: Vec<u64>) -> HashMap<String, u64> {
         .map(|a| a.to_string())
         .zip(heads)
         .collect()
-}
-
-/// The public events of freshly pushed batches, as one JSON array.
-pub fn events_json(batches: &[Batch]) -> Result<String> {
-    let mut out = EventsJson::new();
-    for batch in batches {
-        for (i, event) in batch.decode()?.iter().enumerate() {
-            out.push(&batch.event(i, event))?;
-        }
-    }
-    Ok(out.take())
 }
 
 /// Which part of the log a read covers.

@@ -86,6 +86,7 @@ fn two_aggregates_in_one_push_are_sequenced_separately() {
     assert!(events.iter().all(|e| e["createdAt"] == 1_000));
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(ids.len(), 6);
+    assert_eq!(events, s.filter(&Filter::default()).unwrap(), "push returns what is stored");
 }
 
 #[test]

@@ -243,11 +243,12 @@ impl EventStore {
                 .into_uuid()
                 .to_string()
         };
-        let batches = engine::push(&self.storage, &self.heads, &entries, now, new_id).await?;
+        let (batches, events) =
+            engine::push(&self.storage, &self.heads, &entries, now, new_id).await?;
         if !batches.is_empty() {
             self.live.committed();
         }
-        parse(&engine::events_json(&batches)?).map(Into::into)
+        parse(&events).map(Into::into)
     }
 }
 

@@ -59,7 +59,7 @@ impl Store {
     /// Pushes and returns the public events as JSON values.
     pub fn push(&mut self, entries: &[PushEntry]) -> Result<Vec<Value>> {
         let mut id = self.next_id;
-        let batches = block_on(engine::push(
+        let (_, events) = block_on(engine::push(
             &self.storage,
             &self.cache,
             entries,
@@ -70,7 +70,7 @@ impl Store {
             },
         ))?;
         self.next_id = id;
-        Ok(serde_json::from_str(&engine::events_json(&batches)?).unwrap())
+        Ok(serde_json::from_str(&events).unwrap())
     }
 
     pub fn filter(&self, filter: &Filter) -> Result<Vec<Value>> {
