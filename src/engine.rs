@@ -170,28 +170,23 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
                 continue;
             };
             let mut events = batch.decode()?;
-            let mut touched = Vec::new();
+            let before = erased;
             for (i, event) in events.iter_mut().enumerate() {
                 if !event.forgotten && matcher.matches(batch, i, event) {
                     event.payload = None;
                     event.forgotten = true;
-                    touched.push(i);
+                    notice.push(&batch.event(i, event))?;
+                    erased += 1;
                 }
             }
-            if !touched.is_empty() {
-                erased += touched.len() as u64;
-                let json = serde_json::to_string(&events)
-                    .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?;
-                let new_batch = Batch {
-                    events: json,
-                    ..batch.clone()
-                };
-                for (i, event) in events.iter().enumerate() {
-                    if touched.contains(&i) {
-                        notice.push(&batch.event(i, event))?;
-                    }
-                }
-                changed.push(new_batch);
+            if erased > before {
+                changed.push(Batch {
+                    events: serde_json::to_string(&events)
+                        .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?,
+                    aggregate: batch.aggregate.clone(),
+                    actions: batch.actions.clone(),
+                    ..*batch
+                });
             }
         }
         tx.put(&changed)?;
