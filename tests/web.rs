@@ -568,3 +568,25 @@ async fn an_event_larger_than_a_batch_is_stored_and_read_back() {
     assert_eq!(raw_records("web-large").await.len(), 2);
     s.close();
 }
+
+#[wasm_bindgen_test]
+async fn an_end_subscription_woken_before_its_start_is_known_delivers_nothing_old() {
+    let s = fresh("web-live-end-race").await;
+    s.push(push_json("old.a", 3)).await.unwrap();
+    let (seen, on_event) = collector();
+    s.subscribe(
+        JsValue::UNDEFINED,
+        on_event,
+        js(r#"{"fromPosition":"end"}"#),
+    )
+    .unwrap();
+    // A wake-up hint before the subscription has read where the log ends.
+    let focus = js_sys::Function::new_no_args("globalThis.dispatchEvent(new Event('focus'))");
+    focus.call0(&JsValue::NULL).unwrap();
+    sleep(100).await;
+    assert_eq!(seen.length(), 0, "nothing from before subscribe()");
+    s.push(push_json("new.a", 1)).await.unwrap();
+    until_len(&seen, 1).await;
+    assert_eq!(field_list(&seen.into(), "position"), ["4"]);
+    s.close();
+}

@@ -175,7 +175,9 @@ impl Live {
                 Start::End => 0,
             }),
             caught_up: Cell::new(false),
-            running: Cell::new(false),
+            // An "end" subscription must not read before its start is known:
+            // hints meanwhile only mark it for a read (see `run`).
+            running: Cell::new(start == Start::End),
             again: Cell::new(false),
             active: Cell::new(true),
         });
@@ -201,6 +203,7 @@ impl Live {
                     Err(e) => return first.fail(e.into_js()),
                 }
                 first.caught_up.set(true);
+                first.running.set(false);
             }
             live.clone().run(first);
         });
