@@ -215,9 +215,9 @@ enum Candidates {
 /// them one by one beats reading the range.
 const DENSE: f64 = 0.25;
 
-/// Up to this many `actions` index entries, candidates are read with their
-/// values straight from the index.
-const FEW: u64 = 256;
+/// Up to this many candidate batches from the `actions` index, they are
+/// read with their values straight from the index.
+const FEW: usize = 64;
 
 impl Candidates {
     async fn start<T: Transaction>(tx: &T, filter: &Filter, window: Window) -> Result<Self> {
@@ -242,22 +242,26 @@ impl Candidates {
                         }
                     }
                 }
-                // Few index entries: read the batches straight from the
-                // index (one request); many: their keys, then ranges.
-                Access::Action(range) if tx.count_by_action(&range).await? <= FEW => {
-                    for batch in tx.by_action(&range).await? {
-                        if batch.last_position > window.after {
-                            keys.insert(batch.last_position);
-                            loaded.insert(batch.last_position, batch);
-                        }
-                    }
-                }
-                Access::Action(range) => keys.extend(
-                    tx.keys_by_action(&range)
+                Access::Action(range) => {
+                    let found: HashSet<u64> = tx
+                        .keys_by_action(&range)
                         .await?
                         .into_iter()
-                        .filter(|k| *k > window.after),
-                ),
+                        .filter(|k| *k > window.after)
+                        .collect();
+                    // Few batches: read them with their values straight from
+                    // the index (one request); many: by key (see `next_page`).
+                    if !found.is_empty() && found.len() <= FEW {
+                        for batch in tx.by_action(&range).await? {
+                            if batch.last_position > window.after {
+                                keys.insert(batch.last_position);
+                                loaded.insert(batch.last_position, batch);
+                            }
+                        }
+                    } else {
+                        keys.extend(found);
+                    }
+                }
                 Access::Scan => return Ok(scan),
             }
         }

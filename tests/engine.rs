@@ -86,7 +86,11 @@ fn two_aggregates_in_one_push_are_sequenced_separately() {
     assert!(events.iter().all(|e| e["createdAt"] == 1_000));
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(ids.len(), 6);
-    assert_eq!(events, s.filter(&Filter::default()).unwrap(), "push returns what is stored");
+    assert_eq!(
+        events,
+        s.filter(&Filter::default()).unwrap(),
+        "push returns what is stored"
+    );
 }
 
 #[test]
@@ -378,14 +382,19 @@ fn head_caches_of_two_tabs_never_hand_out_a_sequence_twice() {
 #[test]
 fn dense_and_sparse_index_reads_agree_with_a_scan() {
     let mut s = Store::new();
-    for p in 0..60u64 {
+    for p in 0..150u64 {
         let entries: Vec<_> = (0..5u64)
             .map(|g| {
-                let agg = format!("user.u{}", (p * 5 + g) * 7 % 40);
-                let actions: Vec<String> = ["added", "renamed", "email.changed"]
+                let n = p * 5 + g;
+                let agg = format!("user.u{}", n * 7 % 40);
+                let mut actions: Vec<String> = ["added", "renamed", "email.changed"]
                     .iter()
                     .map(|a| format!("{agg}.{a}"))
                     .collect();
+                if n % 8 == 0 {
+                    // Another first token: a selective action prefix.
+                    actions.push(format!("flag.u{}.set", n * 7 % 40));
+                }
                 (agg, actions)
             })
             .collect();
@@ -399,13 +408,17 @@ fn dense_and_sparse_index_reads_agree_with_a_scan() {
         s.push(&entries).unwrap();
     }
     let all = s.filter(&Filter::default()).unwrap();
-    assert_eq!(all.len(), 900);
+    assert_eq!(all.len(), 750 * 3 + 94);
+    // Few candidates (read from the index with values), many and dense
+    // (read as key ranges), many and sparse (read one by one).
     for pattern in [
-        "user.*.added",
         "user.u7.>",
         "user.u7.renamed",
+        "user.*.added",
         "user.>",
         "user.*.email.*",
+        "flag.>",
+        "flag.*.set",
     ] {
         let p = Pattern::parse(pattern).unwrap();
         let expected: Vec<_> = all

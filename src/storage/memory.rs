@@ -89,14 +89,6 @@ impl Transaction for MemoryTx {
             .collect())
     }
 
-    async fn count_by_action(&self, range: &KeyRange) -> Result<u64> {
-        Ok(self
-            .data
-            .values()
-            .map(|b| b.actions.iter().filter(|a| range.contains(a)).count() as u64)
-            .sum())
-    }
-
     async fn by_action(&self, range: &KeyRange) -> Result<Vec<Batch>> {
         Ok(self
             .data

@@ -34,9 +34,6 @@ pub trait Transaction {
     /// Batches whose aggregate lies in `range` and whose last sequence is at
     /// least `from_sequence`, in any order.
     async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>>;
-    /// Number of `actions` index entries in `range` (a batch counts once
-    /// per distinct action it holds there).
-    async fn count_by_action(&self, range: &KeyRange) -> Result<u64>;
     /// The batches holding an action in `range`; in any order, a batch once
     /// per distinct action it holds there.
     async fn by_action(&self, range: &KeyRange) -> Result<Vec<Batch>>;

@@ -349,12 +349,6 @@ impl Transaction for IdbTx {
         batches_from_js(&all)
     }
 
-    async fn count_by_action(&self, key: &KeyRange) -> Result<u64> {
-        let r = action_range(key)?;
-        let n = self.wait(self.index(BY_ACTION)?.count_with_key(&r)).await?;
-        Ok(number(&n))
-    }
-
     async fn by_action(&self, key: &KeyRange) -> Result<Vec<Batch>> {
         let r = action_range(key)?;
         let all = self
