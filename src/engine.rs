@@ -215,10 +215,6 @@ enum Candidates {
 /// them one by one beats reading the range.
 const DENSE: f64 = 0.25;
 
-/// Up to this many candidate batches from the `actions` index, they are
-/// read with their values straight from the index.
-const FEW: usize = 64;
-
 impl Candidates {
     async fn start<T: Transaction>(tx: &T, filter: &Filter, window: Window) -> Result<Self> {
         let scan = Candidates::Scan {
@@ -242,26 +238,12 @@ impl Candidates {
                         }
                     }
                 }
-                Access::Action(range) => {
-                    let found: HashSet<u64> = tx
-                        .keys_by_action(&range)
+                Access::Action(range) => keys.extend(
+                    tx.keys_by_action(&range)
                         .await?
                         .into_iter()
-                        .filter(|k| *k > window.after)
-                        .collect();
-                    // Few batches: read them with their values straight from
-                    // the index (one request); many: by key (see `next_page`).
-                    if !found.is_empty() && found.len() <= FEW {
-                        for batch in tx.by_action(&range).await? {
-                            if batch.last_position > window.after {
-                                keys.insert(batch.last_position);
-                                loaded.insert(batch.last_position, batch);
-                            }
-                        }
-                    } else {
-                        keys.extend(found);
-                    }
-                }
+                        .filter(|k| *k > window.after),
+                ),
                 Access::Scan => return Ok(scan),
             }
         }

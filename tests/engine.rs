@@ -409,8 +409,8 @@ fn dense_and_sparse_index_reads_agree_with_a_scan() {
     }
     let all = s.filter(&Filter::default()).unwrap();
     assert_eq!(all.len(), 750 * 3 + 94);
-    // Few candidates (read from the index with values), many and dense
-    // (read as key ranges), many and sparse (read one by one).
+    // Few candidates (read one by one), many and dense (read as key
+    // ranges), many and sparse (a range read first, then one by one).
     for pattern in [
         "user.u7.>",
         "user.u7.renamed",

@@ -89,17 +89,6 @@ impl Transaction for MemoryTx {
             .collect())
     }
 
-    async fn by_action(&self, range: &KeyRange) -> Result<Vec<Batch>> {
-        Ok(self
-            .data
-            .values()
-            .flat_map(|b| {
-                let n = b.actions.iter().filter(|a| range.contains(a)).count();
-                std::iter::repeat_n(b.clone(), n)
-            })
-            .collect())
-    }
-
     async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>> {
         Ok(self
             .data

@@ -34,9 +34,6 @@ pub trait Transaction {
     /// Batches whose aggregate lies in `range` and whose last sequence is at
     /// least `from_sequence`, in any order.
     async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>>;
-    /// The batches holding an action in `range`; in any order, a batch once
-    /// per distinct action it holds there.
-    async fn by_action(&self, range: &KeyRange) -> Result<Vec<Batch>>;
     /// Keys (last positions) of the batches holding an action in `range`;
     /// in any order, possibly repeated.
     async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>>;

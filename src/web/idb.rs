@@ -349,14 +349,6 @@ impl Transaction for IdbTx {
         batches_from_js(&all)
     }
 
-    async fn by_action(&self, key: &KeyRange) -> Result<Vec<Batch>> {
-        let r = action_range(key)?;
-        let all = self
-            .wait(self.index(BY_ACTION)?.get_all_with_key(&r))
-            .await?;
-        batches_from_js(&all)
-    }
-
     async fn keys_by_action(&self, key: &KeyRange) -> Result<Vec<u64>> {
         let r = action_range(key)?;
         let keys = self
