@@ -540,6 +540,13 @@ async fn async_iteration_streams_pages() {
     assert_eq!(Array::from(&limited).length(), 1500);
     let b = run(r#"{"queries":[{"aggregate":"it.b"}]}"#).await.unwrap();
     assert_eq!(Array::from(&b).length(), 5);
+    // The same through filter: several pages joined into one array.
+    let all = s
+        .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
+        .await
+        .unwrap();
+    let positions: Vec<String> = (1..=2705).map(|p| p.to_string()).collect();
+    assert_eq!(field_list(&all, "position"), positions);
     s.close();
 }
 

@@ -89,23 +89,14 @@ impl EventStore {
         let filter = interop::filter(&filter).map_err(js_error)?;
         let reducer: Option<Function> = match reducer {
             r if r.is_undefined() || r.is_null() => None,
-            r => Some(r.dyn_into().map_err(|r| {
-                js_error(Error::argument(format!(
-                    "the reducer must be a function, got {}",
-                    super::interop::describe_value(&r)
-                )))
-            })?),
+            r => Some(interop::function(&r, "the reducer").map_err(js_error)?),
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-        let result = Array::new();
+        let mut pages: Vec<Array> = Vec::new();
         let outcome = engine::filter(&self.storage, &filter, |page| {
             let events = parse(&page)?;
             match &reducer {
-                None => {
-                    for e in events.iter() {
-                        result.push(&e);
-                    }
-                }
+                None => pages.push(events),
                 Some(f) => {
                     for e in events.iter() {
                         if let Err(err) = f.call1(&JsValue::UNDEFINED, &e) {
@@ -122,9 +113,14 @@ impl EventStore {
             return Err(err);
         }
         outcome.map_err(js_error)?;
-        Ok(match reducer {
-            None => result.into(),
-            Some(_) => JsValue::UNDEFINED,
+        if reducer.is_some() {
+            return Ok(JsValue::UNDEFINED);
+        }
+        // Usually one page: hand it over as it is.
+        Ok(match pages.len() {
+            0 => Array::new().into(),
+            1 => pages.swap_remove(0).into(),
+            _ => pages.into_iter().collect::<Array>().flat(1).into(),
         })
     }
 
