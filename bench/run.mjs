@@ -515,7 +515,7 @@ ${checksSection()}
   of a query to dominate. The queries take a few ms, near the 0.1 ms resolution of
   \`performance.now()\` in a page that is not cross-origin isolated.
 - IndexedDB in Chromium is LevelDB; write costs are per record and per index entry much more than
-  per byte (see /work/shared/MEASUREMENTS.md).
+  per byte (the team's MEASUREMENTS.md, and docs/storage.md).
 `;
   await writeFile(join(ROOT, "BENCHMARKS.md"), text);
   log("wrote BENCHMARKS.md");
