@@ -98,7 +98,8 @@ test("events have exactly the documented shape", { timeout: TIMEOUT }, async () 
   for (const e of r.pushed) {
     assert.deepEqual(Object.keys(e).sort(), keys, `keys of ${JSON.stringify(e)}`);
     assert.equal(typeof e.id, "string");
-    assert.ok(e.id.length > 0);
+    assert.match(e.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, "a UUIDv7");
+    assert.equal(parseInt(e.id.replace(/-/g, "").slice(0, 12), 16), e.createdAt, "its time is createdAt");
     assert.deepEqual(e.aggregate, ["user", "A"]);
     assert.ok(Number.isInteger(e.position) && e.position > 0, `position ${e.position}`);
     assert.ok(Number.isInteger(e.createdAt), `createdAt ${e.createdAt}`);
