@@ -120,30 +120,6 @@ pub struct Event<'a> {
     pub created_at: u64,
 }
 
-impl Event<'_> {
-    pub fn id(&self) -> &str {
-        &self.stored.id
-    }
-    pub fn aggregate(&self) -> &str {
-        self.aggregate
-    }
-    pub fn action(&self) -> &str {
-        &self.stored.action
-    }
-    pub fn sequence(&self) -> u64 {
-        self.sequence
-    }
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-    pub fn payload(&self) -> Option<&RawValue> {
-        self.stored.payload
-    }
-    pub fn forgotten(&self) -> bool {
-        self.stored.forgotten
-    }
-}
-
 struct Tokens<'a>(&'a str);
 
 impl Serialize for Tokens<'_> {
@@ -159,15 +135,15 @@ impl Serialize for Tokens<'_> {
 impl Serialize for Event<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("Event", 9)?;
-        s.serialize_field("id", self.id())?;
-        s.serialize_field("aggregate", &Tokens(self.aggregate()))?;
-        s.serialize_field("action", &Tokens(self.action()))?;
+        s.serialize_field("id", &self.stored.id)?;
+        s.serialize_field("aggregate", &Tokens(self.aggregate))?;
+        s.serialize_field("action", &Tokens(&self.stored.action))?;
         s.serialize_field("revision", &self.stored.revision)?;
-        s.serialize_field("sequence", &self.sequence())?;
-        s.serialize_field("position", &self.position())?;
+        s.serialize_field("sequence", &self.sequence)?;
+        s.serialize_field("position", &self.position)?;
         s.serialize_field("createdAt", &self.created_at)?;
-        s.serialize_field("payload", &self.payload())?;
-        s.serialize_field("forgotten", &self.forgotten())?;
+        s.serialize_field("payload", &self.stored.payload)?;
+        s.serialize_field("forgotten", &self.stored.forgotten)?;
         s.end()
     }
 }

@@ -30,6 +30,7 @@ pub async fn push<S: Storage>(
     if entries.is_empty() {
         return Ok((Vec::new(), "[]".to_owned()));
     }
+    push::check(entries)?;
     let mut tx = storage.write().await?;
     let aggregates = push::aggregates(entries);
     let unknown = cache.unknown(&aggregates);
@@ -83,30 +84,32 @@ pub struct Window {
     pub tail: bool,
 }
 
-/// Streams the matching events, in position order, to `sink` in pages of
-/// JSON arrays (at most about [`PAGE_EVENTS`] each). Stops after `limit`.
+/// Streams the matching events of `window`, in position order, to `sink`
+/// in pages of JSON arrays (at most about [`PAGE_EVENTS`] each). Stops
+/// after `limit`.
 pub async fn filter<S: Storage>(
     storage: &S,
     filter: &Filter,
+    window: Window,
     sink: impl FnMut(String) -> Result<()>,
 ) -> Result<()> {
     let tx = storage.read().await?;
-    read(&tx, filter, Window::default(), sink).await
+    read(&tx, filter, window, sink).await
 }
 
-/// Like [`filter`], restricted to a [`Window`]; returns the log's last
-/// position in the snapshot read, so that a caller can resume after it
-/// without missing or repeating an event.
-pub async fn filter_window<S: Storage>(
+/// Like [`filter`], and returns the log's last position in the snapshot
+/// read, so that a caller can resume after it without missing or repeating
+/// an event. (Both requests run side by side in the one transaction.)
+pub async fn filter_to_end<S: Storage>(
     storage: &S,
     filter: &Filter,
     window: Window,
     sink: impl FnMut(String) -> Result<()>,
 ) -> Result<u64> {
     let tx = storage.read().await?;
-    let end = tx.last_position().await?;
-    read(&tx, filter, window, sink).await?;
-    Ok(end)
+    let (end, read) = futures::join!(tx.last_position(), read(&tx, filter, window, sink));
+    read?;
+    end
 }
 
 /// The log's last position (0 when empty).

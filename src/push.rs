@@ -44,10 +44,22 @@ pub fn aggregates(entries: &[PushEntry]) -> Vec<&str> {
     seen
 }
 
+/// Checks what can be checked before touching storage: every entry has
+/// commands.
+pub fn check(entries: &[PushEntry]) -> Result<()> {
+    match entries.iter().position(|e| e.commands.is_empty()) {
+        None => Ok(()),
+        Some(i) => Err(Error::argument(format!(
+            "push entry {i} (aggregate {}) has no commands",
+            entries[i].aggregate
+        ))),
+    }
+}
+
 /// Turns a push into batches, and the public events they hold (as one
 /// JSON array, built in the same pass).
 ///
-/// `heads` maps each aggregate of the push to its current sequence (0 for a
+/// Expects entries that passed [`check`]. `heads` maps each aggregate of the push to its current sequence (0 for a
 /// new aggregate); `last_position` is the log's last position. Fails with
 /// `SEQUENCE_MISMATCH` before building anything if an entry's expectation
 /// does not hold at its point of the call.
@@ -73,11 +85,6 @@ pub fn sequence(
                     actual: *head,
                 });
             }
-        }
-        if entry.commands.is_empty() {
-            return Err(Error::argument(format!(
-                "push entry for aggregate {aggregate:?} has no commands"
-            )));
         }
         let mut open: Option<Open> = None;
         for command in &entry.commands {

@@ -429,3 +429,27 @@ fn dense_and_sparse_index_reads_agree_with_a_scan() {
         assert_eq!(s.filter(&subjects(pattern)).unwrap(), expected, "{pattern}");
     }
 }
+
+/// SPEC 4: a query with literal leading tokens costs what it matches, not
+/// the size of the log; one starting with a wildcard scans.
+#[test]
+fn index_queries_read_their_matches_not_the_log() {
+    let mut s = Store::new();
+    for p in 0..400u64 {
+        let agg = format!("user.u{}", p % 100);
+        let actions = [format!("{agg}.added"), format!("{agg}.renamed")];
+        let cmds: Vec<(&str, &str)> = actions.iter().map(|a| (a.as_str(), "1")).collect();
+        s.push(&[entry(&agg, None, &cmds)]).unwrap();
+    }
+    let cost = |s: &Store, f: &Filter| {
+        let before = s.storage.batches_read();
+        let n = s.filter(f).unwrap().len();
+        (n, s.storage.batches_read() - before)
+    };
+    // user.u7 has 4 batches (8 events) in a log of 400 batches.
+    assert_eq!(cost(&s, &subjects("user.u7.>")), (8, 4));
+    assert_eq!(cost(&s, &subjects("user.u7.added")), (4, 4));
+    assert_eq!(cost(&s, &aggregate("user.u7")), (8, 4));
+    let (n, read) = cost(&s, &subjects("*.u7.>"));
+    assert_eq!((n, read), (8, 400), "a leading wildcard scans");
+}

@@ -2,6 +2,7 @@
 //! (serialized writers, all-or-nothing commit), no persistence.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::lock::{Mutex, OwnedMutexGuard};
@@ -15,11 +16,18 @@ use crate::subject::KeyRange;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     batches: Arc<Mutex<BTreeMap<u64, Batch>>>,
+    /// Batches handed out by reads, as IndexedDB would have read them.
+    reads: Arc<AtomicUsize>,
 }
 
 impl MemoryStorage {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many batches reads have returned so far: what a query cost.
+    pub fn batches_read(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Every stored batch, for tests that inspect the raw records.
@@ -32,6 +40,14 @@ impl MemoryStorage {
 pub struct MemoryTx {
     data: OwnedMutexGuard<BTreeMap<u64, Batch>>,
     pending: Vec<(Batch, bool)>,
+    reads: Arc<AtomicUsize>,
+}
+
+impl MemoryTx {
+    fn counted(&self, batches: Vec<Batch>) -> Vec<Batch> {
+        self.reads.fetch_add(batches.len(), Ordering::Relaxed);
+        batches
+    }
 }
 
 impl Storage for MemoryStorage {
@@ -45,6 +61,7 @@ impl Storage for MemoryStorage {
         Ok(MemoryTx {
             data: self.batches.clone().lock_owned().await,
             pending: Vec::new(),
+            reads: self.reads.clone(),
         })
     }
 }
@@ -72,21 +89,23 @@ impl Transaction for MemoryTx {
         if from > to {
             return Ok(Vec::new());
         }
-        Ok(self
-            .data
-            .range(from..=to)
-            .take(limit)
-            .map(|(_, b)| b.clone())
-            .collect())
+        Ok(self.counted(
+            self.data
+                .range(from..=to)
+                .take(limit)
+                .map(|(_, b)| b.clone())
+                .collect(),
+        ))
     }
 
     async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
-        Ok(self
-            .data
-            .values()
-            .filter(|b| range.contains(&b.aggregate) && b.last_sequence >= from_sequence)
-            .cloned()
-            .collect())
+        Ok(self.counted(
+            self.data
+                .values()
+                .filter(|b| range.contains(&b.aggregate) && b.last_sequence >= from_sequence)
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>> {
@@ -99,14 +118,16 @@ impl Transaction for MemoryTx {
     }
 
     async fn get(&self, keys: &[u64]) -> Result<Vec<Batch>> {
-        keys.iter()
+        let batches = keys
+            .iter()
             .map(|k| {
                 self.data
                     .get(k)
                     .cloned()
                     .ok_or_else(|| Error::Storage(format!("no batch with key {k}")))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.counted(batches))
     }
 
     fn add(&mut self, batches: &[Batch]) -> Result<()> {

@@ -89,11 +89,11 @@ impl EventStore {
         let filter = interop::filter(&filter).map_err(js_error)?;
         let reducer: Option<Function> = match reducer {
             r if r.is_undefined() || r.is_null() => None,
-            r => Some(interop::function(&r, "the reducer").map_err(js_error)?),
+            r => Some(interop::function(&r, interop::At::root("the reducer")).map_err(js_error)?),
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
-        let outcome = engine::filter(&self.storage, &filter, |page| {
+        let outcome = engine::filter(&self.storage, &filter, Window::default(), |page| {
             let events = parse(&page)?;
             match &reducer {
                 None => pages.push(events),
@@ -164,7 +164,8 @@ impl EventStore {
                 "subscribe does not take a `limit`",
             )));
         }
-        let on_event = interop::function(&on_event, "onEvent").map_err(js_error)?;
+        let on_event =
+            interop::function(&on_event, interop::At::root("onEvent")).map_err(js_error)?;
         let options = interop::subscribe_options(&options).map_err(js_error)?;
         let unsubscribe = self.live.subscribe(
             filter,
@@ -200,7 +201,7 @@ impl EventStore {
                         after: after as u64,
                         tail: false,
                     };
-                    engine::filter_window(&storage, &filter, window, |page| {
+                    engine::filter(&storage, &filter, window, |page| {
                         for e in parse(&page)?.iter() {
                             result.push(&e);
                         }

@@ -68,6 +68,65 @@ pub fn js_error(e: Error) -> JsValue {
     error.into()
 }
 
+/// Where a value sits in an argument, for error messages. It is only
+/// formatted when an error is reported: parsing a push of 10,000 commands
+/// allocates no message.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    parent: Option<&'a At<'a>>,
+    name: &'a str,
+    index: Option<usize>,
+}
+
+impl<'a> At<'a> {
+    /// A top-level argument or option, e.g. `limit`.
+    pub const fn root(name: &'a str) -> Self {
+        At {
+            parent: None,
+            name,
+            index: None,
+        }
+    }
+
+    /// The `index`-th element, e.g. `push entry 3` or `…, command 2`.
+    fn item(parent: Option<&'a At<'a>>, name: &'a str, index: usize) -> Self {
+        At {
+            parent,
+            name,
+            index: Some(index),
+        }
+    }
+
+    /// A property of this value, e.g. `…: action`.
+    fn field(&'a self, name: &'a str) -> At<'a> {
+        At {
+            parent: Some(self),
+            name,
+            index: None,
+        }
+    }
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(parent) = self.parent {
+            let nested_field =
+                self.index.is_none() && parent.index.is_none() && parent.parent.is_some();
+            let separator = match (self.index, nested_field) {
+                (Some(_), _) => ", ",
+                (None, true) => ".",
+                (None, false) => ": ",
+            };
+            write!(f, "{parent}{separator}")?;
+        }
+        f.write_str(self.name)?;
+        match self.index {
+            Some(i) => write!(f, " {i}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A property of a plain object (after [`check_keys`]).
 fn field(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
@@ -79,7 +138,7 @@ fn absent(v: &JsValue) -> bool {
 
 /// Requires a plain object with only the `allowed` keys: a typo such as
 /// `expectedSeq` must not silently skip a check.
-fn check_keys(v: &JsValue, what: &str, allowed: &[&str]) -> Result<()> {
+fn check_keys(v: &JsValue, what: At<'_>, allowed: &[&str]) -> Result<()> {
     if !v.is_object() || Array::is_array(v) || v.is_function() {
         return Err(Error::argument(format!(
             "{what} must be an object, got {}",
@@ -98,9 +157,15 @@ fn check_keys(v: &JsValue, what: &str, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn tokens(v: &JsValue, what: &str) -> Result<Option<Vec<String>>> {
-    if v.as_string().is_some() {
-        return Ok(None);
+/// A subject or pattern as given: dotted, or as tokens.
+enum Written {
+    Dotted(String),
+    Tokens(Vec<String>),
+}
+
+fn written(v: &JsValue, what: At<'_>) -> Result<Written> {
+    if let Some(dotted) = v.as_string() {
+        return Ok(Written::Dotted(dotted));
     }
     if !Array::is_array(v) {
         return Err(Error::argument(format!(
@@ -119,27 +184,40 @@ fn tokens(v: &JsValue, what: &str) -> Result<Option<Vec<String>>> {
             })
         })
         .collect::<Result<Vec<_>>>()
-        .map(Some)
+        .map(Written::Tokens)
 }
 
 /// A subject given as `"a.b"` or `["a", "b"]`.
-pub fn subject(v: &JsValue, what: &str) -> Result<Subject> {
-    match tokens(v, what)? {
-        None => Subject::parse(&v.as_string().unwrap_or_default()),
-        Some(t) => Subject::from_tokens(&t),
+pub fn subject(v: &JsValue, what: At<'_>) -> Result<Subject> {
+    match written(v, what)? {
+        Written::Dotted(d) => Subject::parse(&d),
+        Written::Tokens(t) => Subject::from_tokens(&t),
     }
+    .map_err(|e| located(e, what))
 }
 
 /// A pattern given as `"a.*"` or `["a", "*"]`.
-pub fn pattern(v: &JsValue, what: &str) -> Result<Pattern> {
-    match tokens(v, what)? {
-        None => Pattern::parse(&v.as_string().unwrap_or_default()),
-        Some(t) => Pattern::from_tokens(&t),
+pub fn pattern(v: &JsValue, what: At<'_>) -> Result<Pattern> {
+    match written(v, what)? {
+        Written::Dotted(d) => Pattern::parse(&d),
+        Written::Tokens(t) => Pattern::from_tokens(&t),
+    }
+    .map_err(|e| located(e, what))
+}
+
+/// Says where a bad subject was given.
+fn located(e: Error, what: At<'_>) -> Error {
+    match e {
+        Error::InvalidSubject { subject, reason } => Error::InvalidSubject {
+            subject,
+            reason: format!("{reason} (in {what})"),
+        },
+        e => e,
     }
 }
 
 /// A non-negative integer (`undefined`/`null` = absent).
-fn uint(v: &JsValue, what: &str) -> Result<Option<u64>> {
+fn uint(v: &JsValue, what: At<'_>) -> Result<Option<u64>> {
     if absent(v) {
         return Ok(None);
     }
@@ -165,17 +243,16 @@ pub fn push_entries(v: &JsValue) -> Result<Vec<PushEntry>> {
     Array::from(v)
         .iter()
         .enumerate()
-        .map(|(i, entry)| push_entry(&entry, i))
+        .map(|(i, entry)| push_entry(&entry, At::item(None, "push entry", i)))
         .collect()
 }
 
-fn push_entry(v: &JsValue, i: usize) -> Result<PushEntry> {
-    let what = format!("push entry {i}");
-    check_keys(v, &what, &["aggregate", "expectedSequence", "commands"])?;
-    let aggregate = subject(&field(v, "aggregate"), &format!("{what}: aggregate"))?;
+fn push_entry(v: &JsValue, what: At<'_>) -> Result<PushEntry> {
+    check_keys(v, what, &["aggregate", "expectedSequence", "commands"])?;
+    let aggregate = subject(&field(v, "aggregate"), what.field("aggregate"))?;
     let expected_sequence = uint(
         &field(v, "expectedSequence"),
-        &format!("{what}: expectedSequence"),
+        what.field("expectedSequence"),
     )?;
     let commands = field(v, "commands");
     if !Array::is_array(&commands) {
@@ -184,16 +261,10 @@ fn push_entry(v: &JsValue, i: usize) -> Result<PushEntry> {
             describe_value(&commands)
         )));
     }
-    let commands = Array::from(&commands);
-    if commands.length() == 0 {
-        return Err(Error::argument(format!(
-            "{what} (aggregate {aggregate}) has no commands"
-        )));
-    }
-    let commands = commands
+    let commands = Array::from(&commands)
         .iter()
         .enumerate()
-        .map(|(j, c)| command(&c, &format!("{what}, command {j}")))
+        .map(|(j, c)| command(&c, At::item(Some(&what), "command", j)))
         .collect::<Result<Vec<_>>>()?;
     Ok(PushEntry {
         aggregate,
@@ -202,10 +273,10 @@ fn push_entry(v: &JsValue, i: usize) -> Result<PushEntry> {
     })
 }
 
-fn command(v: &JsValue, what: &str) -> Result<Command> {
+fn command(v: &JsValue, what: At<'_>) -> Result<Command> {
     check_keys(v, what, &["action", "revision", "payload"])?;
-    let action = subject(&field(v, "action"), &format!("{what}: action"))?;
-    let revision = match uint(&field(v, "revision"), &format!("{what}: revision"))? {
+    let action = subject(&field(v, "action"), what.field("action"))?;
+    let revision = match uint(&field(v, "revision"), what.field("revision"))? {
         None => 1,
         Some(r) => u16::try_from(r)
             .map_err(|_| Error::argument(format!("{what}: revision must be 0..=65535, got {r}")))?,
@@ -230,8 +301,8 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
     if absent(v) {
         return Ok(Filter::default());
     }
-    check_keys(v, "the filter", &["queries", "limit"])?;
-    let limit = uint(&field(v, "limit"), "limit")?.map(|n| n as usize);
+    check_keys(v, At::root("the filter"), &["queries", "limit"])?;
+    let limit = uint(&field(v, "limit"), At::root("limit"))?.map(|n| n as usize);
     let queries = field(v, "queries");
     let queries = if absent(&queries) {
         Vec::new()
@@ -239,7 +310,7 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
         Array::from(&queries)
             .iter()
             .enumerate()
-            .map(|(i, q)| query(&q, &format!("query {i}")))
+            .map(|(i, q)| query(&q, At::item(None, "query", i)))
             .collect::<Result<Vec<_>>>()?
     } else {
         return Err(Error::argument(format!(
@@ -250,31 +321,32 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
     Ok(Filter { queries, limit })
 }
 
-fn query(v: &JsValue, what: &str) -> Result<Query> {
+fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
     check_keys(v, what, &["subjects", "aggregate", "sequence", "createdAt"])?;
     let optional_pattern = |key: &str| {
         let p = field(v, key);
         if absent(&p) {
             Ok(None)
         } else {
-            pattern(&p, &format!("{what}: {key}")).map(Some)
+            pattern(&p, what.field(key)).map(Some)
         }
     };
     let sequence = field(v, "sequence");
     let sequence = if absent(&sequence) {
         Range::default()
     } else {
-        check_keys(&sequence, &format!("{what}: sequence"), &["from", "to"])?;
+        let at = what.field("sequence");
+        check_keys(&sequence, at, &["from", "to"])?;
         Range {
-            from: uint(&field(&sequence, "from"), &format!("{what}: sequence.from"))?,
-            to: uint(&field(&sequence, "to"), &format!("{what}: sequence.to"))?,
+            from: uint(&field(&sequence, "from"), at.field("from"))?,
+            to: uint(&field(&sequence, "to"), at.field("to"))?,
         }
     };
     let created = field(v, "createdAt");
     let created_at = if absent(&created) {
         Range::default()
     } else {
-        check_keys(&created, &format!("{what}: createdAt"), &["from", "to"])?;
+        check_keys(&created, what.field("createdAt"), &["from", "to"])?;
         let bound = |key: &str| {
             let b = field(&created, key);
             if absent(&b) {
@@ -302,7 +374,7 @@ fn query(v: &JsValue, what: &str) -> Result<Query> {
 }
 
 /// A function argument.
-pub fn function(v: &JsValue, what: &str) -> Result<js_sys::Function> {
+pub fn function(v: &JsValue, what: At<'_>) -> Result<js_sys::Function> {
     v.dyn_ref::<js_sys::Function>().cloned().ok_or_else(|| {
         Error::argument(format!(
             "{what} must be a function, got {}",
@@ -331,13 +403,13 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
     }
     check_keys(
         v,
-        "the subscribe options",
+        At::root("the subscribe options"),
         &["fromPosition", "onForget", "onError"],
     )?;
     let from = field(v, "fromPosition");
     if from.as_string().as_deref() == Some("end") {
         options.start = Start::End;
-    } else if let Some(p) = uint(&from, "fromPosition (a position or \"end\")")? {
+    } else if let Some(p) = uint(&from, At::root("fromPosition (a position or \"end\")"))? {
         options.start = Start::After(p);
     }
     for (key, slot) in [
@@ -346,7 +418,7 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
     ] {
         let f = field(v, key);
         if !absent(&f) {
-            *slot = Some(function(&f, key)?);
+            *slot = Some(function(&f, At::root(key))?);
         }
     }
     Ok(options)

@@ -101,7 +101,6 @@ impl Live {
                     if Array::is_array(&events) {
                         live.forgotten(&Array::from(&events));
                     }
-                    live.wake();
                 }
                 Message::Commit => live.wake(),
                 Message::Who | Message::Hello => {}
@@ -292,7 +291,7 @@ impl Live {
                     tail: sub.caught_up.get(),
                 };
                 let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-                let outcome = engine::filter_window(&self.storage, &sub.filter, window, |page| {
+                let outcome = engine::filter_to_end(&self.storage, &sub.filter, window, |page| {
                     deliver(&sub, &page, &thrown)
                 })
                 .await;

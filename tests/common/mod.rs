@@ -75,11 +75,16 @@ impl Store {
 
     pub fn filter(&self, filter: &Filter) -> Result<Vec<Value>> {
         let mut all = Vec::new();
-        block_on(engine::filter(&self.storage, filter, |page| {
-            let events: Vec<Value> = serde_json::from_str(&page).unwrap();
-            all.extend(events);
-            Ok(())
-        }))?;
+        block_on(engine::filter(
+            &self.storage,
+            filter,
+            engine::Window::default(),
+            |page| {
+                let events: Vec<Value> = serde_json::from_str(&page).unwrap();
+                all.extend(events);
+                Ok(())
+            },
+        ))?;
         Ok(all)
     }
 
@@ -96,7 +101,7 @@ impl Store {
     /// Reads a window; returns the events and the snapshot's last position.
     pub fn window(&self, filter: &Filter, window: engine::Window) -> Result<(Vec<Value>, u64)> {
         let mut all = Vec::new();
-        let end = block_on(engine::filter_window(
+        let end = block_on(engine::filter_to_end(
             &self.storage,
             filter,
             window,
