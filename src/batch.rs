@@ -30,7 +30,10 @@ pub struct Batch {
     pub last_sequence: u64,
     /// Commit time shared by the events, ms since the epoch.
     pub created_at: u64,
-    /// The distinct dotted actions of the events (the `actions` index).
+    /// The distinct dotted actions of the events that do not start with the
+    /// aggregate's tokens (the sparse `actions` index; see
+    /// [`crate::subject::owns`]). Usually empty. Records written before this
+    /// rule list every action, which is still correct, only larger.
     pub actions: Vec<String>,
     /// The events as a JSON array of [`StoredEvent`].
     pub events: String,
@@ -81,9 +84,15 @@ impl Batch {
         Ok(self)
     }
 
-    /// Decodes the events.
+    /// Decodes the events from the batch's own text.
     pub fn decode(&self) -> Result<Vec<StoredEvent<'_>>> {
-        let events: Vec<StoredEvent<'_>> = serde_json::from_str(&self.events)
+        self.decode_text(&self.events)
+    }
+
+    /// Decodes the events from `text`, this batch's events as the backend
+    /// holds them (see [`crate::storage::Transaction::text`]).
+    pub fn decode_text<'t>(&self, text: &'t str) -> Result<Vec<StoredEvent<'t>>> {
+        let events: Vec<StoredEvent<'t>> = serde_json::from_str(text)
             .map_err(|e| Error::Storage(format!("corrupt batch {}: {e}", self.last_position)))?;
         if events.len() as u64 != self.len() {
             return Err(Error::Storage(format!(
@@ -98,7 +107,7 @@ impl Batch {
     }
 
     /// The public view of the `index`-th event.
-    pub fn event<'a>(&'a self, index: usize, stored: &'a StoredEvent<'a>) -> Event<'a> {
+    pub fn event<'a>(&'a self, index: usize, stored: &'a StoredEvent<'_>) -> Event<'a> {
         Event {
             aggregate: &self.aggregate,
             stored,
@@ -148,12 +157,112 @@ impl Serialize for Event<'_> {
     }
 }
 
+/// The IndexedDB records of `batches` as one JSON array (field names in
+/// `docs/storage.md`), to cross into JavaScript in one piece.
+pub fn records_json(batches: &[Batch]) -> Result<String> {
+    serde_json::to_string(batches).map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))
+}
+
+impl Serialize for Batch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let sparse = self.actions.is_empty();
+        let mut s = serializer.serialize_struct("Batch", if sparse { 6 } else { 7 })?;
+        s.serialize_field("lastPosition", &self.last_position)?;
+        s.serialize_field("aggregate", &self.aggregate)?;
+        s.serialize_field("firstSequence", &self.first_sequence)?;
+        s.serialize_field("lastSequence", &self.last_sequence)?;
+        s.serialize_field("createdAt", &self.created_at)?;
+        // Sparse: a record whose aggregate owns all its actions is not in the index.
+        if !sparse {
+            s.serialize_field("actions", &self.actions)?;
+        }
+        s.serialize_field("events", &self.events)?;
+        s.end()
+    }
+}
+
+/// A part of a page of read results, in position order.
+#[derive(Debug)]
+pub enum Segment {
+    /// Public events as a JSON array.
+    Events(String),
+    /// Every event of this batch, to be expanded by whoever holds its text
+    /// (a backend may hand it out without copying it; see
+    /// [`crate::engine::page_json`]).
+    Whole(Batch),
+}
+
+/// Read results being collected: events as JSON, whole batches as they are.
+#[derive(Debug)]
+pub struct Page {
+    segments: Vec<Segment>,
+    open: EventsJson,
+    count: usize,
+}
+
+impl Page {
+    pub fn new() -> Self {
+        Page {
+            segments: Vec::new(),
+            open: EventsJson::new(),
+            count: 0,
+        }
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, event: &Event<'_>) -> Result<()> {
+        self.count += 1;
+        self.open.push(event)
+    }
+
+    /// Adds every event of a batch.
+    pub fn whole(&mut self, batch: Batch) {
+        self.seal();
+        self.count += batch.len() as usize;
+        self.segments.push(Segment::Whole(batch));
+    }
+
+    /// Number of events collected.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The segments collected; the page is empty afterwards.
+    pub fn take(&mut self) -> Vec<Segment> {
+        self.seal();
+        self.count = 0;
+        std::mem::take(&mut self.segments)
+    }
+
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            self.segments.push(Segment::Events(self.open.take()));
+        }
+    }
+}
+
 /// Collects public events into one JSON array, the cheapest way across the
 /// wasm boundary (one string, one `JSON.parse`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventsJson {
     json: Vec<u8>,
     count: usize,
+}
+
+impl Default for EventsJson {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EventsJson {

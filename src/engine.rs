@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::batch::{Batch, EventsJson};
+use crate::batch::{Batch, EventsJson, Page, Segment};
 use crate::error::{Error, Result};
 use crate::filter::{Access, Filter};
 use crate::heads::HeadCache;
 use crate::push::{self, PushEntry};
 use crate::storage::{Storage, Transaction};
+use crate::subject::KeyRange;
 
 /// Batches read per storage request when scanning or fetching candidates.
 pub const PAGE_BATCHES: usize = 256;
@@ -85,13 +86,13 @@ pub struct Window {
 }
 
 /// Streams the matching events of `window`, in position order, to `sink`
-/// in pages of JSON arrays (at most about [`PAGE_EVENTS`] each). Stops
-/// after `limit`.
+/// in pages (at most about [`PAGE_EVENTS`] events each), with the
+/// transaction they were read in (see [`page_json`]). Stops after `limit`.
 pub async fn filter<S: Storage>(
     storage: &S,
     filter: &Filter,
     window: Window,
-    sink: impl FnMut(String) -> Result<()>,
+    sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
 ) -> Result<()> {
     let tx = storage.read().await?;
     read(&tx, filter, window, sink).await
@@ -104,12 +105,43 @@ pub async fn filter_to_end<S: Storage>(
     storage: &S,
     filter: &Filter,
     window: Window,
-    sink: impl FnMut(String) -> Result<()>,
+    sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
 ) -> Result<u64> {
     let tx = storage.read().await?;
     let (end, read) = futures::join!(tx.last_position(), read(&tx, filter, window, sink));
     read?;
     end
+}
+
+/// A page of [`filter`] as one JSON array of public events, whole batches
+/// decoded from the text `tx` holds. (The browser expands whole batches in
+/// JavaScript instead, without copying them into wasm.)
+pub fn page_json<T: Transaction>(tx: &T, page: Vec<Segment>) -> Result<String> {
+    let mut out = EventsJson::new();
+    let mut json = String::from("[");
+    for segment in page {
+        match segment {
+            Segment::Events(events) => {
+                if json.len() > 1 && events.len() > 2 {
+                    json.push(',');
+                }
+                json.push_str(&events[1..events.len() - 1]);
+            }
+            Segment::Whole(batch) => {
+                let text = tx.text(&batch)?;
+                for (i, event) in batch.decode_text(&text)?.iter().enumerate() {
+                    out.push(&batch.event(i, event))?;
+                }
+                let events = out.take();
+                if json.len() > 1 && events.len() > 2 {
+                    json.push(',');
+                }
+                json.push_str(&events[1..events.len() - 1]);
+            }
+        }
+    }
+    json.push(']');
+    Ok(json)
 }
 
 /// The log's last position (0 when empty).
@@ -121,36 +153,47 @@ async fn read<T: Transaction>(
     tx: &T,
     filter: &Filter,
     window: Window,
-    mut sink: impl FnMut(String) -> Result<()>,
+    mut sink: impl FnMut(&T, Vec<Segment>) -> Result<()>,
 ) -> Result<()> {
     let mut candidates = Candidates::start(tx, filter, window).await?;
     let mut remaining = filter.limit.unwrap_or(usize::MAX);
-    let mut out = EventsJson::new();
+    let mut out = Page::new();
     'pages: while remaining > 0 {
         let Some(page) = candidates.next_page(tx).await? else {
             break;
         };
-        for batch in &page {
-            let Some(matcher) = filter.for_batch(batch) else {
+        for batch in page {
+            let Some(matcher) = filter.for_batch(&batch) else {
+                tx.release(&batch);
                 continue;
             };
             let first = batch.first_position();
-            for (i, event) in batch.decode()?.iter().enumerate() {
-                if first + i as u64 > window.after && matcher.matches(batch, i, event) {
-                    out.push(&batch.event(i, event))?;
-                    remaining -= 1;
-                    if remaining == 0 {
-                        break 'pages;
+            let len = batch.len() as usize;
+            if first > window.after && len <= remaining && matcher.takes_all(&batch) {
+                remaining -= len;
+                out.whole(batch);
+            } else {
+                let text = tx.text(&batch)?;
+                for (i, event) in batch.decode_text(&text)?.iter().enumerate() {
+                    if first + i as u64 > window.after && matcher.matches(&batch, i, event) {
+                        out.push(&batch.event(i, event))?;
+                        remaining -= 1;
+                        if remaining == 0 {
+                            break 'pages;
+                        }
                     }
                 }
             }
+            if remaining == 0 {
+                break 'pages;
+            }
             if out.len() >= PAGE_EVENTS {
-                sink(out.take())?;
+                sink(tx, out.take())?;
             }
         }
     }
     if !out.is_empty() {
-        sink(out.take())?;
+        sink(tx, out.take())?;
     }
     Ok(())
 }
@@ -172,7 +215,8 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
             let Some(matcher) = filter.for_batch(batch) else {
                 continue;
             };
-            let mut events = batch.decode()?;
+            let text = tx.text(batch)?;
+            let mut events = batch.decode_text(&text)?;
             let before = erased;
             for (i, event) in events.iter_mut().enumerate() {
                 if !event.forgotten && matcher.matches(batch, i, event) {
@@ -214,6 +258,33 @@ enum Candidates {
     },
 }
 
+/// One index lookup of [`Candidates::start`].
+enum Lookup {
+    /// The batches of one aggregate (a small set: read with their values).
+    Batches(KeyRange, u64),
+    /// Keys of the batches of the aggregates in a range (maybe many: read by page).
+    AggregateKeys(KeyRange),
+    /// Keys of the batches listing an action of the range (sparse index).
+    ActionKeys(KeyRange),
+}
+
+enum Found {
+    Batches(Vec<Batch>),
+    Keys(Vec<u64>),
+}
+
+impl Lookup {
+    async fn run<T: Transaction>(&self, tx: &T) -> Result<Found> {
+        Ok(match self {
+            Lookup::Batches(range, from_sequence) => {
+                Found::Batches(tx.by_aggregate(range, *from_sequence).await?)
+            }
+            Lookup::AggregateKeys(range) => Found::Keys(tx.keys_by_aggregate(range).await?),
+            Lookup::ActionKeys(range) => Found::Keys(tx.keys_by_action(range).await?),
+        })
+    }
+}
+
 /// Below this share of candidates among the batches of a key range, reading
 /// them one by one beats reading the range.
 const DENSE: f64 = 0.25;
@@ -226,28 +297,42 @@ impl Candidates {
         let Some(accesses) = filter.plan().filter(|_| !window.tail) else {
             return Ok(scan);
         };
-        let mut keys = HashSet::new();
-        let mut loaded = HashMap::new();
+        // Every lookup is issued at once: IndexedDB pipelines them.
+        let mut lookups = Vec::new();
         for access in accesses {
             match access {
                 Access::Aggregate {
-                    range,
+                    range: range @ KeyRange::Exact(_),
                     from_sequence,
-                } => {
-                    for batch in tx.by_aggregate(&range, from_sequence).await? {
+                } => lookups.push(Lookup::Batches(range, from_sequence)),
+                Access::Aggregate { range, .. } => lookups.push(Lookup::AggregateKeys(range)),
+                Access::Action(range) => {
+                    for owner in range.owners() {
+                        lookups.push(match owner {
+                            KeyRange::Exact(_) => Lookup::Batches(owner, 0),
+                            KeyRange::Prefix(_) => Lookup::AggregateKeys(owner),
+                        });
+                    }
+                    lookups.push(Lookup::ActionKeys(range));
+                }
+                Access::Scan => return Ok(scan),
+            }
+        }
+        let mut keys = HashSet::new();
+        let mut loaded = HashMap::new();
+        for found in futures::future::join_all(lookups.iter().map(|l| l.run(tx))).await {
+            match found? {
+                Found::Batches(batches) => {
+                    for batch in batches {
                         if batch.last_position > window.after {
                             keys.insert(batch.last_position);
                             loaded.insert(batch.last_position, batch);
+                        } else {
+                            tx.release(&batch);
                         }
                     }
                 }
-                Access::Action(range) => keys.extend(
-                    tx.keys_by_action(&range)
-                        .await?
-                        .into_iter()
-                        .filter(|k| *k > window.after),
-                ),
-                Access::Scan => return Ok(scan),
+                Found::Keys(found) => keys.extend(found.into_iter().filter(|k| *k > window.after)),
             }
         }
         let mut keys: Vec<u64> = keys.into_iter().collect();
@@ -303,10 +388,14 @@ impl Candidates {
                     }
                     let wanted = &keys[start..*next];
                     *dense = wanted.len() as f64 >= DENSE * range.len() as f64;
-                    let page: Vec<Batch> = range
-                        .into_iter()
-                        .filter(|b| wanted.binary_search(&b.last_position).is_ok())
-                        .collect();
+                    let mut page = Vec::with_capacity(wanted.len());
+                    for batch in range {
+                        if wanted.binary_search(&batch.last_position).is_ok() {
+                            page.push(batch);
+                        } else {
+                            tx.release(&batch);
+                        }
+                    }
                     return Ok(Some(page));
                 }
                 let end = (*next + PAGE_BATCHES).min(keys.len());

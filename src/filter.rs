@@ -17,6 +17,11 @@ impl<T: PartialOrd + Copy> Range<T> {
         self.from.is_none_or(|f| value >= f) && self.to.is_none_or(|t| value < t)
     }
 
+    /// Whether the range holds all of the closed interval `[lo, hi]`.
+    pub fn covers(&self, lo: T, hi: T) -> bool {
+        self.from.is_none_or(|f| lo >= f) && self.to.is_none_or(|t| hi < t)
+    }
+
     /// Whether the range overlaps the closed interval `[lo, hi]`.
     pub fn overlaps(&self, lo: T, hi: T) -> bool {
         self.from.is_none_or(|f| hi >= f) && self.to.is_none_or(|t| lo < t)
@@ -54,10 +59,6 @@ impl Query {
                 .sequence
                 .overlaps(batch.first_sequence, batch.last_sequence)
             && self.created_at.contains(batch.created_at as f64)
-            && self
-                .subjects
-                .as_ref()
-                .is_none_or(|p| batch.actions.iter().any(|a| p.matches(a)))
     }
 
     /// Whether the `index`-th event of `batch` matches (after [`Query::may_match`]).
@@ -119,7 +120,9 @@ pub enum Access {
     /// Batches whose aggregate lies in `range` (the `aggregate` index), with
     /// a last sequence of at least `from_sequence`.
     Aggregate { range: KeyRange, from_sequence: u64 },
-    /// Batches holding an action in the range (the `actions` index).
+    /// Batches holding an action in the range: those of the range's
+    /// [owners](KeyRange::owners) (the `aggregate` index) and those listing
+    /// such an action (the sparse `actions` index).
     Action(KeyRange),
     /// Every batch, in position order.
     Scan,
@@ -180,6 +183,16 @@ pub struct BatchFilter<'a> {
 }
 
 impl BatchFilter<'_> {
+    /// Whether every event of the batch matches, so that it need not be
+    /// decoded to be filtered: some query left only criteria the batch's
+    /// metadata settles (aggregate and `createdAt` are checked per batch).
+    pub fn takes_all(&self, batch: &Batch) -> bool {
+        self.queries.is_empty()
+            || self.queries.iter().any(|q| {
+                q.subjects.is_none() && q.sequence.covers(batch.first_sequence, batch.last_sequence)
+            })
+    }
+
     /// Whether the `index`-th event of the batch matches.
     pub fn matches(&self, batch: &Batch, index: usize, event: &StoredEvent<'_>) -> bool {
         self.queries.is_empty() || self.queries.iter().any(|q| q.matches(batch, index, event))
@@ -248,5 +261,6 @@ mod tests {
         };
         assert!(!r.contains(1) && r.contains(2) && r.contains(3) && !r.contains(4));
         assert!(r.overlaps(0, 2) && r.overlaps(3, 9) && !r.overlaps(4, 9) && !r.overlaps(0, 1));
+        assert!(r.covers(2, 3) && !r.covers(1, 3) && !r.covers(2, 4));
     }
 }

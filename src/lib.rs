@@ -21,5 +21,9 @@ pub mod subject;
 mod web;
 
 pub use error::{Error, Result};
+/// IndexedDB transactions created so far in this thread: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::transactions_created;
 #[cfg(target_arch = "wasm32")]
 pub use web::EventStore;

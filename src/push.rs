@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::batch::{Batch, Event, EventsJson, StoredEvent, MAX_BATCH_BYTES};
 use crate::error::{Error, Result};
-use crate::subject::Subject;
+use crate::subject::{owns, Subject};
 
 /// Largest revision a command may carry.
 pub const MAX_REVISION: u16 = u16::MAX;
@@ -115,7 +115,7 @@ pub fn sequence(
                 }
             }
             let o = open.get_or_insert_with(|| Open::new(*head));
-            o.add(json, command.action.as_str(), *head, position);
+            o.add(json, aggregate, command.action.as_str(), *head, position);
         }
         if let Some(o) = open.take() {
             batches.push(o.finish(aggregate, created_at));
@@ -127,6 +127,7 @@ pub fn sequence(
 /// The batch being filled.
 struct Open {
     json: String,
+    /// The actions not owned by the aggregate (the sparse `actions` index).
     actions: Vec<String>,
     first_sequence: u64,
     last_sequence: u64,
@@ -144,12 +145,12 @@ impl Open {
         }
     }
 
-    fn add(&mut self, json: String, action: &str, sequence: u64, position: u64) {
+    fn add(&mut self, json: String, aggregate: &str, action: &str, sequence: u64, position: u64) {
         if self.json.len() > 1 {
             self.json.push(',');
         }
         self.json.push_str(&json);
-        if !self.actions.iter().any(|a| a == action) {
+        if !owns(aggregate, action) && !self.actions.iter().any(|a| a == action) {
             self.actions.push(action.to_owned());
         }
         self.last_sequence = sequence;

@@ -100,6 +100,35 @@ impl KeyRange {
             KeyRange::Prefix(p) => dotted.starts_with(p.as_str()),
         }
     }
+
+    /// The aggregates whose own actions (see [`owns`]) can lie in this
+    /// range of actions: every leading part of the range's literal tokens,
+    /// and for a prefix also every aggregate below it. For `user.u7.>`:
+    /// `user`, `user.u7` and `user.u7.…`.
+    pub fn owners(&self) -> Vec<KeyRange> {
+        let literal = match self {
+            KeyRange::Exact(s) => s.as_str(),
+            KeyRange::Prefix(p) => &p[..p.len() - 1],
+        };
+        let mut owners: Vec<KeyRange> = literal
+            .match_indices('.')
+            .map(|(i, _)| KeyRange::Exact(literal[..i].to_owned()))
+            .collect();
+        owners.push(KeyRange::Exact(literal.to_owned()));
+        if let KeyRange::Prefix(_) = self {
+            owners.push(self.clone());
+        }
+        owners
+    }
+}
+
+/// Whether `action` starts with the tokens of `aggregate` (SPEC section 2's
+/// convention): such an action is found through its aggregate, and only
+/// the others need the `actions` index.
+pub fn owns(aggregate: &str, action: &str) -> bool {
+    action
+        .strip_prefix(aggregate)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 impl Pattern {
@@ -316,5 +345,26 @@ mod tests {
             KeyRange::Prefix("user.u7.".into()).bounds(),
             ("user.u7.".into(), "user.u7/".into())
         );
+    }
+
+    #[test]
+    fn owners_of_action_ranges() {
+        let exact = |s: &str| KeyRange::Exact(s.into());
+        assert_eq!(
+            KeyRange::Prefix("user.u7.".into()).owners(),
+            [
+                exact("user"),
+                exact("user.u7"),
+                KeyRange::Prefix("user.u7.".into())
+            ]
+        );
+        assert_eq!(
+            exact("user.u7.added").owners(),
+            [exact("user"), exact("user.u7"), exact("user.u7.added")]
+        );
+        assert!(owns("user.u7", "user.u7.added"));
+        assert!(owns("user.u7", "user.u7"));
+        assert!(!owns("user.u7", "user.u70.added"));
+        assert!(!owns("user.u7", "team.t1.joined"));
     }
 }

@@ -9,6 +9,7 @@ use eventstore_wasm::batch::MAX_BATCH_BYTES;
 use eventstore_wasm::filter::{Filter, Query, Range};
 use eventstore_wasm::subject::Pattern;
 use eventstore_wasm::Error;
+use futures::executor::block_on;
 
 #[test]
 fn seed_compliance_patterns() {
@@ -452,4 +453,28 @@ fn index_queries_read_their_matches_not_the_log() {
     assert_eq!(cost(&s, &aggregate("user.u7")), (8, 4));
     let (n, read) = cost(&s, &subjects("*.u7.>"));
     assert_eq!((n, read), (8, 400), "a leading wildcard scans");
+}
+
+#[test]
+fn only_actions_foreign_to_their_aggregate_are_indexed() {
+    let mut s = Store::new();
+    s.push(&[entry(
+        "user.u1",
+        None,
+        &[
+            ("user.u1.added", "1"),
+            ("user.u1", "2"),
+            ("team.t1.joined", "3"),
+            ("user.u10.x", "4"),
+        ],
+    )])
+    .unwrap();
+    let records = block_on(s.storage.records());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].actions, ["team.t1.joined", "user.u10.x"]);
+    // Both kinds are found by action patterns, each through its own index.
+    assert_eq!(s.filter(&subjects("team.>")).unwrap().len(), 1);
+    assert_eq!(s.filter(&subjects("user.u1.>")).unwrap().len(), 1);
+    assert_eq!(s.filter(&subjects("user.u1")).unwrap().len(), 1);
+    assert_eq!(s.filter(&subjects("user.*.x")).unwrap().len(), 1);
 }

@@ -597,3 +597,148 @@ async fn an_end_subscription_woken_before_its_start_is_known_delivers_nothing_ol
     assert_eq!(field_list(&seen.into(), "position"), ["4"]);
     s.close();
 }
+
+/// Runs `body` (the text of an async JS function of `store`) on a store.
+async fn with_store(store: EventStore, body: &str) -> JsValue {
+    let f = js_sys::Function::new_with_args("store", &format!("return ({body})(store);"));
+    let p: Promise = f
+        .call1(&JsValue::NULL, &JsValue::from(store))
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn reads_in_a_row_share_a_transaction() {
+    let s = fresh("reuse-share").await;
+    s.push(push_json("user.a", 3)).await.unwrap();
+    let before = eventstore_wasm::transactions_created();
+    for _ in 0..20 {
+        let e = s
+            .filter(
+                js(r#"{"queries":[{"aggregate":"user.a"}]}"#),
+                JsValue::UNDEFINED,
+            )
+            .await
+            .unwrap();
+        assert_eq!(Array::from(&e).length(), 3);
+    }
+    let used = eventstore_wasm::transactions_created() - before;
+    assert!(used <= 3, "20 loads in a row used {used} transactions");
+    // After the transaction has ended (a new task), the next read moves to
+    // a new one before reading anything.
+    sleep(0).await;
+    let before = eventstore_wasm::transactions_created();
+    let e = s
+        .filter(
+            js(r#"{"queries":[{"aggregate":"user.a"}]}"#),
+            JsValue::UNDEFINED,
+        )
+        .await
+        .unwrap();
+    assert_eq!(Array::from(&e).length(), 3);
+    assert_eq!(eventstore_wasm::transactions_created() - before, 1);
+}
+
+#[wasm_bindgen_test]
+async fn a_read_sees_every_write_started_before_it() {
+    let s = fresh("reuse-writes").await;
+    s.push(push_json("user.a", 3)).await.unwrap();
+    // A push (here, and through another connection) started before a read
+    // is seen by that read, even while an older read transaction could be
+    // reused: it was created before the push.
+    let seen = with_store(
+        s,
+        r#"async (store) => {
+          const other = await store.constructor.open("reuse-writes");
+          const counts = [];
+          for (const writer of [store, other, store]) {
+            await store.filter({ queries: [{ aggregate: "user.a" }] });
+            const pushed = writer.push([{ aggregate: "user.a", commands: [{ action: "user.a.e" }] }]);
+            counts.push((await store.filter({ queries: [{ aggregate: "user.a" }] })).length);
+            await pushed;
+          }
+          other.close();
+          return counts;
+        }"#,
+    )
+    .await;
+    assert_eq!(JSON::stringify(&seen).unwrap(), "[4,5,6]");
+}
+
+#[wasm_bindgen_test]
+async fn whole_batches_read_like_single_events() {
+    let s = fresh("whole-batches").await;
+    let entries = js(r#"[
+        {"aggregate":"user.z","commands":[
+          {"action":"user.z.added","revision":3,"payload":{"name":"Zoë","tags":["a",{"b":null}],"n":1.5}},
+          {"action":"user.z.note"},
+          {"action":"team.t1.joined","payload":"中文 \" \\ \n"},
+          {"action":"user.z.removed","payload":[1,2,3]}]},
+        {"aggregate":"user.y","commands":[{"action":"user.y.added","payload":{"secret":"s"}}]}]"#);
+    s.push(entries).await.unwrap();
+    s.forget(js(r#"{"queries":[{"aggregate":"user.y"}]}"#))
+        .await
+        .unwrap();
+    let read = |filter: &'static str| {
+        let f = s.filter(js(filter), JsValue::UNDEFINED);
+        async move { String::from(JSON::stringify(&f.await.unwrap()).unwrap()) }
+    };
+    // Whole batches (expanded in JavaScript) and single events (encoded in
+    // Rust) give the same objects, field for field and in the same order.
+    let whole = read(r#"{"queries":[{"aggregate":"user.z"}]}"#).await;
+    let single = read(r#"{"queries":[{"aggregate":"user.z","subjects":">"}]}"#).await;
+    assert_eq!(whole, single);
+    assert!(
+        whole.contains(r#""payload":null,"forgotten":false"#),
+        "{whole}"
+    );
+    let whole = read(r#"{"queries":[{"aggregate":"user.y"}]}"#).await;
+    let single = read(
+        r#"{"queries":[{"aggregate":"user.y","sequence":{"to":5},"subjects":"user.y.added"}]}"#,
+    )
+    .await;
+    assert_eq!(whole, single);
+    assert!(
+        whole.contains(r#""payload":null,"forgotten":true"#),
+        "{whole}"
+    );
+    let all = read("{}").await;
+    let singles = read(r#"{"queries":[{"subjects":">"}]}"#).await;
+    assert_eq!(all, singles);
+    assert_eq!(Array::from(&js(&all)).length(), 5);
+}
+
+#[wasm_bindgen_test]
+async fn only_actions_foreign_to_the_aggregate_are_indexed() {
+    let s = fresh("sparse-actions").await;
+    s.push(js(r#"[
+        {"aggregate":"user.a","commands":[{"action":"user.a.added"},{"action":"user.a.email.changed"}]},
+        {"aggregate":"user.b","commands":[{"action":"user.b.added"},{"action":"team.t1.joined"}]}]"#))
+        .await
+        .unwrap();
+    let records = raw_records("sparse-actions").await;
+    assert_eq!(records.len(), 2);
+    assert!(!records[0].contains(r#""actions""#), "{}", records[0]);
+    assert!(
+        records[1].contains(r#""actions":["team.t1.joined"]"#),
+        "{}",
+        records[1]
+    );
+    for (pattern, n) in [
+        ("team.>", 1),
+        ("user.*.added", 2),
+        ("user.a.>", 2),
+        ("user.b.>", 1),
+        ("user", 0),
+    ] {
+        let e = s
+            .filter(
+                js(&format!(r#"{{"queries":[{{"subjects":"{pattern}"}}]}}"#)),
+                JsValue::UNDEFINED,
+            )
+            .await
+            .unwrap();
+        assert_eq!(Array::from(&e).length(), n, "{pattern}");
+    }
+}

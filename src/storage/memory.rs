@@ -108,6 +108,15 @@ impl Transaction for MemoryTx {
         ))
     }
 
+    async fn keys_by_aggregate(&self, range: &KeyRange) -> Result<Vec<u64>> {
+        Ok(self
+            .data
+            .values()
+            .filter(|b| range.contains(&b.aggregate))
+            .map(|b| b.last_position)
+            .collect())
+    }
+
     async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>> {
         Ok(self
             .data

@@ -3,7 +3,10 @@
 //!
 //! A backend stores [`Batch`]es keyed by their last position, with two
 //! indexes: `aggregate` on `(aggregate, lastSequence)` (unique) and
-//! `actions` on each distinct action of the batch (multi-entry).
+//! `actions` on each action of the batch its aggregate does not own
+//! (multi-entry, sparse: see [`crate::subject::owns`]).
+
+use std::borrow::Cow;
 
 use crate::batch::Batch;
 use crate::error::Result;
@@ -34,11 +37,24 @@ pub trait Transaction {
     /// Batches whose aggregate lies in `range` and whose last sequence is at
     /// least `from_sequence`, in any order.
     async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>>;
-    /// Keys (last positions) of the batches holding an action in `range`;
-    /// in any order, possibly repeated.
+    /// Keys (last positions) of the batches whose aggregate lies in `range`;
+    /// in any order.
+    async fn keys_by_aggregate(&self, range: &KeyRange) -> Result<Vec<u64>>;
+    /// Keys (last positions) of the batches listing an action in `range` in
+    /// their (sparse) `actions`; in any order, possibly repeated.
     async fn keys_by_action(&self, range: &KeyRange) -> Result<Vec<u64>>;
     /// The batches with these keys, in the same order.
     async fn get(&self, keys: &[u64]) -> Result<Vec<Batch>>;
+    /// The events text of a batch this transaction read. A backend may
+    /// leave it out of [`Batch::events`] when reading, so that batches
+    /// read whole can be handed out without copying (see
+    /// [`crate::engine::page_json`]); the default is the batch's own text.
+    fn text<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
+        Ok(Cow::Borrowed(&batch.events))
+    }
+    /// Says that a batch this transaction read will not be used (its held
+    /// text, if any, can go).
+    fn release(&self, _batch: &Batch) {}
     /// Adds new batches; fails if a key is taken.
     fn add(&mut self, batches: &[Batch]) -> Result<()>;
     /// Replaces existing batches (same keys).

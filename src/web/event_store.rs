@@ -93,8 +93,8 @@ impl EventStore {
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
-        let outcome = engine::filter(&self.storage, &filter, Window::default(), |page| {
-            let events = parse(&page)?;
+        let outcome = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
+            let events = tx.expand(page)?;
             match &reducer {
                 None => pages.push(events),
                 Some(f) => {
@@ -201,8 +201,8 @@ impl EventStore {
                         after: after as u64,
                         tail: false,
                     };
-                    engine::filter(&storage, &filter, window, |page| {
-                        for e in parse(&page)?.iter() {
+                    engine::filter(&storage, &filter, window, |tx, page| {
+                        for e in tx.expand(page)?.iter() {
                             result.push(&e);
                         }
                         Ok(())

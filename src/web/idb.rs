@@ -3,21 +3,23 @@
 //! name of an aborted transaction, so this small module talks to
 //! IndexedDB directly through promise-wrapped requests.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{Array, Object, Promise, Reflect};
+use js_sys::{Array, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    DomException, IdbCursor, IdbCursorDirection, IdbDatabase, IdbFactory, IdbIndex,
-    IdbIndexParameters, IdbKeyRange, IdbObjectStore, IdbObjectStoreParameters, IdbOpenDbRequest,
-    IdbRequest, IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
+    DomException, IdbCursor, IdbCursorDirection, IdbDatabase, IdbFactory, IdbIndexParameters,
+    IdbKeyRange, IdbObjectStore, IdbObjectStoreParameters, IdbOpenDbRequest, IdbRequest,
+    IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
 use super::request::Request;
-use crate::batch::Batch;
+use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, Transaction};
 use crate::subject::KeyRange;
@@ -29,19 +31,110 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const STORE: &str = "batches";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
-/// Multi-entry index on `actions`.
+/// Multi-entry index on `actions`: the actions a batch's aggregate does not
+/// own (sparse: most records have none).
 pub const BY_ACTION: &str = "actions";
+
+#[wasm_bindgen(inline_js = r#"
+export function expandPage(parts) {
+  const out = [];
+  for (const part of parts) {
+    if (typeof part === "string") {
+      for (const event of JSON.parse(part)) out.push(event);
+      continue;
+    }
+    // A whole batch record (docs/storage.md): the same public events as the
+    // Rust side's `Event`, field for field and in the same order.
+    const events = JSON.parse(part.events);
+    const count = part.lastSequence - part.firstSequence + 1;
+    if (!Array.isArray(events) || events.length !== count) {
+      throw new Error(`corrupt batch ${part.lastPosition}: ${events.length} events for ${count} sequences`);
+    }
+    const first = part.lastPosition - count + 1;
+    for (let i = 0; i < count; i++) {
+      const e = events[i];
+      out.push({
+        id: e.id,
+        aggregate: part.aggregate.split("."),
+        action: e.action.split("."),
+        revision: e.revision,
+        sequence: part.firstSequence + i,
+        position: first + i,
+        createdAt: part.createdAt,
+        payload: e.payload === undefined ? null : e.payload,
+        forgotten: e.forgotten === true,
+      });
+    }
+  }
+  return out;
+}
+export function recordsMeta(records) {
+  return JSON.stringify(records.map((r) => [r.lastPosition, r.aggregate, r.firstSequence, r.lastSequence, r.createdAt, r.actions ?? []]));
+}
+export function writeRecords(store, json, replace) {
+  for (const record of JSON.parse(json)) {
+    if (replace) store.put(record); else store.add(record);
+  }
+}
+"#)]
+extern "C" {
+    /// The public events of a page: JSON arrays (strings) and whole batch
+    /// records, in order, as one array.
+    #[wasm_bindgen(js_name = expandPage, catch)]
+    fn expand_page(parts: &Array) -> std::result::Result<Array, JsValue>;
+    /// Every field of the records but their events, as one JSON array of
+    /// `[lastPosition, aggregate, firstSequence, lastSequence, createdAt, actions]`.
+    #[wasm_bindgen(js_name = recordsMeta)]
+    fn records_meta(records: &Array) -> String;
+    /// `add`s (or `put`s) every record of a JSON array; throws what `add` throws.
+    #[wasm_bindgen(js_name = writeRecords, catch)]
+    fn write_records(
+        store: &IdbObjectStore,
+        json: &str,
+        replace: bool,
+    ) -> std::result::Result<(), JsValue>;
+}
+
+/// How long a read transaction is reused by later reads (see
+/// [`Database::read`]): a writer in another tab waits at most about this long.
+const REUSE_MS: f64 = 25.0;
+
+thread_local! {
+    /// Write transactions created in this thread (any database): a read
+    /// transaction created before one of them is never reused after it.
+    static WRITES: Cell<u64> = const { Cell::new(0) };
+    /// Transactions created in this thread (for tests of [`Database::read`]).
+    static CREATED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many IndexedDB transactions this thread has created so far (for tests).
+pub fn transactions_created() -> u64 {
+    CREATED.with(Cell::get)
+}
 
 /// An open database shared by the store and its transactions.
 pub struct Database {
     db: IdbDatabase,
     closed: Rc<RefCell<Option<String>>>,
+    /// The last read transaction, for [`Database::read`].
+    last_read: RefCell<Option<LastRead>>,
     _on_version_change: Closure<dyn FnMut(IdbVersionChangeEvent)>,
+}
+
+struct LastRead {
+    tx: IdbTransaction,
+    store: IdbObjectStore,
+    writes: u64,
+    created: f64,
 }
 
 impl Database {
     /// Opens (creating or upgrading) the database `name`.
     pub async fn open(name: &str) -> Result<Database> {
+        // Passed to IndexedDB on every call: cross into JavaScript once.
+        for s in [STORE, BY_AGGREGATE, BY_ACTION, "events"] {
+            wasm_bindgen::intern(s);
+        }
         let factory = factory()?;
         let request = factory
             .open_with_u32(name, SCHEMA_VERSION)
@@ -96,6 +189,7 @@ impl Database {
         Ok(Database {
             db,
             closed,
+            last_read: RefCell::new(None),
             _on_version_change: on_version_change,
         })
     }
@@ -125,7 +219,28 @@ impl Database {
 
     /// A transaction created now (its place in IndexedDB's order is fixed here).
     pub fn transaction(&self, mode: IdbTransactionMode) -> Result<IdbTx> {
+        let (tx, store) = self.create(mode)?;
+        // Only a write is awaited to the end; a read ends by itself.
+        let done = (mode == IdbTransactionMode::Readwrite).then(|| {
+            JsFuture::from(Promise::new(&mut |resolve, reject| {
+                tx.set_oncomplete(Some(&resolve));
+                tx.set_onabort(Some(&reject));
+            }))
+        });
+        Ok(IdbTx {
+            current: RefCell::new((tx, store)),
+            done,
+            retry: Cell::new(None),
+            held: RefCell::default(),
+        })
+    }
+
+    fn create(&self, mode: IdbTransactionMode) -> Result<(IdbTransaction, IdbObjectStore)> {
         self.check_open()?;
+        if mode == IdbTransactionMode::Readwrite {
+            WRITES.with(|w| w.set(w.get() + 1));
+        }
+        CREATED.with(|c| c.set(c.get() + 1));
         let tx = self
             .db
             .transaction_with_str_and_mode(STORE, mode)
@@ -134,14 +249,50 @@ impl Database {
                 _ => storage_error(&e),
             })?;
         let store = tx.object_store(STORE).map_err(|e| storage_error(&e))?;
-        // Only a write is awaited to the end; a read ends by itself.
-        let done = (mode == IdbTransactionMode::Readwrite).then(|| {
-            JsFuture::from(Promise::new(&mut |resolve, reject| {
-                tx.set_oncomplete(Some(&resolve));
-                tx.set_onabort(Some(&reject));
-            }))
+        Ok((tx, store))
+    }
+
+    /// A read transaction created now, remembered for [`Database::read`].
+    fn fresh_read(&self) -> Result<(IdbTransaction, IdbObjectStore)> {
+        let (tx, store) = self.create(IdbTransactionMode::Readonly)?;
+        self.last_read.replace(Some(LastRead {
+            tx: tx.clone(),
+            store: store.clone(),
+            writes: WRITES.with(Cell::get),
+            created: js_sys::Date::now(),
+        }));
+        Ok((tx, store))
+    }
+
+    /// A read transaction: the last one again when it may still be active,
+    /// else a new one.
+    ///
+    /// Reads issued one after the other (each from the completion of the
+    /// previous one) then share a transaction, which saves IndexedDB's
+    /// per-transaction cost. They see what a new transaction would: while
+    /// a read transaction is unfinished, no read-write transaction created
+    /// after it can start (IndexedDB's scheduling, in every tab), and none
+    /// created in this thread since has been (`WRITES`). If the last
+    /// transaction is inactive or has ended after all, its first request
+    /// throws (`TransactionInactiveError`, `InvalidStateError`) and
+    /// [`IdbTx`] moves to a new one before anything was read. Reuse stops after [`REUSE_MS`] so that writers in
+    /// other tabs are not held back.
+    fn read(self: &Rc<Self>) -> Result<IdbTx> {
+        self.check_open()?;
+        let reusable = self.last_read.borrow().as_ref().and_then(|last| {
+            (last.writes == WRITES.with(Cell::get) && js_sys::Date::now() - last.created < REUSE_MS)
+                .then(|| (last.tx.clone(), last.store.clone()))
         });
-        Ok(IdbTx { tx, store, done })
+        let (current, retry) = match reusable {
+            Some(reused) => (reused, Some(self.clone())),
+            None => (self.fresh_read()?, None),
+        };
+        Ok(IdbTx {
+            current: RefCell::new(current),
+            done: None,
+            retry: Cell::new(retry),
+            held: RefCell::default(),
+        })
     }
 }
 
@@ -221,7 +372,7 @@ impl Storage for IdbStorage {
     type Tx = IdbTx;
 
     async fn read(&self) -> Result<IdbTx> {
-        self.0.transaction(IdbTransactionMode::Readonly)
+        self.0.read()
     }
 
     async fn write(&self) -> Result<IdbTx> {
@@ -231,21 +382,109 @@ impl Storage for IdbStorage {
 
 /// One IndexedDB transaction on the `batches` store.
 pub struct IdbTx {
-    tx: IdbTransaction,
-    store: IdbObjectStore,
+    current: RefCell<(IdbTransaction, IdbObjectStore)>,
     /// Settles when a write transaction completes or aborts.
     done: Option<JsFuture>,
+    /// For a reused read transaction, until its first request: where to
+    /// get a new one if it turns out to have ended.
+    retry: Cell<Option<Rc<Database>>>,
+    /// The records read, by key, whose events text has not been copied
+    /// into wasm (see [`Transaction::text`] and [`IdbTx::expand`]).
+    held: RefCell<HashMap<u64, JsValue>>,
 }
 
 impl IdbTx {
-    fn index(&self, name: &str) -> Result<IdbIndex> {
-        self.store.index(name).map_err(|e| storage_error(&e))
+    /// The public events of a page of [`crate::engine::filter`], as a JS
+    /// array: whole batches are expanded in JavaScript straight from their
+    /// records, without their text ever crossing into wasm.
+    pub fn expand(&self, page: Vec<Segment>) -> Result<Array> {
+        let parts = Array::new();
+        for segment in page {
+            match segment {
+                Segment::Events(json) => parts.push(&JsValue::from_str(&json)),
+                Segment::Whole(batch) => {
+                    match self.held.borrow_mut().remove(&batch.last_position) {
+                        Some(record) => parts.push(&record),
+                        None => parts.push(&JsValue::from_str(&crate::engine::page_json(
+                            self,
+                            vec![Segment::Whole(batch)],
+                        )?)),
+                    }
+                }
+            };
+        }
+        expand_page(&parts).map_err(|e| storage_error(&e))
     }
 
-    /// Waits for a request of this transaction; a failed request means the
+    /// Reads an array of batch records, holding their events text back.
+    fn batches(&self, all: &JsValue) -> Result<Vec<Batch>> {
+        let records = Array::from(all);
+        let metas: Vec<RecordMeta> = serde_json::from_str(&records_meta(&records))
+            .map_err(|e| Error::Storage(format!("corrupt record: {e}")))?;
+        let mut held = self.held.borrow_mut();
+        let mut batches = Vec::with_capacity(metas.len());
+        for (i, m) in metas.into_iter().enumerate() {
+            let batch = Batch {
+                last_position: m.0,
+                aggregate: m.1,
+                first_sequence: m.2,
+                last_sequence: m.3,
+                created_at: m.4,
+                actions: m.5,
+                events: String::new(),
+            }
+            .check()?;
+            held.insert(batch.last_position, records.get(i as u32));
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
+    /// Issues a request on the transaction's store (see [`Database::read`]
+    /// for why a first request may move to a new transaction).
+    fn request(
+        &self,
+        make: impl Fn(&IdbObjectStore) -> std::result::Result<IdbRequest, JsValue>,
+    ) -> Result<IdbRequest> {
+        let result = make(&self.current.borrow().1);
+        // Only the first request may move: later ones belong to the snapshot
+        // the first one reads.
+        let retry = self.retry.take();
+        match (result, retry) {
+            (Ok(request), _) => Ok(request),
+            // Inactive: between its tasks; InvalidStateError: finished.
+            (Err(e), Some(db))
+                if matches!(
+                    exception_name(&e).as_deref(),
+                    Some("TransactionInactiveError" | "InvalidStateError")
+                ) =>
+            {
+                let fresh = db.fresh_read()?;
+                let request = make(&fresh.1).map_err(|e| storage_error(&e));
+                self.current.replace(fresh);
+                request
+            }
+            (Err(e), _) => Err(storage_error(&e)),
+        }
+    }
+
+    /// Adds (or with `replace`, puts) the records of `batches`: one call
+    /// into JavaScript for all of them, as one JSON text.
+    fn write_records(&self, batches: &[Batch], replace: bool) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let json = crate::batch::records_json(batches)?;
+        write_records(&self.current.borrow().1, &json, replace).map_err(|e| storage_error(&e))
+    }
+
+    /// Issues a request and waits for it; a failed request means the
     /// transaction aborts, so its error is the transaction's error.
-    async fn wait(&self, request: std::result::Result<IdbRequest, JsValue>) -> Result<JsValue> {
-        let request = request.map_err(|e| storage_error(&e))?;
+    async fn call(
+        &self,
+        make: impl Fn(&IdbObjectStore) -> std::result::Result<IdbRequest, JsValue>,
+    ) -> Result<JsValue> {
+        let request = self.request(make)?;
         wait(&request).await.map_err(|e| storage_error(&e))
     }
 }
@@ -268,17 +507,38 @@ fn action_range(key: &KeyRange) -> Result<IdbKeyRange> {
     }
 }
 
-fn pair(a: &str, b: f64) -> JsValue {
-    Array::of2(&JsValue::from_str(a), &JsValue::from_f64(b)).into()
+/// The `aggregate` index range of an aggregate range, from a sequence on.
+fn aggregate_range(key: &KeyRange, from_sequence: u64) -> Result<IdbKeyRange> {
+    match key {
+        KeyRange::Exact(a) => sequences(a, from_sequence as f64),
+        KeyRange::Prefix(_) => {
+            let (lo, hi) = key.bounds();
+            range(
+                &Array::of1(&lo.into()).into(),
+                &Array::of1(&hi.into()).into(),
+                true,
+            )
+        }
+    }
+}
+
+/// The `aggregate` index keys of `a` from sequence `from` to the last.
+fn sequences(a: &str, from: f64) -> Result<IdbKeyRange> {
+    let a = JsValue::from_str(a);
+    let lower = Array::of2(&a, &JsValue::from_f64(from));
+    let upper = Array::of2(&a, &JsValue::from_f64(f64::INFINITY));
+    range(&lower, &upper, false)
 }
 
 impl Transaction for IdbTx {
     async fn last_position(&self) -> Result<u64> {
-        let cursor =
-            self.wait(self.store.open_key_cursor_with_range_and_direction(
-                &JsValue::NULL,
-                IdbCursorDirection::Prev,
-            ))
+        let cursor = self
+            .call(|store| {
+                store.open_key_cursor_with_range_and_direction(
+                    &JsValue::NULL,
+                    IdbCursorDirection::Prev,
+                )
+            })
             .await?;
         match cursor.dyn_into::<IdbCursor>() {
             Ok(c) => c.key().map(|k| number(&k)).map_err(|e| storage_error(&e)),
@@ -290,17 +550,19 @@ impl Transaction for IdbTx {
         if aggregates.is_empty() {
             return Ok(Vec::new());
         }
-        let index = self.index(BY_AGGREGATE)?;
         // Issue every lookup first, then wait: IndexedDB pipelines them.
         let mut requests = Vec::with_capacity(aggregates.len());
         for a in aggregates {
-            let r = range(&pair(a, 0.0), &pair(a, f64::INFINITY), false)?;
-            requests
-                .push(index.open_key_cursor_with_range_and_direction(&r, IdbCursorDirection::Prev));
+            let r = sequences(a, 0.0)?;
+            requests.push(self.request(|store| {
+                store
+                    .index(BY_AGGREGATE)?
+                    .open_key_cursor_with_range_and_direction(&r, IdbCursorDirection::Prev)
+            })?);
         }
         let mut heads = Vec::with_capacity(aggregates.len());
         for request in requests {
-            let cursor = self.wait(request).await?;
+            let cursor = wait(&request).await.map_err(|e| storage_error(&e))?;
             heads.push(match cursor.dyn_into::<IdbCursor>() {
                 Ok(c) => {
                     let key = c.key().map_err(|e| storage_error(&e))?;
@@ -322,84 +584,100 @@ impl Transaction for IdbTx {
             false,
         )?;
         let all = self
-            .wait(self.store.get_all_with_key_and_limit(&r, limit as u32))
+            .call(|store| store.get_all_with_key_and_limit(&r, limit as u32))
             .await?;
-        batches_from_js(&all)
+        self.batches(&all)
     }
 
     async fn by_aggregate(&self, key: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
-        let r = match key {
-            KeyRange::Exact(a) => range(
-                &pair(a, from_sequence as f64),
-                &pair(a, f64::INFINITY),
-                false,
-            )?,
-            KeyRange::Prefix(_) => {
-                let (lo, hi) = key.bounds();
-                range(
-                    &Array::of1(&lo.into()).into(),
-                    &Array::of1(&hi.into()).into(),
-                    true,
-                )?
-            }
-        };
+        let r = aggregate_range(key, from_sequence)?;
         let all = self
-            .wait(self.index(BY_AGGREGATE)?.get_all_with_key(&r))
+            .call(|store| store.index(BY_AGGREGATE)?.get_all_with_key(&r))
             .await?;
-        batches_from_js(&all)
+        self.batches(&all)
+    }
+
+    async fn keys_by_aggregate(&self, key: &KeyRange) -> Result<Vec<u64>> {
+        let r = aggregate_range(key, 0)?;
+        let keys = self
+            .call(|store| store.index(BY_AGGREGATE)?.get_all_keys_with_key(&r))
+            .await?;
+        Ok(Array::from(&keys).iter().map(|k| number(&k)).collect())
     }
 
     async fn keys_by_action(&self, key: &KeyRange) -> Result<Vec<u64>> {
         let r = action_range(key)?;
         let keys = self
-            .wait(self.index(BY_ACTION)?.get_all_keys_with_key(&r))
+            .call(|store| store.index(BY_ACTION)?.get_all_keys_with_key(&r))
             .await?;
         Ok(Array::from(&keys).iter().map(|k| number(&k)).collect())
     }
 
     async fn get(&self, keys: &[u64]) -> Result<Vec<Batch>> {
-        let requests: Vec<_> = keys
+        let requests = keys
             .iter()
-            .map(|k| self.store.get(&JsValue::from_f64(*k as f64)))
-            .collect();
+            .map(|k| self.request(|store| store.get(&JsValue::from_f64(*k as f64))))
+            .collect::<Result<Vec<_>>>()?;
         let mut batches = Vec::with_capacity(keys.len());
         for request in requests {
-            batches.push(batch_from_js(&self.wait(request).await?)?);
+            let record = wait(&request).await.map_err(|e| storage_error(&e))?;
+            batches.extend(self.batches(&Array::of1(&record))?);
         }
         Ok(batches)
     }
 
-    fn add(&mut self, batches: &[Batch]) -> Result<()> {
-        for batch in batches {
-            self.store
-                .add(&batch_to_js(batch))
-                .map_err(|e| storage_error(&e))?;
+    fn text<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
+        match self.held.borrow_mut().remove(&batch.last_position) {
+            Some(record) => get(&record, "events")
+                .as_string()
+                .map(Cow::Owned)
+                .ok_or_else(|| {
+                    Error::Storage(format!(
+                        "corrupt record {}: events is not a string",
+                        batch.last_position
+                    ))
+                }),
+            None => Ok(Cow::Borrowed(&batch.events)),
         }
-        Ok(())
+    }
+
+    fn release(&self, batch: &Batch) {
+        self.held.borrow_mut().remove(&batch.last_position);
+    }
+
+    fn add(&mut self, batches: &[Batch]) -> Result<()> {
+        self.write_records(batches, false)
     }
 
     fn put(&mut self, batches: &[Batch]) -> Result<()> {
-        for batch in batches {
-            self.store
-                .put(&batch_to_js(batch))
-                .map_err(|e| storage_error(&e))?;
-        }
-        Ok(())
+        self.write_records(batches, true)
     }
 
-    async fn commit(self) -> Result<()> {
+    async fn commit(mut self) -> Result<()> {
+        let tx = self.current.borrow().0.clone();
+        let done = self.done.take();
         // An explicit commit saves waiting for the transaction to go idle.
         #[allow(deprecated)] // web-sys marks it so only because it is newer than the rest
-        let _ = self.tx.commit();
-        let Some(done) = self.done else {
+        let _ = tx.commit();
+        let Some(done) = done else {
             return Ok(());
         };
         match done.await {
             Ok(_) => Ok(()),
-            Err(_) => Err(match self.tx.error() {
+            Err(_) => Err(match tx.error() {
                 Some(e) => storage_error(&e.into()),
                 None => Error::Storage("the transaction was aborted".into()),
             }),
+        }
+    }
+}
+
+impl Drop for IdbTx {
+    /// A write transaction dropped without `commit` (an error on the way)
+    /// is aborted, so that nothing it wrote is kept.
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            let _ = self.current.borrow().0.abort();
         }
     }
 }
@@ -413,65 +691,6 @@ fn get(obj: &JsValue, key: &'static str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(wasm_bindgen::intern(key))).unwrap_or(JsValue::UNDEFINED)
 }
 
-fn set(obj: &Object, key: &'static str, value: &JsValue) {
-    let _ = Reflect::set(obj, &JsValue::from_str(wasm_bindgen::intern(key)), value);
-}
-
-/// The IndexedDB record of a batch (field names in `docs/storage.md`).
-pub fn batch_to_js(b: &Batch) -> JsValue {
-    let obj = Object::new();
-    set(
-        &obj,
-        "lastPosition",
-        &JsValue::from_f64(b.last_position as f64),
-    );
-    set(&obj, "aggregate", &JsValue::from_str(&b.aggregate));
-    set(
-        &obj,
-        "firstSequence",
-        &JsValue::from_f64(b.first_sequence as f64),
-    );
-    set(
-        &obj,
-        "lastSequence",
-        &JsValue::from_f64(b.last_sequence as f64),
-    );
-    set(&obj, "createdAt", &JsValue::from_f64(b.created_at as f64));
-    let actions: Array = b.actions.iter().map(|a| JsValue::from_str(a)).collect();
-    set(&obj, "actions", &actions);
-    set(&obj, "events", &JsValue::from_str(&b.events));
-    obj.into()
-}
-
-/// Reads an array of batch records back.
-fn batches_from_js(all: &JsValue) -> Result<Vec<Batch>> {
-    Array::from(all).iter().map(|v| batch_from_js(&v)).collect()
-}
-
-/// Reads a batch record back.
-pub fn batch_from_js(v: &JsValue) -> Result<Batch> {
-    let text = |key: &'static str| {
-        get(v, key)
-            .as_string()
-            .ok_or_else(|| Error::Storage(format!("corrupt record: {key} is not a string")))
-    };
-    let int = |key: &'static str| {
-        get(v, key)
-            .as_f64()
-            .map(|n| n as u64)
-            .ok_or_else(|| Error::Storage(format!("corrupt record: {key} is not a number")))
-    };
-    Batch {
-        last_position: int("lastPosition")?,
-        aggregate: text("aggregate")?,
-        first_sequence: int("firstSequence")?,
-        last_sequence: int("lastSequence")?,
-        created_at: int("createdAt")?,
-        actions: Array::from(&get(v, "actions"))
-            .iter()
-            .filter_map(|a| a.as_string())
-            .collect(),
-        events: text("events")?,
-    }
-    .check()
-}
+/// A record's fields but its events (`docs/storage.md`), as [`records_meta`] gives them.
+#[derive(serde::Deserialize)]
+struct RecordMeta(u64, String, u64, u64, u64, Vec<String>);

@@ -291,10 +291,11 @@ impl Live {
                     tail: sub.caught_up.get(),
                 };
                 let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-                let outcome = engine::filter_to_end(&self.storage, &sub.filter, window, |page| {
-                    deliver(&sub, &page, &thrown)
-                })
-                .await;
+                let outcome =
+                    engine::filter_to_end(&self.storage, &sub.filter, window, |tx, page| {
+                        deliver(&sub, &tx.expand(page)?, &thrown)
+                    })
+                    .await;
                 if let Some(e) = thrown.into_inner() {
                     sub.fail(e);
                     break;
@@ -333,10 +334,8 @@ fn position(event: &JsValue) -> u64 {
         .unwrap_or(0.0) as u64
 }
 
-fn deliver(sub: &Subscription, page: &str, thrown: &RefCell<Option<JsValue>>) -> Result<()> {
-    let events =
-        js_sys::JSON::parse(page).map_err(|_| Error::Storage("cannot decode events".into()))?;
-    for event in Array::from(&events).iter() {
+fn deliver(sub: &Subscription, events: &Array, thrown: &RefCell<Option<JsValue>>) -> Result<()> {
+    for event in events.iter() {
         if !sub.active.get() {
             return Err(Error::Closed("unsubscribed".into()));
         }

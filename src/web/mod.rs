@@ -8,3 +8,4 @@ mod request;
 mod types;
 
 pub use event_store::EventStore;
+pub use idb::transactions_created;

@@ -79,8 +79,9 @@ impl Store {
             &self.storage,
             filter,
             engine::Window::default(),
-            |page| {
-                let events: Vec<Value> = serde_json::from_str(&page).unwrap();
+            |tx, page| {
+                let events: Vec<Value> =
+                    serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
                 all.extend(events);
                 Ok(())
             },
@@ -105,8 +106,9 @@ impl Store {
             &self.storage,
             filter,
             window,
-            |page| {
-                let events: Vec<Value> = serde_json::from_str(&page).unwrap();
+            |tx, page| {
+                let events: Vec<Value> =
+                    serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
                 all.extend(events);
                 Ok(())
             },
