@@ -122,3 +122,34 @@ test("another tab's upgrade of the database is not blocked; this tab's store the
   const r = await pageA.evaluate(() => errorOf(() => store.filter({})));
   assert.equal(r?.code, "CLOSED", `filter after the upgrade: ${JSON.stringify(r)}`);
 });
+
+test("a tab reading in a tight loop does not hold back another tab's pushes", { timeout: TIMEOUT }, async () => {
+  // Reads in a row share a read transaction, and IndexedDB starts no
+  // read-write transaction while an older read transaction runs: the
+  // sharing must stop soon enough for writers elsewhere to get in.
+  const name = uniqueName("reader");
+  await Promise.all([open(pageA, name), open(pageB, name)]);
+  await pageB.evaluate(() => store.push([{ aggregate: "doc.1", commands: [{ action: "doc.1.created" }] }]));
+  const reading = pageA.evaluate(async () => {
+    const counts = [];
+    const until = performance.now() + 1500;
+    while (performance.now() < until) counts.push((await store.filter({ queries: [{ aggregate: "doc.1" }] })).length);
+    return counts;
+  });
+  const latencies = await pageB.evaluate(async () => {
+    await new Promise((r) => setTimeout(r, 200));
+    const out = [];
+    for (let i = 0; i < 10; i++) {
+      const t = performance.now();
+      await store.push([{ aggregate: "doc.1", commands: [{ action: "doc.1.edited", payload: i }] }]);
+      out.push(performance.now() - t);
+    }
+    return out;
+  });
+  const counts = await reading;
+  assert.ok(counts.length > 100, `the reader kept reading (${counts.length} reads)`);
+  assert.ok(Math.max(...latencies) < 400, `each push waited at most 400 ms: ${latencies.map((l) => l.toFixed(0)).join(", ")} ms`);
+  for (let i = 1; i < counts.length; i++) assert.ok(counts[i] >= counts[i - 1], "the reader never sees the log shrink");
+  assert.equal(counts.at(-1), 11, "the reader saw every push");
+  await Promise.all([closeStore(pageA), closeStore(pageB)]);
+});
