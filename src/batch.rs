@@ -37,6 +37,11 @@ pub struct Batch {
     pub actions: Vec<String>,
     /// The events as a JSON array of [`StoredEvent`].
     pub events: String,
+    /// The first batch of its push: its record carries `start`, its first
+    /// position, under a unique index, so that two pushes that both
+    /// believe the log ends at the same place cannot both commit (see
+    /// `engine::push`).
+    pub starts_push: bool,
 }
 
 /// An event as stored inside a batch: what is not implied by the batch.
@@ -166,7 +171,8 @@ pub fn records_json(batches: &[Batch]) -> Result<String> {
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let sparse = self.actions.is_empty();
-        let mut s = serializer.serialize_struct("Batch", if sparse { 6 } else { 7 })?;
+        let fields = 6 + usize::from(!sparse) + usize::from(self.starts_push);
+        let mut s = serializer.serialize_struct("Batch", fields)?;
         s.serialize_field("lastPosition", &self.last_position)?;
         s.serialize_field("aggregate", &self.aggregate)?;
         s.serialize_field("firstSequence", &self.first_sequence)?;
@@ -177,6 +183,9 @@ impl Serialize for Batch {
             s.serialize_field("actions", &self.actions)?;
         }
         s.serialize_field("events", &self.events)?;
+        if self.starts_push {
+            s.serialize_field("start", &self.first_position())?;
+        }
         s.end()
     }
 }
@@ -313,6 +322,7 @@ mod tests {
             last_sequence: 5,
             created_at: 1_700_000_000_000,
             actions: vec!["user.A.renamed".into()],
+            starts_push: false,
             events: r#"[{"id":"a","action":"user.A.renamed","revision":1,"payload":{"n":"x"}},
                         {"id":"b","action":"user.A.renamed","revision":2,"forgotten":true}]"#
                 .into(),

@@ -19,21 +19,54 @@ pub const PAGE_EVENTS: usize = 1000;
 /// Appends the entries atomically; returns the stored batches and their
 /// public events as one JSON array.
 ///
-/// `cache` spares the head lookups of aggregates this store already knows
-/// while no other context has written (see [`HeadCache`]).
+/// When `cache` knows the log's end and every aggregate's head (as after
+/// this store's own pushes), the push writes without reading anything: its
+/// first record carries its first position under a unique index, so if
+/// any other context has appended since, that record collides with the
+/// other push's first one, the transaction aborts with nothing written,
+/// and the push is done again the checked way. The checked way reads the
+/// log's end and the heads the cache does not know inside the write
+/// transaction (IndexedDB serializes those, across tabs).
 pub async fn push<S: Storage>(
     storage: &S,
     cache: &HeadCache,
     entries: &[PushEntry],
     created_at: u64,
-    new_id: impl FnMut() -> String,
+    mut new_id: impl FnMut() -> String,
 ) -> Result<(Vec<Batch>, String)> {
     if entries.is_empty() {
         return Ok((Vec::new(), "[]".to_owned()));
     }
     push::check(entries)?;
-    let mut tx = storage.write().await?;
     let aggregates = push::aggregates(entries);
+    let mut tx = storage.write().await?;
+    // The guess is taken once the transaction exists: earlier pushes of
+    // this page have then settled and recorded what they wrote.
+    if let Some((last, heads)) = cache.guess(&aggregates) {
+        // A sequence mismatch on a guess is not reported: it is checked.
+        if let Ok((batches, events)) =
+            push::sequence(entries, &heads, last, created_at, &mut new_id)
+        {
+            let guess = Guess::begin(storage);
+            tx.add(&batches)?;
+            match tx.commit().await {
+                Ok(()) => {
+                    let end = batches.last().map_or(last, |b| b.last_position);
+                    let written = batches
+                        .iter()
+                        .map(|b| (b.aggregate.clone(), b.last_sequence));
+                    cache.record(last, end, written);
+                    return Ok((batches, events));
+                }
+                Err(Error::Constraint(_)) => cache.clear(),
+                Err(e) => return Err(e),
+            }
+            // The retry's transaction is created before any call made
+            // after this push can create one: it keeps its place.
+            drop(guess);
+            tx = storage.write().await?;
+        }
+    }
     let unknown = cache.unknown(&aggregates);
     let (last, fetched) = futures::join!(tx.last_position(), tx.heads(&unknown));
     let (last, fetched) = (last?, zip(&unknown, fetched?));
@@ -50,7 +83,7 @@ pub async fn push<S: Storage>(
             heads
         }
     };
-    let (batches, events) = match push::sequence(entries, &heads, last, created_at, new_id) {
+    let (batches, events) = match push::sequence(entries, &heads, last, created_at, &mut new_id) {
         Ok(pushed) => pushed,
         Err(e) => {
             cache.record(last, last, heads);
@@ -65,6 +98,22 @@ pub async fn push<S: Storage>(
         .map(|b| (b.aggregate.clone(), b.last_sequence));
     cache.record(last, end, heads.into_iter().chain(written));
     Ok((batches, events))
+}
+
+/// A guessed write in flight (see [`Storage::begin_guess`]); ends on drop.
+struct Guess<'a, S: Storage>(&'a S);
+
+impl<'a, S: Storage> Guess<'a, S> {
+    fn begin(storage: &'a S) -> Self {
+        storage.begin_guess();
+        Guess(storage)
+    }
+}
+
+impl<S: Storage> Drop for Guess<'_, S> {
+    fn drop(&mut self) {
+        self.0.end_guess();
+    }
 }
 
 fn zip(aggregates: &[&str], heads: Vec<u64>) -> HashMap<String, u64> {

@@ -40,6 +40,11 @@ pub enum Error {
     /// Any other storage failure; carries the browser's own message.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A write broke a uniqueness rule of the storage (a key or a unique
+    /// index): another writer got there first. An optimistic push retries
+    /// on it (see `engine::push`); anywhere else it is a `STORAGE` error.
+    #[error("storage error: {0}")]
+    Constraint(String),
 }
 
 /// The core's result type.
@@ -56,7 +61,7 @@ impl Error {
             Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             Error::Closed(_) => "CLOSED",
             Error::VersionMismatch { .. } => "VERSION_MISMATCH",
-            Error::Storage(_) => "STORAGE",
+            Error::Storage(_) | Error::Constraint(_) => "STORAGE",
         }
     }
 

@@ -49,6 +49,29 @@ impl HeadCache {
             .collect()
     }
 
+    /// The log's end and the heads of `aggregates` as the cache last knew
+    /// them, if it knows them all: a guess, to be proven by a write that
+    /// fails if the log has moved on since (see `engine::push`).
+    pub fn guess(&self, aggregates: &[&str]) -> Option<(u64, HashMap<String, u64>)> {
+        let s = self.0.borrow();
+        let end = s.end?;
+        let mut heads = HashMap::with_capacity(aggregates.len());
+        for a in aggregates {
+            let head = match s.heads.get(*a) {
+                Some(h) => *h,
+                None if s.complete => 0,
+                None => return None,
+            };
+            heads.insert(a.to_string(), head);
+        }
+        Some((end, heads))
+    }
+
+    /// Forgets everything (after a guess proved wrong).
+    pub fn clear(&self) {
+        *self.0.borrow_mut() = State::default();
+    }
+
     /// Heads of `aggregates` if the cache is valid for a log ending at
     /// `end`, taking `fetched` for the ones it did not know; `None` when
     /// the log moved on (the cache is then emptied).
@@ -133,6 +156,19 @@ mod tests {
             c.heads(5, &["a", "b"], &map(&[("b", 1)])),
             Some(map(&[("a", 4), ("b", 1)]))
         );
+    }
+
+    #[test]
+    fn guesses_only_what_it_knows() {
+        let c = HeadCache::new();
+        assert_eq!(c.guess(&["a"]), None, "knows nothing yet");
+        c.record(0, 3, map(&[("a", 3)]));
+        assert_eq!(c.guess(&["a", "b"]), Some((3, map(&[("a", 3), ("b", 0)]))));
+        c.record(7, 9, map(&[("b", 1)]));
+        assert_eq!(c.guess(&["b"]), Some((9, map(&[("b", 1)]))));
+        assert_eq!(c.guess(&["a", "b"]), None, "a is unknown after a gap");
+        c.clear();
+        assert_eq!(c.guess(&["b"]), None);
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub fn sequence(
             batches.push(o.finish(aggregate, created_at));
         }
     }
+    if let Some(first) = batches.first_mut() {
+        first.starts_push = true;
+    }
     Ok((batches, events.take()))
 }
 
@@ -167,6 +170,7 @@ impl Open {
             created_at,
             actions: self.actions,
             events: self.json,
+            starts_push: false,
         }
     }
 }

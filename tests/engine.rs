@@ -478,3 +478,54 @@ fn only_actions_foreign_to_their_aggregate_are_indexed() {
     assert_eq!(s.filter(&subjects("user.u1")).unwrap().len(), 1);
     assert_eq!(s.filter(&subjects("user.*.x")).unwrap().len(), 1);
 }
+
+#[test]
+fn a_push_on_a_stale_guess_is_redone_with_reads() {
+    let mut a = Store::new();
+    let mut b = a.other_tab();
+    a.push(&[entry("user.x", None, &[("user.x.added", "1")])])
+        .unwrap();
+    // b reads (its cache knows nothing), then knows the log ends at 2.
+    b.push(&[entry("user.x", Some(1), &[("user.x.renamed", "2")])])
+        .unwrap();
+    // a guesses the end is 1 and x is at 1: the guess does not meet its
+    // expectation, so it checks, and succeeds.
+    let e = a
+        .push(&[entry("user.x", Some(2), &[("user.x.renamed", "3")])])
+        .unwrap();
+    assert_eq!(
+        (e[0]["position"].as_u64(), e[0]["sequence"].as_u64()),
+        (Some(3), Some(3))
+    );
+    // b guesses the end is 2: its first record starts at 3 like a's last
+    // push (not the same key: 2 events end at 4), so only the unique
+    // `start` stops it; it is redone after reading.
+    let e = b
+        .push(&[entry(
+            "user.x",
+            None,
+            &[("user.x.a", "4"), ("user.x.b", "5")],
+        )])
+        .unwrap();
+    let got: Vec<_> = e
+        .iter()
+        .map(|e| {
+            (
+                e["position"].as_u64().unwrap(),
+                e["sequence"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [(4, 4), (5, 5)]);
+    let all = a.filter(&aggregate("user.x")).unwrap();
+    let positions: Vec<_> = all
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    let sequences: Vec<_> = all
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    assert_eq!(sequences, [1, 2, 3, 4, 5]);
+}

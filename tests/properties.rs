@@ -84,6 +84,7 @@ proptest! {
             created_at: 0,
             actions: tokens.clone(),
             events: text.clone(),
+            starts_push: false,
         };
         let _ = batch.decode();
     }

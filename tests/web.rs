@@ -316,7 +316,7 @@ async fn another_tab_upgrading_closes_this_connection() {
     .await
     .unwrap();
     // Stands in for a newer release in another tab: not blocked by us.
-    raw_open("web-versionchange", 2).await.unwrap();
+    raw_open("web-versionchange", 3).await.unwrap();
     let err = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
@@ -340,6 +340,22 @@ async fn a_foreign_database_is_a_storage_error() {
     raw_open("web-foreign", 1).await.unwrap();
     let err = EventStore::open("web-foreign".into()).await.err().unwrap();
     assert_eq!(code(&err), "STORAGE");
+    assert!(
+        get(&err, "message")
+            .as_string()
+            .unwrap()
+            .contains("not an eventstore-wasm database"),
+        "{err:?}"
+    );
+    // Left as it was: not upgraded.
+    let version = js_sys::Function::new_with_args(
+        "name",
+        "return indexedDB.databases().then((all) => all.find((d) => d.name === name)?.version);",
+    )
+    .call1(&JsValue::NULL, &"web-foreign".into())
+    .unwrap();
+    let version = JsFuture::from(Promise::from(version)).await.unwrap();
+    assert_eq!(version.as_f64(), Some(1.0));
     EventStore::delete_store("web-foreign".into())
         .await
         .unwrap();
@@ -741,4 +757,80 @@ async fn only_actions_foreign_to_the_aggregate_are_indexed() {
             .unwrap();
         assert_eq!(Array::from(&e).length(), n, "{pattern}");
     }
+}
+
+/// A database as the first release (schema version 1) wrote it: the
+/// `batches` store and its two indexes, `actions` listing every action.
+async fn write_version_1(name: &str) {
+    let f = js_sys::Function::new_with_args(
+        "name",
+        r#"return new Promise((ok, fail) => {
+            const r = indexedDB.open(name, 1);
+            r.onupgradeneeded = () => {
+              const s = r.result.createObjectStore("batches", { keyPath: "lastPosition" });
+              s.createIndex("aggregate", ["aggregate", "lastSequence"], { unique: true });
+              s.createIndex("actions", "actions", { multiEntry: true });
+              s.add({ lastPosition: 2, aggregate: "user.a", firstSequence: 1, lastSequence: 2, createdAt: 1700000000000,
+                actions: ["user.a.added", "user.a.renamed"],
+                events: JSON.stringify([
+                  { id: "id-1", action: "user.a.added", revision: 1, payload: { name: "Ada" } },
+                  { id: "id-2", action: "user.a.renamed", revision: 2, payload: { name: "Ada L." } }]) });
+              s.add({ lastPosition: 3, aggregate: "user.b", firstSequence: 1, lastSequence: 1, createdAt: 1700000000001,
+                actions: ["team.t.joined"],
+                events: JSON.stringify([{ id: "id-3", action: "team.t.joined", revision: 1, payload: null }]) });
+            };
+            r.onerror = () => fail(r.error);
+            r.onsuccess = () => { r.result.close(); ok(); };
+          });"#,
+    );
+    let p: Promise = f
+        .call1(&JsValue::NULL, &name.into())
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_version_1_database_is_upgraded_in_place() {
+    EventStore::delete_store("web-v1".into()).await.unwrap();
+    write_version_1("web-v1").await;
+    let s = EventStore::open("web-v1".into()).await.unwrap();
+    let all = s
+        .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
+        .await
+        .unwrap();
+    assert_eq!(
+        field_list(&all, "id"),
+        [r#""id-1""#, r#""id-2""#, r#""id-3""#]
+    );
+    assert_eq!(field_list(&all, "position"), ["1", "2", "3"]);
+    assert_eq!(field_list(&all, "revision"), ["1", "2", "1"]);
+    for (pattern, n) in [("user.a.>", 2), ("team.>", 1), ("user.*.renamed", 1)] {
+        let e = s
+            .filter(
+                js(&format!(r#"{{"queries":[{{"subjects":"{pattern}"}}]}}"#)),
+                JsValue::UNDEFINED,
+            )
+            .await
+            .unwrap();
+        assert_eq!(Array::from(&e).length(), n, "{pattern}");
+    }
+    // Pushes continue the log and the aggregates, and forget works on old records.
+    let e = s
+        .push(js(r#"[{"aggregate":"user.a","expectedSequence":2,"commands":[{"action":"user.a.removed"}]}]"#))
+        .await
+        .unwrap();
+    assert_eq!(field_list(&e, "position"), ["4"]);
+    assert_eq!(field_list(&e, "sequence"), ["3"]);
+    let erased = s
+        .forget(js(r#"{"queries":[{"aggregate":"user.a"}]}"#))
+        .await
+        .unwrap();
+    assert_eq!(erased, 3.0);
+    assert!(!raw_records("web-v1")
+        .await
+        .iter()
+        .any(|r| r.contains("Ada")));
+    s.close();
+    EventStore::delete_store("web-v1".into()).await.unwrap();
 }

@@ -155,9 +155,22 @@ impl Transaction for MemoryTx {
         let mut next = self.data.clone();
         for (batch, is_new) in self.pending.drain(..) {
             if is_new && next.contains_key(&batch.last_position) {
-                return Err(Error::Storage(format!(
+                return Err(Error::Constraint(format!(
                     "ConstraintError: key {} already exists",
                     batch.last_position
+                )));
+            }
+            // The unique `start` index: one push per first position.
+            let start = batch.first_position();
+            if batch.starts_push
+                && next.values().any(|b| {
+                    b.last_position != batch.last_position
+                        && b.starts_push
+                        && b.first_position() == start
+                })
+            {
+                return Err(Error::Constraint(format!(
+                    "ConstraintError: a push already starts at position {start}"
                 )));
             }
             let clash = next.values().any(|b| {
@@ -166,7 +179,7 @@ impl Transaction for MemoryTx {
                     && b.last_sequence == batch.last_sequence
             });
             if clash {
-                return Err(Error::Storage(format!(
+                return Err(Error::Constraint(format!(
                     "ConstraintError: aggregate {} already has sequence {}",
                     batch.aggregate, batch.last_sequence
                 )));

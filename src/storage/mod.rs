@@ -23,6 +23,13 @@ pub trait Storage {
     async fn read(&self) -> Result<Self::Tx>;
     /// A read-write transaction; nothing it writes is visible before `commit`.
     async fn write(&self) -> Result<Self::Tx>;
+    /// A push writes on a guess (see `engine::push`) until
+    /// [`Storage::end_guess`]: meanwhile new transactions wait, so that if
+    /// the guess fails, its retry still comes before every call made after
+    /// the push. A backend without concurrent callers needs nothing.
+    fn begin_guess(&self) {}
+    /// Ends [`Storage::begin_guess`].
+    fn end_guess(&self) {}
 }
 
 /// One transaction.

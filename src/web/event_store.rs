@@ -228,14 +228,19 @@ impl EventStore {
         let entries = interop::push_entries(entries)?;
         let count: usize = entries.iter().map(|e| e.commands.len()).sum();
         let now = js_sys::Date::now() as u64;
+        // Random bits for every id of the push, drawn in one call. A push
+        // redone after a failed guess (see `engine::push`) takes the same
+        // bits again: the ids of the aborted attempt were never stored.
         let mut random = vec![0u8; count * 10];
         interop::random_bytes(&mut random)?;
-        let mut chunks = random.chunks_exact(10);
+        let mut used = 0;
         let new_id = || {
-            let mut bytes = [0u8; 10];
-            if let Some(c) = chunks.next() {
-                bytes.copy_from_slice(c);
+            if used + 10 > random.len() {
+                used = 0;
             }
+            let mut bytes = [0u8; 10];
+            bytes.copy_from_slice(&random[used..used + 10]);
+            used += 10;
             uuid::Builder::from_unix_timestamp_millis(now, &bytes)
                 .into_uuid()
                 .to_string()

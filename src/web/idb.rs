@@ -26,11 +26,14 @@ use crate::subject::KeyRange;
 
 /// The IndexedDB version this library writes. A database at a higher
 /// version was written by a newer, incompatible release.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// The object store holding the batches.
 pub const STORE: &str = "batches";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
+/// Unique index on `start`, the first position of a push (on its first
+/// record only): two pushes can never start at the same position.
+pub const BY_START: &str = "start";
 /// Multi-entry index on `actions`: the actions a batch's aggregate does not
 /// own (sparse: most records have none).
 pub const BY_ACTION: &str = "actions";
@@ -69,7 +72,7 @@ export function expandPage(parts) {
   return out;
 }
 export function recordsMeta(records) {
-  return JSON.stringify(records.map((r) => [r.lastPosition, r.aggregate, r.firstSequence, r.lastSequence, r.createdAt, r.actions ?? []]));
+  return JSON.stringify(records.map((r) => [r.lastPosition, r.aggregate, r.firstSequence, r.lastSequence, r.createdAt, r.actions ?? [], r.start !== undefined]));
 }
 export function writeRecords(store, json, replace) {
   for (const record of JSON.parse(json)) {
@@ -83,7 +86,7 @@ extern "C" {
     #[wasm_bindgen(js_name = expandPage, catch)]
     fn expand_page(parts: &Array) -> std::result::Result<Array, JsValue>;
     /// Every field of the records but their events, as one JSON array of
-    /// `[lastPosition, aggregate, firstSequence, lastSequence, createdAt, actions]`.
+    /// `[lastPosition, aggregate, firstSequence, lastSequence, createdAt, actions, has start]`.
     #[wasm_bindgen(js_name = recordsMeta)]
     fn records_meta(records: &Array) -> String;
     /// `add`s (or `put`s) every record of a JSON array; throws what `add` throws.
@@ -103,6 +106,10 @@ thread_local! {
     /// Write transactions created in this thread (any database): a read
     /// transaction created before one of them is never reused after it.
     static WRITES: Cell<u64> = const { Cell::new(0) };
+    /// Guessed writes in flight in this thread (see `Storage::begin_guess`),
+    /// and the tasks waiting for them to settle.
+    static GUESSES: Cell<u32> = const { Cell::new(0) };
+    static GUESS_WAITERS: RefCell<Vec<std::task::Waker>> = const { RefCell::new(Vec::new()) };
     /// Transactions created in this thread (for tests of [`Database::read`]).
     static CREATED: Cell<u64> = const { Cell::new(0) };
 }
@@ -139,10 +146,16 @@ impl Database {
         let request = factory
             .open_with_u32(name, SCHEMA_VERSION)
             .map_err(|e| storage_error(&e))?;
+        let foreign = Rc::new(Cell::new(false));
         let upgrade = Closure::<dyn FnMut(IdbVersionChangeEvent)>::new({
             let request = request.clone();
+            let foreign = foreign.clone();
             move |event: IdbVersionChangeEvent| {
-                if upgrade(&request, event.old_version()).is_err() {
+                let outcome = upgrade(&request, event.old_version());
+                if matches!(outcome, Ok(false)) {
+                    foreign.set(true);
+                }
+                if !matches!(outcome, Ok(true)) {
                     // Aborting the upgrade makes the open request fail.
                     if let Some(tx) = request.transaction() {
                         let _ = tx.abort();
@@ -162,13 +175,12 @@ impl Database {
                     supported: SCHEMA_VERSION,
                 });
             }
+            Err(_) if foreign.get() => return Err(not_ours(name)),
             Err(e) => return Err(storage_error(&e)),
         };
         if !db.object_store_names().contains(STORE) {
             db.close();
-            return Err(Error::Storage(format!(
-                "database {name:?} exists but is not an eventstore-wasm database (no {STORE:?} object store)"
-            )));
+            return Err(not_ours(name));
         }
         let closed = Rc::new(RefCell::new(None));
         // Another tab upgrades or deletes the database: step aside at once
@@ -296,8 +308,19 @@ impl Database {
     }
 }
 
-fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<(), JsValue> {
+fn not_ours(name: &str) -> Error {
+    Error::Storage(format!(
+        "database {name:?} exists but is not an eventstore-wasm database (no {STORE:?} object store)"
+    ))
+}
+
+/// Creates or upgrades the schema, one step per version, in the upgrade
+/// transaction. `Ok(false)`: the database is not ours (left as it was).
+fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<bool, JsValue> {
     let db: IdbDatabase = request.result()?.unchecked_into();
+    if old_version >= 1.0 && !db.object_store_names().contains(STORE) {
+        return Ok(false);
+    }
     if old_version < 1.0 {
         let params = IdbObjectStoreParameters::new();
         params.set_key_path(&JsValue::from_str("lastPosition"));
@@ -317,7 +340,18 @@ fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<(), JsValue> 
         multi.set_multi_entry(true);
         store.create_index_with_str_and_optional_parameters(BY_ACTION, "actions", &multi)?;
     }
-    Ok(())
+    if old_version < 2.0 {
+        // Version 2: the unique `start` of each push. Older records have
+        // none, which is right: they are not the first of any new push.
+        let tx = request
+            .transaction()
+            .ok_or_else(|| JsValue::from_str("no upgrade transaction"))?;
+        let unique = IdbIndexParameters::new();
+        unique.set_unique(true);
+        tx.object_store(STORE)?
+            .create_index_with_str_and_optional_parameters(BY_START, "start", &unique)?;
+    }
+    Ok(true)
 }
 
 /// The version of an existing database, for error messages.
@@ -356,6 +390,9 @@ fn exception_name(e: &JsValue) -> Option<String> {
 pub fn storage_error(e: &JsValue) -> Error {
     match e.dyn_ref::<DomException>() {
         Some(d) if d.name() == "QuotaExceededError" => Error::QuotaExceeded(d.message()),
+        Some(d) if d.name() == "ConstraintError" => {
+            Error::Constraint(format!("{}: {}", d.name(), d.message()))
+        }
         Some(d) => Error::Storage(format!("{}: {}", d.name(), d.message())),
         None => Error::Storage(
             e.as_string()
@@ -372,11 +409,47 @@ impl Storage for IdbStorage {
     type Tx = IdbTx;
 
     async fn read(&self) -> Result<IdbTx> {
+        GuessesSettled.await;
         self.0.read()
     }
 
     async fn write(&self) -> Result<IdbTx> {
+        GuessesSettled.await;
         self.0.transaction(IdbTransactionMode::Readwrite)
+    }
+
+    fn begin_guess(&self) {
+        GUESSES.with(|g| g.set(g.get() + 1));
+    }
+
+    fn end_guess(&self) {
+        let left = GUESSES.with(|g| {
+            g.set(g.get().saturating_sub(1));
+            g.get()
+        });
+        if left == 0 {
+            for waker in GUESS_WAITERS.with(|w| w.take()) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Ready once no guessed write is in flight in this thread (any database).
+struct GuessesSettled;
+
+impl std::future::Future for GuessesSettled {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if GUESSES.with(Cell::get) == 0 {
+            return std::task::Poll::Ready(());
+        }
+        GUESS_WAITERS.with(|w| w.borrow_mut().push(cx.waker().clone()));
+        std::task::Poll::Pending
     }
 }
 
@@ -432,6 +505,7 @@ impl IdbTx {
                 created_at: m.4,
                 actions: m.5,
                 events: String::new(),
+                starts_push: m.6,
             }
             .check()?;
             held.insert(batch.last_position, records.get(i as u32));
@@ -693,4 +767,4 @@ fn get(obj: &JsValue, key: &'static str) -> JsValue {
 
 /// A record's fields but its events (`docs/storage.md`), as [`records_meta`] gives them.
 #[derive(serde::Deserialize)]
-struct RecordMeta(u64, String, u64, u64, u64, Vec<String>);
+struct RecordMeta(u64, String, u64, u64, u64, Vec<String>, bool);
