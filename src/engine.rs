@@ -2,6 +2,11 @@
 //! section 4, free of the browser so that it is tested natively.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures::future::MaybeDone;
 
 use crate::batch::{Batch, EventsJson, Page, Segment};
 use crate::error::{Error, Result};
@@ -307,6 +312,31 @@ enum Candidates {
     },
 }
 
+/// Runs futures side by side; their outputs in order. (A few, always:
+/// futures' own `join_all` brings a whole task queue for long lists.)
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<MaybeDone<F>>>> = futures
+        .into_iter()
+        .map(|f| Box::pin(futures::future::maybe_done(f)))
+        .collect();
+    futures::future::poll_fn(|cx| {
+        let mut ready = true;
+        for f in futures.iter_mut() {
+            ready &= f.as_mut().poll(cx).is_ready();
+        }
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    futures
+        .iter_mut()
+        .filter_map(|f| f.as_mut().take_output())
+        .collect()
+}
+
 /// One index lookup of [`Candidates::start`].
 enum Lookup {
     /// The batches of one aggregate (a small set: read with their values).
@@ -369,7 +399,7 @@ impl Candidates {
         }
         let mut keys = HashSet::new();
         let mut loaded = HashMap::new();
-        for found in futures::future::join_all(lookups.iter().map(|l| l.run(tx))).await {
+        for found in join_all(lookups.iter().map(|l| l.run(tx)).collect()).await {
             match found? {
                 Found::Batches(batches) => {
                     for batch in batches {

@@ -7,7 +7,6 @@
 //! request, and one call into JavaScript to listen, one to read the outcome.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -47,17 +46,21 @@ struct Pending {
 }
 
 thread_local! {
-    static PENDING: RefCell<HashMap<u32, Pending>> = RefCell::new(HashMap::new());
+    /// Requests awaited and not yet finished: a few at a time.
+    static PENDING: RefCell<Vec<(u32, Pending)>> = const { RefCell::new(Vec::new()) };
     static NEXT: Cell<u32> = const { Cell::new(0) };
     static WAKE_SET: Cell<bool> = const { Cell::new(false) };
 }
 
 fn on_finished(id: u32) {
     let waker = PENDING.with(|p| {
-        p.borrow_mut().get_mut(&id).and_then(|pending| {
-            pending.finished = true;
-            pending.waker.take()
-        })
+        p.borrow_mut()
+            .iter_mut()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, pending)| {
+                pending.finished = true;
+                pending.waker.take()
+            })
     });
     if let Some(waker) = waker {
         waker.wake();
@@ -87,7 +90,7 @@ impl Request {
         if listen(&request, id) {
             return Request { request, id: None };
         }
-        PENDING.with(|p| p.borrow_mut().insert(id, Pending::default()));
+        PENDING.with(|p| p.borrow_mut().push((id, Pending::default())));
         Request {
             request,
             id: Some(id),
@@ -100,13 +103,16 @@ impl Future for Request {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(id) = self.id {
-            let waiting = PENDING.with(|p| match p.borrow_mut().get_mut(&id) {
-                Some(pending) if !pending.finished => {
-                    pending.waker = Some(cx.waker().clone());
-                    true
-                }
-                _ => false,
-            });
+            let waiting =
+                PENDING.with(
+                    |p| match p.borrow_mut().iter_mut().find(|(i, _)| *i == id) {
+                        Some((_, pending)) if !pending.finished => {
+                            pending.waker = Some(cx.waker().clone());
+                            true
+                        }
+                        _ => false,
+                    },
+                );
             if waiting {
                 return Poll::Pending;
             }
@@ -119,7 +125,7 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some(id) = self.id {
             // A handler firing later finds nothing to wake.
-            PENDING.with(|p| p.borrow_mut().remove(&id));
+            PENDING.with(|p| p.borrow_mut().retain(|(i, _)| *i != id));
         }
     }
 }
