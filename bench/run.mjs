@@ -10,7 +10,7 @@
 // Exit code 1 when a read-back check failed or a case errored; targets missed
 // are reported, not failed.
 import { chromium } from "playwright-core";
-import { mkdtemp, rm, readFile, writeFile, mkdir } from "node:fs/promises";
+import { mkdtemp, rm, readFile, writeFile, mkdir, readdir } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
 import { tmpdir, cpus, totalmem, loadavg, type as osType, release as osRelease } from "node:os";
 import { join } from "node:path";
@@ -143,7 +143,11 @@ const fmtKiB = (b) => (typeof b === "number" ? `${(b / 1024).toFixed(1)} KiB` : 
 // ---- case 9: package size ------------------------------------------------------------
 
 async function packageSize() {
+  // Everything the browser loads: the module, its glue and the glue's snippets.
   const files = ["pkg/eventstore_wasm_bg.wasm", "pkg/eventstore_wasm.js"];
+  for (const dir of await readdir(join(ROOT, "pkg/snippets")).catch(() => [])) {
+    for (const f of await readdir(join(ROOT, "pkg/snippets", dir))) files.push(`pkg/snippets/${dir}/${f}`);
+  }
   const out = { files: {}, gzip: 0, raw: 0 };
   for (const f of files) {
     const buf = await readFile(join(ROOT, f));
@@ -319,7 +323,8 @@ function report() {
   }
   {
     const z = info.size;
-    rows.push(["9", "gzip -9 of .wasm + JS glue", z ? fmtKiB(z.gzip) : "–", "", "", "", "", "≤ 120 KiB", z ? (z.gzip <= 120 * 1024 ? "yes" : "**no**") : "n/a"]);
+    // The issue's "120 KB", in decimal kilobytes: the stricter reading.
+    rows.push(["9", "gzip -9 of .wasm + JS glue and snippets", z ? `${fmtKiB(z.gzip)} (${(z.gzip / 1000).toFixed(1)} kB)` : "–", "", "", "", "", "≤ 120 kB (117.2 KiB)", z ? (z.gzip <= 120_000 ? "yes" : "**no**") : "n/a"]);
   }
   timed("–", "building the 100k log (1,000 pushes of 100; not a case)", "build100k");
 

@@ -9,7 +9,24 @@ import { fileURLToPath } from "node:url";
 const wasm = fileURLToPath(new URL("../pkg/eventstore_wasm_bg.wasm", import.meta.url));
 const wasmOpt = fileURLToPath(new URL("../node_modules/.bin/wasm-opt", import.meta.url));
 const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue"];
-execFileSync(wasmOpt, ["-Oz", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm], { stdio: "inherit" });
+execFileSync(
+  wasmOpt,
+  ["-Oz", "--converge", "--strip-producers", "--strip-target-features", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm],
+  { stdio: "inherit" },
+);
+
+// The glue's doc comments repeat the .d.ts, which keeps them for editors;
+// whole-line comments of the snippets explain the Rust source they come
+// from. Neither needs to be downloaded.
+const glue = new URL("../pkg/eventstore_wasm.js", import.meta.url);
+await writeFile(glue, (await readFile(glue, "utf8")).replace(/^[ \t]*\/\*\*[\s\S]*?\*\/\n/gm, ""));
+const snippetsDir = new URL("../pkg/snippets/", import.meta.url);
+for (const dir of await readdir(snippetsDir).catch(() => [])) {
+  for (const f of await readdir(new URL(`${dir}/`, snippetsDir))) {
+    const file = new URL(`${dir}/${f}`, snippetsDir);
+    await writeFile(file, (await readFile(file, "utf8")).replace(/^[ \t]*\/\/.*\n/gm, ""));
+  }
+}
 
 // wasm-bindgen declares `[Symbol.dispose]()` on classes: name the lib that
 // types it, so that projects without "esnext.disposable" still type-check.

@@ -72,7 +72,13 @@ export function expandPage(parts) {
   return out;
 }
 export function recordsMeta(records) {
-  return JSON.stringify(records.map((r) => [r.lastPosition, r.aggregate, r.firstSequence, r.lastSequence, r.createdAt, r.actions ?? [], r.start !== undefined]));
+  const numbers = new Float64Array(records.length * 5);
+  const texts = new Array(records.length);
+  records.forEach((r, i) => {
+    numbers.set([r.lastPosition, r.firstSequence, r.lastSequence, r.createdAt, r.start === undefined ? 0 : 1], i * 5);
+    texts[i] = [r.aggregate, ...(r.actions ?? [])];
+  });
+  return [numbers, texts];
 }
 export function writeRecords(store, json, replace) {
   for (const record of JSON.parse(json)) {
@@ -85,10 +91,12 @@ extern "C" {
     /// records, in order, as one array.
     #[wasm_bindgen(js_name = expandPage, catch)]
     fn expand_page(parts: &Array) -> std::result::Result<Array, JsValue>;
-    /// Every field of the records but their events, as one JSON array of
-    /// `[lastPosition, aggregate, firstSequence, lastSequence, createdAt, actions, has start]`.
+    /// Every field of the records but their events: `[numbers, texts]`,
+    /// five numbers per record (`lastPosition`, `firstSequence`,
+    /// `lastSequence`, `createdAt`, 1 if it has `start`) and per record
+    /// `[aggregate, ...actions]`.
     #[wasm_bindgen(js_name = recordsMeta)]
-    fn records_meta(records: &Array) -> String;
+    fn records_meta(records: &Array) -> Array;
     /// `add`s (or `put`s) every record of a JSON array; throws what `add` throws.
     #[wasm_bindgen(js_name = writeRecords, catch)]
     fn write_records(
@@ -362,9 +370,11 @@ async fn current_version(factory: &IdbFactory, name: &str) -> String {
     match wait(&request).await {
         Ok(db) => {
             let db: IdbDatabase = db.unchecked_into();
-            let version = db.version();
+            // IndexedDB versions are integers; an integer formats without
+            // pulling float formatting into the module.
+            let version = db.version() as u64;
             db.close();
-            format!("{version}")
+            version.to_string()
         }
         Err(_) => "unknown".into(),
     }
@@ -476,13 +486,11 @@ impl IdbTx {
             match segment {
                 Segment::Events(json) => parts.push(&JsValue::from_str(&json)),
                 Segment::Whole(batch) => {
-                    match self.held.borrow_mut().remove(&batch.last_position) {
-                        Some(record) => parts.push(&record),
-                        None => parts.push(&JsValue::from_str(&crate::engine::page_json(
-                            self,
-                            vec![Segment::Whole(batch)],
-                        )?)),
-                    }
+                    // Every batch of a page was read in this transaction.
+                    let record = self.held.borrow_mut().remove(&batch.last_position);
+                    parts.push(&record.ok_or_else(|| {
+                        Error::Storage(format!("batch {} was not read", batch.last_position))
+                    })?)
                 }
             };
         }
@@ -492,20 +500,32 @@ impl IdbTx {
     /// Reads an array of batch records, holding their events text back.
     fn batches(&self, all: &JsValue) -> Result<Vec<Batch>> {
         let records = Array::from(all);
-        let metas: Vec<RecordMeta> = serde_json::from_str(&records_meta(&records))
-            .map_err(|e| Error::Storage(format!("corrupt record: {e}")))?;
+        let meta = records_meta(&records);
+        let numbers = js_sys::Float64Array::from(meta.get(0)).to_vec();
+        let texts = Array::from(&meta.get(1));
+        let corrupt = || Error::Storage("corrupt record: a field has the wrong type".into());
+        let int = |n: f64| {
+            (n >= 0.0 && n.fract() == 0.0)
+                .then_some(n as u64)
+                .ok_or_else(corrupt)
+        };
         let mut held = self.held.borrow_mut();
-        let mut batches = Vec::with_capacity(metas.len());
-        for (i, m) in metas.into_iter().enumerate() {
+        let mut batches = Vec::with_capacity(records.length() as usize);
+        for (i, n) in numbers.chunks_exact(5).enumerate() {
+            let mut text = Array::from(&texts.get(i as u32))
+                .iter()
+                .map(|t| t.as_string().ok_or_else(corrupt))
+                .collect::<Result<Vec<String>>>()?
+                .into_iter();
             let batch = Batch {
-                last_position: m.0,
-                aggregate: m.1,
-                first_sequence: m.2,
-                last_sequence: m.3,
-                created_at: m.4,
-                actions: m.5,
+                last_position: int(n[0])?,
+                aggregate: text.next().ok_or_else(corrupt)?,
+                first_sequence: int(n[1])?,
+                last_sequence: int(n[2])?,
+                created_at: int(n[3])?,
+                actions: text.collect(),
                 events: String::new(),
-                starts_push: m.6,
+                starts_push: n[4] == 1.0,
             }
             .check()?;
             held.insert(batch.last_position, records.get(i as u32));
@@ -518,7 +538,7 @@ impl IdbTx {
     /// for why a first request may move to a new transaction).
     fn request(
         &self,
-        make: impl Fn(&IdbObjectStore) -> std::result::Result<IdbRequest, JsValue>,
+        make: &dyn Fn(&IdbObjectStore) -> std::result::Result<IdbRequest, JsValue>,
     ) -> Result<IdbRequest> {
         let result = make(&self.current.borrow().1);
         // Only the first request may move: later ones belong to the snapshot
@@ -556,7 +576,7 @@ impl IdbTx {
     /// transaction aborts, so its error is the transaction's error.
     async fn call(
         &self,
-        make: impl Fn(&IdbObjectStore) -> std::result::Result<IdbRequest, JsValue>,
+        make: &dyn Fn(&IdbObjectStore) -> std::result::Result<IdbRequest, JsValue>,
     ) -> Result<JsValue> {
         let request = self.request(make)?;
         wait(&request).await.map_err(|e| storage_error(&e))
@@ -607,7 +627,7 @@ fn sequences(a: &str, from: f64) -> Result<IdbKeyRange> {
 impl Transaction for IdbTx {
     async fn last_position(&self) -> Result<u64> {
         let cursor = self
-            .call(|store| {
+            .call(&|store| {
                 store.open_key_cursor_with_range_and_direction(
                     &JsValue::NULL,
                     IdbCursorDirection::Prev,
@@ -628,7 +648,7 @@ impl Transaction for IdbTx {
         let mut requests = Vec::with_capacity(aggregates.len());
         for a in aggregates {
             let r = sequences(a, 0.0)?;
-            requests.push(self.request(|store| {
+            requests.push(self.request(&|store| {
                 store
                     .index(BY_AGGREGATE)?
                     .open_key_cursor_with_range_and_direction(&r, IdbCursorDirection::Prev)
@@ -658,7 +678,7 @@ impl Transaction for IdbTx {
             false,
         )?;
         let all = self
-            .call(|store| store.get_all_with_key_and_limit(&r, limit as u32))
+            .call(&|store| store.get_all_with_key_and_limit(&r, limit as u32))
             .await?;
         self.batches(&all)
     }
@@ -666,7 +686,7 @@ impl Transaction for IdbTx {
     async fn by_aggregate(&self, key: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
         let r = aggregate_range(key, from_sequence)?;
         let all = self
-            .call(|store| store.index(BY_AGGREGATE)?.get_all_with_key(&r))
+            .call(&|store| store.index(BY_AGGREGATE)?.get_all_with_key(&r))
             .await?;
         self.batches(&all)
     }
@@ -674,7 +694,7 @@ impl Transaction for IdbTx {
     async fn keys_by_aggregate(&self, key: &KeyRange) -> Result<Vec<u64>> {
         let r = aggregate_range(key, 0)?;
         let keys = self
-            .call(|store| store.index(BY_AGGREGATE)?.get_all_keys_with_key(&r))
+            .call(&|store| store.index(BY_AGGREGATE)?.get_all_keys_with_key(&r))
             .await?;
         Ok(Array::from(&keys).iter().map(|k| number(&k)).collect())
     }
@@ -682,7 +702,7 @@ impl Transaction for IdbTx {
     async fn keys_by_action(&self, key: &KeyRange) -> Result<Vec<u64>> {
         let r = action_range(key)?;
         let keys = self
-            .call(|store| store.index(BY_ACTION)?.get_all_keys_with_key(&r))
+            .call(&|store| store.index(BY_ACTION)?.get_all_keys_with_key(&r))
             .await?;
         Ok(Array::from(&keys).iter().map(|k| number(&k)).collect())
     }
@@ -690,7 +710,7 @@ impl Transaction for IdbTx {
     async fn get(&self, keys: &[u64]) -> Result<Vec<Batch>> {
         let requests = keys
             .iter()
-            .map(|k| self.request(|store| store.get(&JsValue::from_f64(*k as f64))))
+            .map(|k| self.request(&|store| store.get(&JsValue::from_f64(*k as f64))))
             .collect::<Result<Vec<_>>>()?;
         let mut batches = Vec::with_capacity(keys.len());
         for request in requests {
@@ -764,7 +784,3 @@ fn number(v: &JsValue) -> u64 {
 fn get(obj: &JsValue, key: &'static str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(wasm_bindgen::intern(key))).unwrap_or(JsValue::UNDEFINED)
 }
-
-/// A record's fields but its events (`docs/storage.md`), as [`records_meta`] gives them.
-#[derive(serde::Deserialize)]
-struct RecordMeta(u64, String, u64, u64, u64, Vec<String>, bool);
