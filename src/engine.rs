@@ -171,26 +171,26 @@ pub async fn filter_to_end<S: Storage>(
 /// decoded from the text `tx` holds. (The browser expands whole batches in
 /// JavaScript instead, without copying them into wasm.)
 pub fn page_json<T: Transaction>(tx: &T, page: Vec<Segment>) -> Result<String> {
-    let mut out = EventsJson::new();
     let mut json = String::from("[");
+    let mut append = |array: &str| {
+        let inner = &array[1..array.len() - 1];
+        if !inner.is_empty() {
+            if json.len() > 1 {
+                json.push(',');
+            }
+            json.push_str(inner);
+        }
+    };
     for segment in page {
         match segment {
-            Segment::Events(events) => {
-                if json.len() > 1 && events.len() > 2 {
-                    json.push(',');
-                }
-                json.push_str(&events[1..events.len() - 1]);
-            }
+            Segment::Events(events) => append(&events),
             Segment::Whole(batch) => {
                 let text = tx.text(&batch)?;
+                let mut events = EventsJson::new();
                 for (i, event) in batch.decode_text(&text)?.iter().enumerate() {
-                    out.push(&batch.event(i, event))?;
+                    events.push(&batch.event(i, event))?;
                 }
-                let events = out.take();
-                if json.len() > 1 && events.len() > 2 {
-                    json.push(',');
-                }
-                json.push_str(&events[1..events.len() - 1]);
+                append(&events.take());
             }
         }
     }

@@ -76,7 +76,7 @@ export function recordsMeta(records) {
   const texts = new Array(records.length);
   records.forEach((r, i) => {
     numbers.set([r.lastPosition, r.firstSequence, r.lastSequence, r.createdAt, r.start === undefined ? 0 : 1], i * 5);
-    texts[i] = [r.aggregate, ...(r.actions ?? [])];
+    texts[i] = [r.aggregate, ...(Array.isArray(r.actions) ? r.actions : [])];
   });
   return [numbers, texts];
 }
