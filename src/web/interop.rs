@@ -1,7 +1,7 @@
 //! Conversions between JavaScript values and the core's types, and errors
 //! as JavaScript `Error`s with a `code`.
 
-use js_sys::{Array, Object, Reflect};
+use js_sys::{Array, Reflect};
 use serde_json::value::RawValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -41,12 +41,23 @@ export function describe(v) {
     default: return String(v);
   }
 }
+export function unknownKey(v, allowed) {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return "";
+  for (const key in v) {
+    if (Object.prototype.hasOwnProperty.call(v, key) && !allowed.includes(key)) return key;
+  }
+  return undefined;
+}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = payloadJson, catch)]
     fn payload_json(value: &JsValue) -> std::result::Result<String, JsValue>;
     #[wasm_bindgen(js_name = describe)]
     pub fn describe_value(value: &JsValue) -> String;
+    /// The first own enumerable property of `v` not in `allowed`; `""`
+    /// when `v` is not a plain object (or an array); `undefined` if none.
+    #[wasm_bindgen(js_name = unknownKey)]
+    fn unknown_key(v: &JsValue, allowed: &JsValue) -> Option<String>;
 }
 
 /// A core error as a JavaScript `Error` with `code` (and, for
@@ -128,8 +139,9 @@ impl std::fmt::Display for At<'_> {
 }
 
 /// A property of a plain object (after [`check_keys`]).
-fn field(obj: &JsValue, key: &str) -> JsValue {
-    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+/// A property (the key strings are interned: read for every command).
+fn field(obj: &JsValue, key: &'static str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(wasm_bindgen::intern(key))).unwrap_or(JsValue::UNDEFINED)
 }
 
 fn absent(v: &JsValue) -> bool {
@@ -138,23 +150,42 @@ fn absent(v: &JsValue) -> bool {
 
 /// Requires a plain object with only the `allowed` keys: a typo such as
 /// `expectedSeq` must not silently skip a check.
-fn check_keys(v: &JsValue, what: At<'_>, allowed: &[&str]) -> Result<()> {
-    if !v.is_object() || Array::is_array(v) || v.is_function() {
-        return Err(Error::argument(format!(
+/// Checks that `v` is an object with no property outside `allowed` (one
+/// call into JavaScript: this runs for every command of a push).
+fn check_keys(v: &JsValue, what: At<'_>, allowed: &'static [&'static str]) -> Result<()> {
+    let names = ALLOWED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let at = cache.iter().position(|(k, _)| *k == allowed);
+        match at {
+            Some(i) => cache[i].1.clone(),
+            None => {
+                let names: JsValue = allowed
+                    .iter()
+                    .map(|a| JsValue::from_str(a))
+                    .collect::<Array>()
+                    .into();
+                cache.push((allowed, names.clone()));
+                names
+            }
+        }
+    });
+    match unknown_key(v, &names) {
+        None => Ok(()),
+        Some(key) if key.is_empty() => Err(Error::argument(format!(
             "{what} must be an object, got {}",
             describe_value(v)
-        )));
+        ))),
+        Some(key) => Err(Error::argument(format!(
+            "{what} has an unknown property {key:?} (allowed: {})",
+            allowed.join(", ")
+        ))),
     }
-    for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if !allowed.contains(&key.as_str()) {
-            return Err(Error::argument(format!(
-                "{what} has an unknown property {key:?} (allowed: {})",
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(())
+}
+
+thread_local! {
+    /// The allowed property names of each kind of object, as JS arrays.
+    static ALLOWED: std::cell::RefCell<Vec<(&'static [&'static str], JsValue)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A subject or pattern as given: dotted, or as tokens.
@@ -323,7 +354,7 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
 
 fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
     check_keys(v, what, &["subjects", "aggregate", "sequence", "createdAt"])?;
-    let optional_pattern = |key: &str| {
+    let optional_pattern = |key: &'static str| {
         let p = field(v, key);
         if absent(&p) {
             Ok(None)
@@ -347,7 +378,7 @@ fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
         Range::default()
     } else {
         check_keys(&created, what.field("createdAt"), &["from", "to"])?;
-        let bound = |key: &str| {
+        let bound = |key: &'static str| {
             let b = field(&created, key);
             if absent(&b) {
                 return Ok(None);
@@ -426,8 +457,8 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
 
 /// Whether a public event object (as `filter` returns them) matches `filter`.
 pub fn event_matches(filter: &Filter, event: &JsValue) -> bool {
-    let dotted = |key: &str| String::from(Array::from(&field(event, key)).join("."));
-    let number = |key: &str| field(event, key).as_f64().unwrap_or(0.0);
+    let dotted = |key: &'static str| String::from(Array::from(&field(event, key)).join("."));
+    let number = |key: &'static str| field(event, key).as_f64().unwrap_or(0.0);
     filter.matches_fields(
         &dotted("aggregate"),
         &dotted("action"),
