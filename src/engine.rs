@@ -21,8 +21,10 @@ pub const PAGE_BATCHES: usize = 256;
 /// Events handed to a filter's sink at a time (bounds memory when streaming).
 pub const PAGE_EVENTS: usize = 1000;
 
-/// Appends the entries atomically; returns the stored batches and their
-/// public events as one JSON array.
+/// Appends the entries atomically; returns the stored batches and what
+/// `published` made of them (the public events, in the caller's form),
+/// called in the write transaction once the batches are added (nothing
+/// for an empty call: `R::default()`).
 ///
 /// When `cache` knows the log's end and every aggregate's head (as after
 /// this store's own pushes), the push writes without reading anything: its
@@ -32,15 +34,16 @@ pub const PAGE_EVENTS: usize = 1000;
 /// and the push is done again the checked way. The checked way reads the
 /// log's end and the heads the cache does not know inside the write
 /// transaction (IndexedDB serializes those, across tabs).
-pub async fn push<S: Storage>(
+pub async fn push<S: Storage, R: Default>(
     storage: &S,
     cache: &HeadCache,
     entries: &[PushEntry],
     created_at: u64,
     mut new_id: impl FnMut() -> String,
-) -> Result<(Vec<Batch>, String)> {
+    mut published: impl FnMut(&S::Tx, &[Batch]) -> Result<R>,
+) -> Result<(Vec<Batch>, R)> {
     if entries.is_empty() {
-        return Ok((Vec::new(), "[]".to_owned()));
+        return Ok((Vec::new(), R::default()));
     }
     push::check(entries)?;
     let aggregates = push::aggregates(entries);
@@ -49,11 +52,10 @@ pub async fn push<S: Storage>(
     // this page have then settled and recorded what they wrote.
     if let Some((last, heads)) = cache.guess(&aggregates) {
         // A sequence mismatch on a guess is not reported: it is checked.
-        if let Ok((batches, events)) =
-            push::sequence(entries, &heads, last, created_at, &mut new_id)
-        {
+        if let Ok(batches) = push::sequence(entries, &heads, last, created_at, &mut new_id) {
             let guess = Guess::begin(storage);
             tx.add(&batches)?;
+            let events = published(&tx, &batches)?;
             match tx.commit().await {
                 Ok(()) => {
                     let end = batches.last().map_or(last, |b| b.last_position);
@@ -88,7 +90,7 @@ pub async fn push<S: Storage>(
             heads
         }
     };
-    let (batches, events) = match push::sequence(entries, &heads, last, created_at, &mut new_id) {
+    let batches = match push::sequence(entries, &heads, last, created_at, &mut new_id) {
         Ok(pushed) => pushed,
         Err(e) => {
             cache.record(last, last, heads);
@@ -96,6 +98,7 @@ pub async fn push<S: Storage>(
         }
     };
     tx.add(&batches)?;
+    let events = published(&tx, &batches)?;
     tx.commit().await?;
     let end = batches.last().map_or(last, |b| b.last_position);
     let written = batches

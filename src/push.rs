@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use crate::batch::{Batch, Event, EventsJson, StoredEvent, MAX_BATCH_BYTES};
+use crate::batch::{Batch, StoredEvent, MAX_BATCH_BYTES};
 use crate::error::{Error, Result};
 use crate::subject::{owns, Subject};
 
@@ -56,8 +56,7 @@ pub fn check(entries: &[PushEntry]) -> Result<()> {
     }
 }
 
-/// Turns a push into batches, and the public events they hold (as one
-/// JSON array, built in the same pass).
+/// Turns a push into batches.
 ///
 /// Expects entries that passed [`check`]. `heads` maps each aggregate of the push to its current sequence (0 for a
 /// new aggregate); `last_position` is the log's last position. Fails with
@@ -69,11 +68,10 @@ pub fn sequence(
     last_position: u64,
     created_at: u64,
     mut new_id: impl FnMut() -> String,
-) -> Result<(Vec<Batch>, String)> {
+) -> Result<Vec<Batch>> {
     let mut heads = heads.clone();
     let mut position = last_position;
     let mut batches = Vec::new();
-    let mut events = EventsJson::new();
     for entry in entries {
         let aggregate = entry.aggregate.as_str();
         let head = heads.entry(aggregate.to_owned()).or_insert(0);
@@ -99,13 +97,6 @@ pub fn sequence(
             };
             let json = serde_json::to_string(&stored)
                 .map_err(|e| Error::argument(format!("cannot encode event: {e}")))?;
-            events.push(&Event {
-                aggregate,
-                stored: &stored,
-                sequence: *head,
-                position,
-                created_at,
-            })?;
             if open
                 .as_ref()
                 .is_some_and(|o| o.json.len() + json.len() > MAX_BATCH_BYTES)
@@ -124,7 +115,7 @@ pub fn sequence(
     if let Some(first) = batches.first_mut() {
         first.starts_push = true;
     }
-    Ok((batches, events.take()))
+    Ok(batches)
 }
 
 /// The batch being filled.

@@ -245,12 +245,19 @@ impl EventStore {
                 .into_uuid()
                 .to_string()
         };
-        let (batches, events) =
-            engine::push(&self.storage, &self.heads, &entries, now, new_id).await?;
+        let (batches, events) = engine::push(
+            &self.storage,
+            &self.heads,
+            &entries,
+            now,
+            new_id,
+            |tx, _| tx.added_events(),
+        )
+        .await?;
         if !batches.is_empty() {
             self.live.committed();
         }
-        parse(&events).map(Into::into)
+        Ok(events.into())
     }
 }
 

@@ -81,9 +81,11 @@ export function recordsMeta(records) {
   return [numbers, texts];
 }
 export function writeRecords(store, json, replace) {
-  for (const record of JSON.parse(json)) {
+  const records = JSON.parse(json);
+  for (const record of records) {
     if (replace) store.put(record); else store.add(record);
   }
+  return records;
 }
 "#)]
 extern "C" {
@@ -97,13 +99,14 @@ extern "C" {
     /// `[aggregate, ...actions]`.
     #[wasm_bindgen(js_name = recordsMeta)]
     fn records_meta(records: &Array) -> Array;
-    /// `add`s (or `put`s) every record of a JSON array; throws what `add` throws.
+    /// `add`s (or `put`s) every record of a JSON array and returns them;
+    /// throws what `add` throws.
     #[wasm_bindgen(js_name = writeRecords, catch)]
     fn write_records(
         store: &IdbObjectStore,
         json: &str,
         replace: bool,
-    ) -> std::result::Result<(), JsValue>;
+    ) -> std::result::Result<Array, JsValue>;
 }
 
 /// How long a read transaction is reused by later reads (see
@@ -146,10 +149,6 @@ struct LastRead {
 impl Database {
     /// Opens (creating or upgrading) the database `name`.
     pub async fn open(name: &str) -> Result<Database> {
-        // Passed to IndexedDB on every call: cross into JavaScript once.
-        for s in [STORE, BY_AGGREGATE, BY_ACTION, "events"] {
-            wasm_bindgen::intern(s);
-        }
         let factory = factory()?;
         let request = factory
             .open_with_u32(name, SCHEMA_VERSION)
@@ -252,6 +251,7 @@ impl Database {
             done,
             retry: Cell::new(None),
             held: RefCell::default(),
+            added: Array::new(),
         })
     }
 
@@ -312,6 +312,7 @@ impl Database {
             done: None,
             retry: Cell::new(retry),
             held: RefCell::default(),
+            added: Array::new(),
         })
     }
 }
@@ -474,6 +475,8 @@ pub struct IdbTx {
     /// The records read, by key, whose events text has not been copied
     /// into wasm (see [`Transaction::text`] and [`IdbTx::expand`]).
     held: RefCell<HashMap<u64, JsValue>>,
+    /// The records added, as JavaScript objects (see [`IdbTx::added_events`]).
+    added: Array,
 }
 
 impl IdbTx {
@@ -569,7 +572,20 @@ impl IdbTx {
             return Ok(());
         }
         let json = crate::batch::records_json(batches)?;
-        write_records(&self.current.borrow().1, &json, replace).map_err(|e| storage_error(&e))
+        let records = write_records(&self.current.borrow().1, &json, replace)
+            .map_err(|e| storage_error(&e))?;
+        if !replace {
+            for record in records.iter() {
+                self.added.push(&record);
+            }
+        }
+        Ok(())
+    }
+
+    /// The public events of the records added in this transaction, made in
+    /// JavaScript from the records themselves, as a read would make them.
+    pub fn added_events(&self) -> Result<Array> {
+        expand_page(&self.added).map_err(|e| storage_error(&e))
     }
 
     /// Issues a request and waits for it; a failed request means the
@@ -780,7 +796,6 @@ fn number(v: &JsValue) -> u64 {
     v.as_f64().unwrap_or(0.0) as u64
 }
 
-// Record field names are interned: read and written for every record.
 fn get(obj: &JsValue, key: &'static str) -> JsValue {
-    Reflect::get(obj, &JsValue::from_str(wasm_bindgen::intern(key))).unwrap_or(JsValue::UNDEFINED)
+    Reflect::get(obj, &super::interop::key(key)).unwrap_or(JsValue::UNDEFINED)
 }

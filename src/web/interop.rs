@@ -139,9 +139,31 @@ impl std::fmt::Display for At<'_> {
 }
 
 /// A property of a plain object (after [`check_keys`]).
-/// A property (the key strings are interned: read for every command).
-fn field(obj: &JsValue, key: &'static str) -> JsValue {
-    Reflect::get(obj, &JsValue::from_str(wasm_bindgen::intern(key))).unwrap_or(JsValue::UNDEFINED)
+/// A property.
+fn field(obj: &JsValue, name: &'static str) -> JsValue {
+    Reflect::get(obj, &key(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A property name as a JS string, made once per name: property names are
+/// read for every command of a push. (wasm-bindgen's `enable-interning`
+/// does this for every string, at 2 KiB of module size.)
+pub fn key(name: &'static str) -> JsValue {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        match keys.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => v.clone(),
+            None => {
+                let v = JsValue::from_str(name);
+                keys.push((name, v.clone()));
+                v
+            }
+        }
+    })
+}
+
+thread_local! {
+    static KEYS: std::cell::RefCell<Vec<(&'static str, JsValue)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn absent(v: &JsValue) -> bool {

@@ -2,7 +2,7 @@
 //! engine on the in-memory backend.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use eventstore_wasm::batch::Batch;
+use eventstore_wasm::batch::{Batch, Segment};
 use eventstore_wasm::engine;
 use eventstore_wasm::filter::{Filter, Query};
 use eventstore_wasm::heads::HeadCache;
@@ -68,8 +68,15 @@ impl Store {
                 id += 1;
                 format!("id-{id}")
             },
+            |tx, batches| {
+                let whole = batches.iter().cloned().map(Segment::Whole).collect();
+                engine::page_json(tx, whole)
+            },
         ))?;
         self.next_id = id;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(serde_json::from_str(&events).unwrap())
     }
 
