@@ -447,6 +447,9 @@ async fn subscriptions_catch_up_then_go_live_across_instances() {
     let _end = a
         .subscribe(JsValue::UNDEFINED, on_tail, js(r#"{"fromPosition":"end"}"#))
         .unwrap();
+    // From JavaScript, a call's work starts in a task queued after the
+    // subscription's; awaited from Rust, `push` would start at once.
+    sleep(0).await;
     b.push(push_json("s.two", 2)).await.unwrap();
     b.push(push_json("other.x", 1)).await.unwrap();
     a.push(push_json("s.one", 1)).await.unwrap();
@@ -833,4 +836,31 @@ async fn a_version_1_database_is_upgraded_in_place() {
         .any(|r| r.contains("Ada")));
     s.close();
     EventStore::delete_store("web-v1".into()).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn an_end_subscription_starts_after_the_calls_made_before_it() {
+    let s = fresh("end-order").await;
+    s.push(push_json("doc.1", 1)).await.unwrap();
+    let seen = with_store(
+        s,
+        r#"async (store) => {
+          // Another connection appends: this store's guess of the log's end
+          // is now stale, so its next push is written, refused, and redone.
+          const other = await store.constructor.open("end-order");
+          await other.push([{ aggregate: "doc.2", commands: [{ action: "doc.2.x" }] }]);
+          const before = store.push([{ aggregate: "doc.1", commands: [{ action: "doc.1.before" }] }]);
+          const seen = [];
+          const stop = store.subscribe(undefined, (e) => seen.push(e.action.join(".")), { fromPosition: "end" });
+          await before;
+          await store.push([{ aggregate: "doc.1", commands: [{ action: "doc.1.after" }] }]);
+          for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+          await new Promise((r) => setTimeout(r, 50));
+          stop();
+          other.close();
+          return seen;
+        }"#,
+    )
+    .await;
+    assert_eq!(JSON::stringify(&seen).unwrap(), r#"["doc.1.after"]"#);
 }

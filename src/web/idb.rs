@@ -237,7 +237,7 @@ impl Database {
     }
 
     /// A transaction created now (its place in IndexedDB's order is fixed here).
-    pub fn transaction(&self, mode: IdbTransactionMode) -> Result<IdbTx> {
+    fn transaction(&self, mode: IdbTransactionMode) -> Result<IdbTx> {
         let (tx, store) = self.create(mode)?;
         // Only a write is awaited to the end; a read ends by itself.
         let done = (mode == IdbTransactionMode::Readwrite).then(|| {

@@ -27,8 +27,6 @@ use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::presence::{Message, Presence};
-use crate::storage::Transaction;
-use web_sys::IdbTransactionMode;
 
 /// Where a new subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,21 +181,17 @@ impl Live {
         self.subscriptions.borrow_mut().push(sub.clone());
         let hello = self.presence.borrow_mut().subscribed();
         self.post(hello, None);
-        // "end" is the end of the log when subscribe() is called: the read
-        // transaction is created now, so it sees no later commit.
-        let end_snapshot = match start {
-            Start::End => Some(self.storage.0.transaction(IdbTransactionMode::Readonly)),
-            Start::After(_) => None,
-        };
+        // "end" is the end of the log after every call made before
+        // subscribe() and before any made after: the read transaction is
+        // created by this task, which runs after the tasks of the earlier
+        // calls of this page and before those of the later ones (and after
+        // the retry of a push that has to be redone: `Storage::begin_guess`).
         let live = self.clone();
         let first = sub.clone();
+        let storage = self.storage.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            if let Some(tx) = end_snapshot {
-                let end = match tx {
-                    Ok(tx) => tx.last_position().await,
-                    Err(e) => Err(e),
-                };
-                match end {
+            if start == Start::End {
+                match engine::last_position(&storage).await {
                     Ok(end) => first.after.set(end),
                     Err(e) => return first.fail(e.into_js()),
                 }
