@@ -89,11 +89,6 @@ impl Batch {
         Ok(self)
     }
 
-    /// Decodes the events from the batch's own text.
-    pub fn decode(&self) -> Result<Vec<StoredEvent<'_>>> {
-        self.decode_text(&self.events)
-    }
-
     /// Decodes the events from `text`, this batch's events as the backend
     /// holds them (see [`crate::storage::Transaction::text`]).
     pub fn decode_text<'t>(&self, text: &'t str) -> Result<Vec<StoredEvent<'t>>> {
@@ -332,7 +327,7 @@ mod tests {
     #[test]
     fn public_events_carry_positions_and_sequences() {
         let b = batch();
-        let events = b.decode().unwrap();
+        let events = b.decode_text(&b.events).unwrap();
         let mut out = EventsJson::new();
         for (i, e) in events.iter().enumerate() {
             out.push(&b.event(i, e)).unwrap();
@@ -364,8 +359,8 @@ mod tests {
         };
         assert_eq!(too_long.check().unwrap_err().code(), "STORAGE");
         b.last_sequence = 6;
-        assert_eq!(b.decode().unwrap_err().code(), "STORAGE");
+        assert_eq!(b.decode_text(&b.events).unwrap_err().code(), "STORAGE");
         b.events = "not json".into();
-        assert_eq!(b.decode().unwrap_err().code(), "STORAGE");
+        assert_eq!(b.decode_text(&b.events).unwrap_err().code(), "STORAGE");
     }
 }

@@ -54,15 +54,9 @@ pub async fn push<S: Storage, R: Default>(
         // A sequence mismatch on a guess is not reported: it is checked.
         if let Ok(batches) = push::sequence(entries, &heads, last, created_at, &mut new_id) {
             let guess = Guess::begin(storage);
-            tx.add(&batches)?;
-            let events = published(&tx, &batches)?;
-            match tx.commit().await {
-                Ok(()) => {
-                    let end = batches.last().map_or(last, |b| b.last_position);
-                    let written = batches
-                        .iter()
-                        .map(|b| (b.aggregate.clone(), b.last_sequence));
-                    cache.record(last, end, written);
+            match write(tx, &batches, &mut published).await {
+                Ok(events) => {
+                    remember(cache, last, heads, &batches);
                     return Ok((batches, events));
                 }
                 Err(Error::Constraint(_)) => cache.clear(),
@@ -97,15 +91,31 @@ pub async fn push<S: Storage, R: Default>(
             return Err(e);
         }
     };
-    tx.add(&batches)?;
-    let events = published(&tx, &batches)?;
+    let events = write(tx, &batches, &mut published).await?;
+    remember(cache, last, heads, &batches);
+    Ok((batches, events))
+}
+
+/// Adds the batches, makes the caller's result of them, commits.
+async fn write<T: Transaction, R>(
+    mut tx: T,
+    batches: &[Batch],
+    published: &mut impl FnMut(&T, &[Batch]) -> Result<R>,
+) -> Result<R> {
+    tx.add(batches)?;
+    let out = published(&tx, batches)?;
     tx.commit().await?;
+    Ok(out)
+}
+
+/// Records in the cache what a committed push found (`heads`, when the log
+/// ended at `last`) and wrote.
+fn remember(cache: &HeadCache, last: u64, heads: HashMap<String, u64>, batches: &[Batch]) {
     let end = batches.last().map_or(last, |b| b.last_position);
     let written = batches
         .iter()
         .map(|b| (b.aggregate.clone(), b.last_sequence));
     cache.record(last, end, heads.into_iter().chain(written));
-    Ok((batches, events))
 }
 
 /// A guessed write in flight (see [`Storage::begin_guess`]); ends on drop.
@@ -270,6 +280,7 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
         let mut changed = Vec::new();
         for batch in &page {
             let Some(matcher) = filter.for_batch(batch) else {
+                tx.release(batch);
                 continue;
             };
             let text = tx.text(batch)?;
@@ -343,7 +354,7 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 /// One index lookup of [`Candidates::start`].
 enum Lookup {
     /// The batches of one aggregate (a small set: read with their values).
-    Batches(KeyRange, u64),
+    Batches(String, u64),
     /// Keys of the batches of the aggregates in a range (maybe many: read by page).
     AggregateKeys(KeyRange),
     /// Keys of the batches listing an action of the range (sparse index).
@@ -358,8 +369,8 @@ enum Found {
 impl Lookup {
     async fn run<T: Transaction>(&self, tx: &T) -> Result<Found> {
         Ok(match self {
-            Lookup::Batches(range, from_sequence) => {
-                Found::Batches(tx.by_aggregate(range, *from_sequence).await?)
+            Lookup::Batches(aggregate, from_sequence) => {
+                Found::Batches(tx.by_aggregate(aggregate, *from_sequence).await?)
             }
             Lookup::AggregateKeys(range) => Found::Keys(tx.keys_by_aggregate(range).await?),
             Lookup::ActionKeys(range) => Found::Keys(tx.keys_by_action(range).await?),
@@ -384,15 +395,15 @@ impl Candidates {
         for access in accesses {
             match access {
                 Access::Aggregate {
-                    range: range @ KeyRange::Exact(_),
+                    range: KeyRange::Exact(aggregate),
                     from_sequence,
-                } => lookups.push(Lookup::Batches(range, from_sequence)),
+                } => lookups.push(Lookup::Batches(aggregate, from_sequence)),
                 Access::Aggregate { range, .. } => lookups.push(Lookup::AggregateKeys(range)),
                 Access::Action(range) => {
                     for owner in range.owners() {
                         lookups.push(match owner {
-                            KeyRange::Exact(_) => Lookup::Batches(owner, 0),
-                            KeyRange::Prefix(_) => Lookup::AggregateKeys(owner),
+                            KeyRange::Exact(aggregate) => Lookup::Batches(aggregate, 0),
+                            prefix @ KeyRange::Prefix(_) => Lookup::AggregateKeys(prefix),
                         });
                     }
                     lookups.push(Lookup::ActionKeys(range));

@@ -98,11 +98,11 @@ impl Transaction for MemoryTx {
         ))
     }
 
-    async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
+    async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>> {
         Ok(self.counted(
             self.data
                 .values()
-                .filter(|b| range.contains(&b.aggregate) && b.last_sequence >= from_sequence)
+                .filter(|b| b.aggregate == aggregate && b.last_sequence >= from_sequence)
                 .cloned()
                 .collect(),
         ))

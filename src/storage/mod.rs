@@ -41,9 +41,9 @@ pub trait Transaction {
     async fn heads(&self, aggregates: &[&str]) -> Result<Vec<u64>>;
     /// Up to `limit` batches with a last position in `from..=to`, in position order.
     async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>>;
-    /// Batches whose aggregate lies in `range` and whose last sequence is at
-    /// least `from_sequence`, in any order.
-    async fn by_aggregate(&self, range: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>>;
+    /// The batches of `aggregate` whose last sequence is at least
+    /// `from_sequence`, in any order.
+    async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>>;
     /// Keys (last positions) of the batches whose aggregate lies in `range`;
     /// in any order.
     async fn keys_by_aggregate(&self, range: &KeyRange) -> Result<Vec<u64>>;

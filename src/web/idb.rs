@@ -8,17 +8,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{Array, Promise, Reflect};
+use js_sys::{Array, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     DomException, IdbCursor, IdbCursorDirection, IdbDatabase, IdbFactory, IdbIndexParameters,
     IdbKeyRange, IdbObjectStore, IdbObjectStoreParameters, IdbOpenDbRequest, IdbRequest,
     IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
-use super::request::Request;
+use super::request::{Completion, Request};
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, Transaction};
@@ -80,12 +79,11 @@ export function recordsMeta(records) {
   });
   return [numbers, texts];
 }
-export function writeRecords(store, json, replace) {
-  const records = JSON.parse(json);
-  for (const record of records) {
+export function writeRecords(store, json, replace, added) {
+  for (const record of JSON.parse(json)) {
     if (replace) store.put(record); else store.add(record);
+    added?.push(record);
   }
-  return records;
 }
 "#)]
 extern "C" {
@@ -99,14 +97,15 @@ extern "C" {
     /// `[aggregate, ...actions]`.
     #[wasm_bindgen(js_name = recordsMeta)]
     fn records_meta(records: &Array) -> Array;
-    /// `add`s (or `put`s) every record of a JSON array and returns them;
-    /// throws what `add` throws.
+    /// `add`s (or `put`s) every record of a JSON array, appending the
+    /// records to `added` if given; throws what `add` throws.
     #[wasm_bindgen(js_name = writeRecords, catch)]
     fn write_records(
         store: &IdbObjectStore,
         json: &str,
         replace: bool,
-    ) -> std::result::Result<Array, JsValue>;
+        added: Option<&Array>,
+    ) -> std::result::Result<(), JsValue>;
 }
 
 /// How long a read transaction is reused by later reads (see
@@ -236,16 +235,11 @@ impl Database {
         }
     }
 
-    /// A transaction created now (its place in IndexedDB's order is fixed here).
-    fn transaction(&self, mode: IdbTransactionMode) -> Result<IdbTx> {
-        let (tx, store) = self.create(mode)?;
-        // Only a write is awaited to the end; a read ends by itself.
-        let done = (mode == IdbTransactionMode::Readwrite).then(|| {
-            JsFuture::from(Promise::new(&mut |resolve, reject| {
-                tx.set_oncomplete(Some(&resolve));
-                tx.set_onabort(Some(&reject));
-            }))
-        });
+    /// A read-write transaction created now (its place in IndexedDB's
+    /// order is fixed here), awaited to its end by `commit`.
+    fn write(&self) -> Result<IdbTx> {
+        let (tx, store) = self.create(IdbTransactionMode::Readwrite)?;
+        let done = Some(Completion::new(&tx));
         Ok(IdbTx {
             current: RefCell::new((tx, store)),
             done,
@@ -295,8 +289,8 @@ impl Database {
     /// created in this thread since has been (`WRITES`). If the last
     /// transaction is inactive or has ended after all, its first request
     /// throws (`TransactionInactiveError`, `InvalidStateError`) and
-    /// [`IdbTx`] moves to a new one before anything was read. Reuse stops after [`REUSE_MS`] so that writers in
-    /// other tabs are not held back.
+    /// [`IdbTx`] moves to a new one before anything was read. Reuse stops
+    /// after [`REUSE_MS`] so that writers in other tabs are not held back.
     fn read(self: &Rc<Self>) -> Result<IdbTx> {
         self.check_open()?;
         let reusable = self.last_read.borrow().as_ref().and_then(|last| {
@@ -426,7 +420,7 @@ impl Storage for IdbStorage {
 
     async fn write(&self) -> Result<IdbTx> {
         GuessesSettled.await;
-        self.0.transaction(IdbTransactionMode::Readwrite)
+        self.0.write()
     }
 
     fn begin_guess(&self) {
@@ -467,8 +461,9 @@ impl std::future::Future for GuessesSettled {
 /// One IndexedDB transaction on the `batches` store.
 pub struct IdbTx {
     current: RefCell<(IdbTransaction, IdbObjectStore)>,
-    /// Settles when a write transaction completes or aborts.
-    done: Option<JsFuture>,
+    /// Settles when a write transaction completes or aborts (`None` for a read,
+    /// which ends by itself).
+    done: Option<Completion>,
     /// For a reused read transaction, until its first request: where to
     /// get a new one if it turns out to have ended.
     retry: Cell<Option<Rc<Database>>>,
@@ -572,14 +567,9 @@ impl IdbTx {
             return Ok(());
         }
         let json = crate::batch::records_json(batches)?;
-        let records = write_records(&self.current.borrow().1, &json, replace)
-            .map_err(|e| storage_error(&e))?;
-        if !replace {
-            for record in records.iter() {
-                self.added.push(&record);
-            }
-        }
-        Ok(())
+        let added = (!replace).then_some(&self.added);
+        write_records(&self.current.borrow().1, &json, replace, added)
+            .map_err(|e| storage_error(&e))
     }
 
     /// The public events of the records added in this transaction, made in
@@ -617,10 +607,10 @@ fn action_range(key: &KeyRange) -> Result<IdbKeyRange> {
     }
 }
 
-/// The `aggregate` index range of an aggregate range, from a sequence on.
-fn aggregate_range(key: &KeyRange, from_sequence: u64) -> Result<IdbKeyRange> {
+/// The `aggregate` index range of an aggregate range.
+fn aggregate_range(key: &KeyRange) -> Result<IdbKeyRange> {
     match key {
-        KeyRange::Exact(a) => sequences(a, from_sequence as f64),
+        KeyRange::Exact(a) => sequences(a, 0.0),
         KeyRange::Prefix(_) => {
             let (lo, hi) = key.bounds();
             range(
@@ -699,8 +689,8 @@ impl Transaction for IdbTx {
         self.batches(&all)
     }
 
-    async fn by_aggregate(&self, key: &KeyRange, from_sequence: u64) -> Result<Vec<Batch>> {
-        let r = aggregate_range(key, from_sequence)?;
+    async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>> {
+        let r = sequences(aggregate, from_sequence as f64)?;
         let all = self
             .call(&|store| store.index(BY_AGGREGATE)?.get_all_with_key(&r))
             .await?;
@@ -708,7 +698,7 @@ impl Transaction for IdbTx {
     }
 
     async fn keys_by_aggregate(&self, key: &KeyRange) -> Result<Vec<u64>> {
-        let r = aggregate_range(key, 0)?;
+        let r = aggregate_range(key)?;
         let keys = self
             .call(&|store| store.index(BY_AGGREGATE)?.get_all_keys_with_key(&r))
             .await?;
@@ -772,13 +762,13 @@ impl Transaction for IdbTx {
         let Some(done) = done else {
             return Ok(());
         };
-        match done.await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(match tx.error() {
-                Some(e) => storage_error(&e.into()),
-                None => Error::Storage("the transaction was aborted".into()),
-            }),
+        if done.await {
+            return Ok(());
         }
+        Err(match tx.error() {
+            Some(e) => storage_error(&e.into()),
+            None => Error::Storage("the transaction was aborted".into()),
+        })
     }
 }
 

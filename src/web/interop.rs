@@ -44,7 +44,7 @@ export function describe(v) {
 export function unknownKey(v, allowed) {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return "";
   for (const key in v) {
-    if (Object.prototype.hasOwnProperty.call(v, key) && !allowed.includes(key)) return key;
+    if (Object.prototype.hasOwnProperty.call(v, key) && !`,${allowed},`.includes(`,${key},`)) return key;
   }
   return undefined;
 }
@@ -54,8 +54,9 @@ extern "C" {
     fn payload_json(value: &JsValue) -> std::result::Result<String, JsValue>;
     #[wasm_bindgen(js_name = describe)]
     pub fn describe_value(value: &JsValue) -> String;
-    /// The first own enumerable property of `v` not in `allowed`; `""`
-    /// when `v` is not a plain object (or an array); `undefined` if none.
+    /// The first own enumerable property of `v` not in `allowed` (names
+    /// separated by commas); `""` when `v` is not a plain object (or an
+    /// array); `undefined` if none.
     #[wasm_bindgen(js_name = unknownKey)]
     fn unknown_key(v: &JsValue, allowed: &JsValue) -> Option<String>;
 }
@@ -170,44 +171,21 @@ fn absent(v: &JsValue) -> bool {
     v.is_undefined() || v.is_null()
 }
 
-/// Requires a plain object with only the `allowed` keys: a typo such as
-/// `expectedSeq` must not silently skip a check.
-/// Checks that `v` is an object with no property outside `allowed` (one
-/// call into JavaScript: this runs for every command of a push).
-fn check_keys(v: &JsValue, what: At<'_>, allowed: &'static [&'static str]) -> Result<()> {
-    let names = ALLOWED.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let at = cache.iter().position(|(k, _)| *k == allowed);
-        match at {
-            Some(i) => cache[i].1.clone(),
-            None => {
-                let names: JsValue = allowed
-                    .iter()
-                    .map(|a| JsValue::from_str(a))
-                    .collect::<Array>()
-                    .into();
-                cache.push((allowed, names.clone()));
-                names
-            }
-        }
-    });
-    match unknown_key(v, &names) {
+/// Requires a plain object with only the `allowed` keys (names separated by
+/// commas): a typo such as `expectedSeq` must not silently skip a check.
+/// One call into JavaScript: this runs for every command of a push.
+fn check_keys(v: &JsValue, what: At<'_>, allowed: &'static str) -> Result<()> {
+    match unknown_key(v, &key(allowed)) {
         None => Ok(()),
-        Some(key) if key.is_empty() => Err(Error::argument(format!(
+        Some(name) if name.is_empty() => Err(Error::argument(format!(
             "{what} must be an object, got {}",
             describe_value(v)
         ))),
-        Some(key) => Err(Error::argument(format!(
-            "{what} has an unknown property {key:?} (allowed: {})",
-            allowed.join(", ")
+        Some(name) => Err(Error::argument(format!(
+            "{what} has an unknown property {name:?} (allowed: {})",
+            allowed.replace(',', ", ")
         ))),
     }
-}
-
-thread_local! {
-    /// The allowed property names of each kind of object, as JS arrays.
-    static ALLOWED: std::cell::RefCell<Vec<(&'static [&'static str], JsValue)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A subject or pattern as given: dotted, or as tokens.
@@ -301,7 +279,7 @@ pub fn push_entries(v: &JsValue) -> Result<Vec<PushEntry>> {
 }
 
 fn push_entry(v: &JsValue, what: At<'_>) -> Result<PushEntry> {
-    check_keys(v, what, &["aggregate", "expectedSequence", "commands"])?;
+    check_keys(v, what, "aggregate,expectedSequence,commands")?;
     let aggregate = subject(&field(v, "aggregate"), what.field("aggregate"))?;
     let expected_sequence = uint(
         &field(v, "expectedSequence"),
@@ -327,7 +305,7 @@ fn push_entry(v: &JsValue, what: At<'_>) -> Result<PushEntry> {
 }
 
 fn command(v: &JsValue, what: At<'_>) -> Result<Command> {
-    check_keys(v, what, &["action", "revision", "payload"])?;
+    check_keys(v, what, "action,revision,payload")?;
     let action = subject(&field(v, "action"), what.field("action"))?;
     let revision = match uint(&field(v, "revision"), what.field("revision"))? {
         None => 1,
@@ -354,7 +332,7 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
     if absent(v) {
         return Ok(Filter::default());
     }
-    check_keys(v, At::root("the filter"), &["queries", "limit"])?;
+    check_keys(v, At::root("the filter"), "queries,limit")?;
     let limit = uint(&field(v, "limit"), At::root("limit"))?.map(|n| n as usize);
     let queries = field(v, "queries");
     let queries = if absent(&queries) {
@@ -375,7 +353,7 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
 }
 
 fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
-    check_keys(v, what, &["subjects", "aggregate", "sequence", "createdAt"])?;
+    check_keys(v, what, "subjects,aggregate,sequence,createdAt")?;
     let optional_pattern = |key: &'static str| {
         let p = field(v, key);
         if absent(&p) {
@@ -389,7 +367,7 @@ fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
         Range::default()
     } else {
         let at = what.field("sequence");
-        check_keys(&sequence, at, &["from", "to"])?;
+        check_keys(&sequence, at, "from,to")?;
         Range {
             from: uint(&field(&sequence, "from"), at.field("from"))?,
             to: uint(&field(&sequence, "to"), at.field("to"))?,
@@ -399,7 +377,7 @@ fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
     let created_at = if absent(&created) {
         Range::default()
     } else {
-        check_keys(&created, what.field("createdAt"), &["from", "to"])?;
+        check_keys(&created, what.field("createdAt"), "from,to")?;
         let bound = |key: &'static str| {
             let b = field(&created, key);
             if absent(&b) {
@@ -457,7 +435,7 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
     check_keys(
         v,
         At::root("the subscribe options"),
-        &["fromPosition", "onForget", "onError"],
+        "fromPosition,onForget,onError",
     )?;
     let from = field(v, "fromPosition");
     if from.as_string().as_deref() == Some("end") {

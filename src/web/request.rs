@@ -1,10 +1,11 @@
-//! An IndexedDB request as a Rust future, without a Promise in between:
-//! the request's `success`/`error` handler wakes the task directly, which
-//! then resumes in a microtask while the transaction is still active.
+//! IndexedDB requests and write transactions as Rust futures, without a
+//! Promise in between: the `success`/`error` (or `complete`/`abort`)
+//! handler wakes the task directly, which then resumes in a microtask while
+//! the transaction is still active.
 //!
 //! The handlers are plain JavaScript arrow functions that call one shared
-//! wasm closure with the request's number: no wasm-bindgen `Closure` per
-//! request, and one call into JavaScript to listen, one to read the outcome.
+//! wasm closure with a number: no wasm-bindgen `Closure` per request, and
+//! one call into JavaScript to listen, one to read the outcome.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -12,15 +13,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use wasm_bindgen::prelude::*;
-use web_sys::IdbRequest;
+use web_sys::{IdbRequest, IdbTransaction};
 
 #[wasm_bindgen(inline_js = r#"
 let wake = null;
 export function setWake(f) { wake = f; }
 export function listen(request, id) {
   if (request.readyState === "done") return true;
-  request.onsuccess = request.onerror = () => wake(id);
+  request.onsuccess = request.onerror = () => wake(id, true);
   return false;
+}
+export function listenTransaction(tx, id) {
+  tx.oncomplete = () => wake(id, true);
+  tx.onabort = () => wake(id, false);
 }
 export function outcome(request) {
   const error = request.error;
@@ -31,34 +36,38 @@ export function outcome(request) {
 extern "C" {
     #[wasm_bindgen(js_name = setWake)]
     fn set_wake(f: &JsValue);
-    /// Calls `wake(id)` when the request finishes; `true` if it already has.
+    /// Calls `wake(id, true)` when the request finishes; `true` if it already has.
     fn listen(request: &IdbRequest, id: u32) -> bool;
+    /// Calls `wake(id, completed)` when the transaction completes or aborts.
+    #[wasm_bindgen(js_name = listenTransaction)]
+    fn listen_transaction(tx: &IdbTransaction, id: u32);
     /// The request's result, or its error thrown.
     #[wasm_bindgen(catch)]
     fn outcome(request: &IdbRequest) -> Result<JsValue, JsValue>;
 }
 
-/// What a pending request's handler finds: its waker, and whether it fired.
+/// What a handler finds: the waiting task, and how its event went.
 #[derive(Default)]
 struct Pending {
-    finished: bool,
+    /// `Some(completed)` once the event fired.
+    fired: Option<bool>,
     waker: Option<Waker>,
 }
 
 thread_local! {
-    /// Requests awaited and not yet finished: a few at a time.
+    /// Signals awaited and not yet fired: a few at a time.
     static PENDING: RefCell<Vec<(u32, Pending)>> = const { RefCell::new(Vec::new()) };
     static NEXT: Cell<u32> = const { Cell::new(0) };
     static WAKE_SET: Cell<bool> = const { Cell::new(false) };
 }
 
-fn on_finished(id: u32) {
+fn on_fired(id: u32, completed: bool) {
     let waker = PENDING.with(|p| {
         p.borrow_mut()
             .iter_mut()
             .find(|(i, _)| *i == id)
             .and_then(|(_, pending)| {
-                pending.finished = true;
+                pending.fired = Some(completed);
                 pending.waker.take()
             })
     });
@@ -67,34 +76,69 @@ fn on_finished(id: u32) {
     }
 }
 
+/// A number for one event to wait for; its handler calls [`on_fired`].
+fn next_id() -> u32 {
+    if !WAKE_SET.with(|s| s.replace(true)) {
+        let wake = Closure::<dyn Fn(u32, bool)>::new(on_fired).into_js_value();
+        set_wake(&wake);
+    }
+    NEXT.with(|n| {
+        let id = n.get();
+        n.set(id.wrapping_add(1));
+        id
+    })
+}
+
+/// An event awaited by number: `Some(completed)` once it fired.
+struct Signal(u32);
+
+impl Signal {
+    fn new(id: u32) -> Self {
+        PENDING.with(|p| p.borrow_mut().push((id, Pending::default())));
+        Signal(id)
+    }
+
+    fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        PENDING.with(
+            |p| match p.borrow_mut().iter_mut().find(|(i, _)| *i == self.0) {
+                Some((
+                    _,
+                    Pending {
+                        fired: Some(completed),
+                        ..
+                    },
+                )) => Poll::Ready(*completed),
+                Some((_, pending)) => {
+                    pending.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                None => Poll::Ready(false),
+            },
+        )
+    }
+}
+
+impl Drop for Signal {
+    fn drop(&mut self) {
+        // A handler firing later finds nothing to wake.
+        PENDING.with(|p| p.borrow_mut().retain(|(i, _)| *i != self.0));
+    }
+}
+
 /// Resolves to the request's `result`, or its `error` (a DOMException).
 pub struct Request {
     request: IdbRequest,
     /// `None` when the request had finished before it was awaited.
-    id: Option<u32>,
+    signal: Option<Signal>,
 }
 
 impl Request {
     pub fn new(request: IdbRequest) -> Self {
-        if !WAKE_SET.with(|s| s.replace(true)) {
-            let wake = Closure::<dyn Fn(u32)>::new(on_finished).into_js_value();
-            set_wake(&wake);
-        }
-        let id = NEXT.with(|n| {
-            let id = n.get();
-            n.set(id.wrapping_add(1));
-            id
-        });
+        let id = next_id();
         // A request awaited after it finished (issued with others, awaited
         // in turn) has already fired its event: no handler is needed then.
-        if listen(&request, id) {
-            return Request { request, id: None };
-        }
-        PENDING.with(|p| p.borrow_mut().push((id, Pending::default())));
-        Request {
-            request,
-            id: Some(id),
-        }
+        let signal = (!listen(&request, id)).then(|| Signal::new(id));
+        Request { request, signal }
     }
 }
 
@@ -102,18 +146,8 @@ impl Future for Request {
     type Output = Result<JsValue, JsValue>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(id) = self.id {
-            let waiting =
-                PENDING.with(
-                    |p| match p.borrow_mut().iter_mut().find(|(i, _)| *i == id) {
-                        Some((_, pending)) if !pending.finished => {
-                            pending.waker = Some(cx.waker().clone());
-                            true
-                        }
-                        _ => false,
-                    },
-                );
-            if waiting {
+        if let Some(signal) = &self.signal {
+            if signal.poll_fired(cx).is_pending() {
                 return Poll::Pending;
             }
         }
@@ -121,11 +155,22 @@ impl Future for Request {
     }
 }
 
-impl Drop for Request {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            // A handler firing later finds nothing to wake.
-            PENDING.with(|p| p.borrow_mut().retain(|(i, _)| *i != id));
-        }
+/// Resolves to `true` when a transaction completes, `false` when it aborts.
+/// Listens from its creation, so that an early abort is not missed.
+pub struct Completion(Signal);
+
+impl Completion {
+    pub fn new(tx: &IdbTransaction) -> Self {
+        let id = next_id();
+        listen_transaction(tx, id);
+        Completion(Signal::new(id))
+    }
+}
+
+impl Future for Completion {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        self.0.poll_fired(cx)
     }
 }
