@@ -74,14 +74,8 @@ fn two_aggregates_in_one_push_are_sequenced_separately() {
             entry("agg.two", None, &three),
         ])
         .unwrap();
-    let seqs: Vec<u64> = events
-        .iter()
-        .map(|e| e["sequence"].as_u64().unwrap())
-        .collect();
-    let positions: Vec<u64> = events
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect();
+    let seqs = numbers(&events, "sequence");
+    let positions = numbers(&events, "position");
     assert_eq!(seqs, [1, 2, 3, 1, 2, 3]);
     assert_eq!(positions, [1, 2, 3, 4, 5, 6]);
     assert!(events.iter().all(|e| e["createdAt"] == 1_000));
@@ -161,10 +155,7 @@ fn large_pushes_split_into_bounded_batches() {
     assert!(records.len() >= 4, "{} batches", records.len());
     assert!(records.iter().all(|b| b.events.len() <= MAX_BATCH_BYTES));
     let read = s.filter(&aggregate("big.a")).unwrap();
-    let seqs: Vec<u64> = read
-        .iter()
-        .map(|e| e["sequence"].as_u64().unwrap())
-        .collect();
+    let seqs = numbers(&read, "sequence");
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
     let more = s
         .push(&[entry("big.a", Some(200), &[("big.a.set", "1")])])
@@ -196,13 +187,7 @@ fn sample() -> Store {
 #[test]
 fn filters_by_ranges_limit_and_or() {
     let s = sample();
-    let seq = |f: &Filter| {
-        s.filter(f)
-            .unwrap()
-            .iter()
-            .map(|e| e["position"].as_u64().unwrap())
-            .collect::<Vec<_>>()
-    };
+    let seq = |f: &Filter| numbers(&s.filter(f).unwrap(), "position");
     let mut q = Query {
         aggregate: Some(Pattern::parse("user.B").unwrap()),
         ..Query::default()
@@ -334,10 +319,7 @@ fn forget_reports_the_erased_events_new_state() {
     assert!(notice
         .iter()
         .all(|e| e["forgotten"] == true && e["payload"].is_null()));
-    let positions: Vec<u64> = notice
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect();
+    let positions = numbers(&notice, "position");
     assert_eq!(positions, [4, 5, 6, 7, 8, 9]);
     assert_eq!(
         s.forget_notice(&subjects("user.*.email.changed")).unwrap(),
@@ -373,10 +355,7 @@ fn head_caches_of_two_tabs_never_hand_out_a_sequence_twice() {
         assert_eq!(err.unwrap_err().code(), "SEQUENCE_MISMATCH");
     }
     let all = a.filter(&aggregate("shared.x")).unwrap();
-    let seqs: Vec<u64> = all
-        .iter()
-        .map(|e| e["sequence"].as_u64().unwrap())
-        .collect();
+    let seqs = numbers(&all, "sequence");
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
 }
 
@@ -518,14 +497,8 @@ fn a_push_on_a_stale_guess_is_redone_with_reads() {
         .collect();
     assert_eq!(got, [(4, 4), (5, 5)]);
     let all = a.filter(&aggregate("user.x")).unwrap();
-    let positions: Vec<_> = all
-        .iter()
-        .map(|e| e["position"].as_u64().unwrap())
-        .collect();
-    let sequences: Vec<_> = all
-        .iter()
-        .map(|e| e["sequence"].as_u64().unwrap())
-        .collect();
+    let positions = numbers(&all, "position");
+    let sequences = numbers(&all, "sequence");
     assert_eq!(positions, [1, 2, 3, 4, 5]);
     assert_eq!(sequences, [1, 2, 3, 4, 5]);
 }

@@ -86,7 +86,7 @@ proptest! {
             events: text.clone(),
             starts_push: false,
         };
-        let _ = batch.decode();
+        let _ = batch.decode_text(&batch.events);
     }
 
     #[test]

@@ -38,6 +38,17 @@ fn field_list(events: &JsValue, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The events of `filter` (JSON text).
+async fn read(s: &EventStore, filter: &str) -> JsValue {
+    s.filter(js(filter), JsValue::UNDEFINED).await.unwrap()
+}
+
+/// How many events match the action pattern `pattern`.
+async fn count_subjects(s: &EventStore, pattern: &str) -> u32 {
+    let found = read(s, &format!(r#"{{"queries":[{{"subjects":"{pattern}"}}]}}"#)).await;
+    Array::from(&found).length()
+}
+
 async fn fresh(name: &str) -> EventStore {
     EventStore::delete_store(name.into()).await.unwrap();
     EventStore::open(name.into()).await.unwrap()
@@ -206,10 +217,7 @@ async fn index_ranges_keep_to_token_boundaries() {
         ),
     ];
     for (q, expected) in cases {
-        let found = s
-            .filter(js(&format!(r#"{{"queries":[{q}]}}"#)), JsValue::UNDEFINED)
-            .await
-            .unwrap();
+        let found = read(&s, &format!(r#"{{"queries":[{q}]}}"#)).await;
         assert_eq!(field_list(&found, "action"), expected, "{q}");
     }
     s.close();
@@ -633,13 +641,7 @@ async fn reads_in_a_row_share_a_transaction() {
     s.push(push_json("user.a", 3)).await.unwrap();
     let before = eventstore_wasm::transactions_created();
     for _ in 0..20 {
-        let e = s
-            .filter(
-                js(r#"{"queries":[{"aggregate":"user.a"}]}"#),
-                JsValue::UNDEFINED,
-            )
-            .await
-            .unwrap();
+        let e = read(&s, r#"{"queries":[{"aggregate":"user.a"}]}"#).await;
         assert_eq!(Array::from(&e).length(), 3);
     }
     let used = eventstore_wasm::transactions_created() - before;
@@ -649,13 +651,7 @@ async fn reads_in_a_row_share_a_transaction() {
     // a new one before reading anything.
     sleep(0).await;
     let before = eventstore_wasm::transactions_created();
-    let e = s
-        .filter(
-            js(r#"{"queries":[{"aggregate":"user.a"}]}"#),
-            JsValue::UNDEFINED,
-        )
-        .await
-        .unwrap();
+    let e = read(&s, r#"{"queries":[{"aggregate":"user.a"}]}"#).await;
     assert_eq!(Array::from(&e).length(), 3);
     assert_eq!(eventstore_wasm::transactions_created() - before, 1);
 }
@@ -700,21 +696,21 @@ async fn whole_batches_read_like_single_events() {
     s.forget(js(r#"{"queries":[{"aggregate":"user.y"}]}"#))
         .await
         .unwrap();
-    let read = |filter: &'static str| {
-        let f = s.filter(js(filter), JsValue::UNDEFINED);
-        async move { String::from(JSON::stringify(&f.await.unwrap()).unwrap()) }
+    let json = |filter: &'static str| {
+        let s = &s;
+        async move { String::from(JSON::stringify(&read(s, filter).await).unwrap()) }
     };
     // Whole batches (expanded in JavaScript) and single events (encoded in
     // Rust) give the same objects, field for field and in the same order.
-    let whole = read(r#"{"queries":[{"aggregate":"user.z"}]}"#).await;
-    let single = read(r#"{"queries":[{"aggregate":"user.z","subjects":">"}]}"#).await;
+    let whole = json(r#"{"queries":[{"aggregate":"user.z"}]}"#).await;
+    let single = json(r#"{"queries":[{"aggregate":"user.z","subjects":">"}]}"#).await;
     assert_eq!(whole, single);
     assert!(
         whole.contains(r#""payload":null,"forgotten":false"#),
         "{whole}"
     );
-    let whole = read(r#"{"queries":[{"aggregate":"user.y"}]}"#).await;
-    let single = read(
+    let whole = json(r#"{"queries":[{"aggregate":"user.y"}]}"#).await;
+    let single = json(
         r#"{"queries":[{"aggregate":"user.y","sequence":{"to":5},"subjects":"user.y.added"}]}"#,
     )
     .await;
@@ -723,8 +719,8 @@ async fn whole_batches_read_like_single_events() {
         whole.contains(r#""payload":null,"forgotten":true"#),
         "{whole}"
     );
-    let all = read("{}").await;
-    let singles = read(r#"{"queries":[{"subjects":">"}]}"#).await;
+    let all = json("{}").await;
+    let singles = json(r#"{"queries":[{"subjects":">"}]}"#).await;
     assert_eq!(all, singles);
     assert_eq!(Array::from(&js(&all)).length(), 5);
 }
@@ -752,14 +748,7 @@ async fn only_actions_foreign_to_the_aggregate_are_indexed() {
         ("user.b.>", 1),
         ("user", 0),
     ] {
-        let e = s
-            .filter(
-                js(&format!(r#"{{"queries":[{{"subjects":"{pattern}"}}]}}"#)),
-                JsValue::UNDEFINED,
-            )
-            .await
-            .unwrap();
-        assert_eq!(Array::from(&e).length(), n, "{pattern}");
+        assert_eq!(count_subjects(&s, pattern).await, n, "{pattern}");
     }
 }
 
@@ -810,14 +799,7 @@ async fn a_version_1_database_is_upgraded_in_place() {
     assert_eq!(field_list(&all, "position"), ["1", "2", "3"]);
     assert_eq!(field_list(&all, "revision"), ["1", "2", "1"]);
     for (pattern, n) in [("user.a.>", 2), ("team.>", 1), ("user.*.renamed", 1)] {
-        let e = s
-            .filter(
-                js(&format!(r#"{{"queries":[{{"subjects":"{pattern}"}}]}}"#)),
-                JsValue::UNDEFINED,
-            )
-            .await
-            .unwrap();
-        assert_eq!(Array::from(&e).length(), n, "{pattern}");
+        assert_eq!(count_subjects(&s, pattern).await, n, "{pattern}");
     }
     // Pushes continue the log and the aggregates, and forget works on old records.
     let e = s

@@ -8,6 +8,7 @@ use eventstore_wasm::filter::{Filter, Query};
 use eventstore_wasm::heads::HeadCache;
 use eventstore_wasm::push::{Command, PushEntry};
 use eventstore_wasm::storage::memory::MemoryStorage;
+use eventstore_wasm::storage::Transaction;
 use eventstore_wasm::subject::{Pattern, Subject};
 use eventstore_wasm::Result;
 use futures::executor::block_on;
@@ -86,12 +87,7 @@ impl Store {
             &self.storage,
             filter,
             engine::Window::default(),
-            |tx, page| {
-                let events: Vec<Value> =
-                    serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
-                all.extend(events);
-                Ok(())
-            },
+            |tx, page| collect(&mut all, tx, page),
         ))?;
         Ok(all)
     }
@@ -113,12 +109,7 @@ impl Store {
             &self.storage,
             filter,
             window,
-            |tx, page| {
-                let events: Vec<Value> =
-                    serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
-                all.extend(events);
-                Ok(())
-            },
+            |tx, page| collect(&mut all, tx, page),
         ))?;
         Ok((all, end))
     }
@@ -126,6 +117,18 @@ impl Store {
     pub fn records(&self) -> Vec<Batch> {
         block_on(self.storage.records())
     }
+}
+
+/// A filter sink that appends each page's events to `all`.
+fn collect<T: Transaction>(all: &mut Vec<Value>, tx: &T, page: Vec<Segment>) -> Result<()> {
+    let events: Vec<Value> = serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
+    all.extend(events);
+    Ok(())
+}
+
+/// One numeric field of every event, in order (`"position"`, `"sequence"`…).
+pub fn numbers(events: &[Value], key: &str) -> Vec<u64> {
+    events.iter().map(|e| e[key].as_u64().unwrap()).collect()
 }
 
 pub fn subjects(pattern: &str) -> Filter {

@@ -67,5 +67,8 @@ export async function setup() {
   };
 }
 
+/** Opens the event store `name` in the page as `window.store` (the package must be loaded). */
+export const openStore = (page, name) => page.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
+
 /** Runs `fn` (a function source using page globals such as `store`) in the page; see errorOf in blank.html. */
 export const errorIn = (page, fn) => page.evaluate(`errorOf(${fn})`);

@@ -3,7 +3,7 @@
 // away catch up.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { setup, uniqueName, TIMEOUT } from "./helpers.mjs";
+import { setup, uniqueName, openStore, TIMEOUT } from "./helpers.mjs";
 
 let env;
 before(async () => {
@@ -70,7 +70,7 @@ test("three pages pushing 1,000 events each: every subscriber sees all 3,000 in 
 test("a subscriber started mid-stream gets catch-up then live, nothing missed or doubled", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("live-race");
   const [writer, reader] = await Promise.all([env.newPage(), env.newPage()]);
-  await writer.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
+  await openStore(writer, name);
   const pushing = pushMany(writer, "race.a", 400);
   await writer.waitForFunction(async () => (await store.filter({ limit: 50 })).length >= 50);
   await subscribe(reader, name, { filter: { queries: [{ aggregate: "race.>" }] } });
@@ -87,7 +87,7 @@ test("a subscriber started mid-stream gets catch-up then live, nothing missed or
 test("fromPosition: 'end' delivers only what comes after", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("live-end");
   const [writer, reader] = await Promise.all([env.newPage(), env.newPage()]);
-  await writer.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
+  await openStore(writer, name);
   await pushMany(writer, "end.a", 10);
   await subscribe(reader, name, { fromPosition: "end" });
   await pushMany(writer, "end.a", 3);
@@ -98,7 +98,7 @@ test("fromPosition: 'end' delivers only what comes after", { timeout: TIMEOUT },
 test("a frozen page catches up when it resumes", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("live-frozen");
   const [writer, sleeper] = await Promise.all([env.newPage(), env.newPage()]);
-  await writer.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
+  await openStore(writer, name);
   await subscribe(sleeper, name);
   await pushMany(writer, "frozen.a", 5);
   assert.deepEqual(await received(sleeper, 5), range(1, 5));
@@ -113,7 +113,7 @@ test("a frozen page catches up when it resumes", { timeout: TIMEOUT }, async () 
 test("a page navigated away and back resumes from its last delivered position", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("live-nav");
   const [writer, reader] = await Promise.all([env.newPage(), env.newPage()]);
-  await writer.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
+  await openStore(writer, name);
   await subscribe(reader, name);
   await pushMany(writer, "nav.a", 5);
   assert.deepEqual(await received(reader, 5), range(1, 5));
@@ -159,7 +159,7 @@ test("events pushed in a Web Worker reach the page's subscription", { timeout: T
 test("subscribers are told of forgets in another page", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("live-forget");
   const [writer, reader] = await Promise.all([env.newPage(), env.newPage()]);
-  await writer.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
+  await openStore(writer, name);
   await reader.evaluate(async (name) => {
     window.store = await EventStore.open(name);
     window.received = [];

@@ -2,7 +2,7 @@
 // position; another tab deleting or upgrading the database is not blocked.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { setup, uniqueName, TIMEOUT } from "./helpers.mjs";
+import { setup, uniqueName, openStore, TIMEOUT } from "./helpers.mjs";
 
 let env, pageA, pageB;
 before(async () => {
@@ -12,7 +12,6 @@ before(async () => {
 });
 after(() => env?.close());
 
-const open = (page, name) => page.evaluate(async (name) => { window.store = await EventStore.open(name); }, name);
 const closeStore = (page) => page.evaluate(() => window.store?.close());
 const readAll = (page) => page.evaluate(() => store.filter({}));
 
@@ -28,7 +27,7 @@ const assertGapless = (events, n) => {
 
 test("two tabs race 200 single-event pushes each to one aggregate", { timeout: 180_000 }, async () => {
   const name = uniqueName("race");
-  await Promise.all([open(pageA, name), open(pageB, name)]);
+  await Promise.all([openStore(pageA, name), openStore(pageB, name)]);
   const race = (page, tab) =>
     page.evaluate(async (tab) => {
       for (let i = 0; i < 200; i++) {
@@ -48,7 +47,7 @@ test("two tabs race 200 single-event pushes each to one aggregate", { timeout: 1
 
 test("concurrent pushes from one page (not awaited one by one)", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("burst");
-  await open(pageA, name);
+  await openStore(pageA, name);
   await pageA.evaluate(() =>
     Promise.all(Array.from({ length: 100 }, (_, i) => store.push([{ aggregate: "counter.2", commands: [{ action: "counter.2.incremented", payload: i }] }]))),
   );
@@ -58,7 +57,7 @@ test("concurrent pushes from one page (not awaited one by one)", { timeout: TIME
 
 test("two tabs race with expectedSequence, retrying on SEQUENCE_MISMATCH", { timeout: 180_000 }, async () => {
   const name = uniqueName("optimistic");
-  await Promise.all([open(pageA, name), open(pageB, name)]);
+  await Promise.all([openStore(pageA, name), openStore(pageB, name)]);
   const race = (page, tab) =>
     page.evaluate(async (tab) => {
       let seen = 0, mismatches = 0;
@@ -90,7 +89,7 @@ test("two tabs race with expectedSequence, retrying on SEQUENCE_MISMATCH", { tim
 
 test("another tab's EventStore.delete is not blocked; this tab's store then rejects CLOSED", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("versionchange");
-  await open(pageA, name);
+  await openStore(pageA, name);
   await pageA.evaluate(() => store.push([{ aggregate: "user.A", commands: [{ action: "user.A.added" }] }]));
   const deleted = await pageB.evaluate(async (name) => {
     const t0 = performance.now();
@@ -110,7 +109,7 @@ test("another tab's EventStore.delete is not blocked; this tab's store then reje
 
 test("another tab's upgrade of the database is not blocked; this tab's store then rejects CLOSED", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("upgrade");
-  await open(pageA, name);
+  await openStore(pageA, name);
   await pageA.evaluate(() => store.push([{ aggregate: "user.A", commands: [{ action: "user.A.added" }] }]));
   const upgraded = await pageB.evaluate(async (name) => {
     const version = (await rawDatabases())[name];
@@ -128,7 +127,7 @@ test("a tab reading in a tight loop does not hold back another tab's pushes", { 
   // read-write transaction while an older read transaction runs: the
   // sharing must stop soon enough for writers elsewhere to get in.
   const name = uniqueName("reader");
-  await Promise.all([open(pageA, name), open(pageB, name)]);
+  await Promise.all([openStore(pageA, name), openStore(pageB, name)]);
   await pageB.evaluate(() => store.push([{ aggregate: "doc.1", commands: [{ action: "doc.1.created" }] }]));
   const reading = pageA.evaluate(async () => {
     const counts = [];
