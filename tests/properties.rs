@@ -136,8 +136,10 @@ proptest! {
                 aggregate: agg.as_ref().map(|t| Pattern::from_tokens(t).unwrap()),
                 sequence: seq.map(|(from, to)| Range { from: Some(from), to: Some(to) }).unwrap_or_default(),
                 created_at: Range::default(),
+                position: Range::default(),
             }).collect(),
             limit,
+            reverse: false,
         };
         let all = s.filter(&Filter::default()).unwrap();
         let expected: Vec<_> = all.iter().filter(|e| {

@@ -71,7 +71,7 @@ impl Store {
             },
             |tx, batches| {
                 let whole = batches.iter().cloned().map(Segment::Whole).collect();
-                engine::page_json(tx, whole)
+                engine::page_json(tx, whole, false)
             },
         ))?;
         self.next_id = id;
@@ -87,9 +87,18 @@ impl Store {
             &self.storage,
             filter,
             engine::Window::default(),
-            |tx, page| collect(&mut all, tx, page),
+            |tx, page| collect(&mut all, tx, page, filter.reverse),
         ))?;
         Ok(all)
+    }
+
+    pub fn count(&self, filter: &Filter) -> Result<u64> {
+        block_on(engine::count(&self.storage, filter))
+    }
+
+    /// The event with this id, as a JSON value.
+    pub fn get(&self, id: &str) -> Result<Option<Value>> {
+        Ok(block_on(engine::get(&self.storage, id))?.map(|e| serde_json::from_str(&e).unwrap()))
     }
 
     pub fn forget(&self, filter: &Filter) -> Result<u64> {
@@ -109,7 +118,7 @@ impl Store {
             &self.storage,
             filter,
             window,
-            |tx, page| collect(&mut all, tx, page),
+            |tx, page| collect(&mut all, tx, page, filter.reverse),
         ))?;
         Ok((all, end))
     }
@@ -120,8 +129,13 @@ impl Store {
 }
 
 /// A filter sink that appends each page's events to `all`.
-fn collect<T: Transaction>(all: &mut Vec<Value>, tx: &T, page: Vec<Segment>) -> Result<()> {
-    let events: Vec<Value> = serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
+fn collect<T: Transaction>(
+    all: &mut Vec<Value>,
+    tx: &T,
+    page: Vec<Segment>,
+    reverse: bool,
+) -> Result<()> {
+    let events: Vec<Value> = serde_json::from_str(&engine::page_json(tx, page, reverse)?).unwrap();
     all.extend(events);
     Ok(())
 }
@@ -148,7 +162,7 @@ pub fn aggregate(pattern: &str) -> Filter {
 pub fn query(q: Query) -> Filter {
     Filter {
         queries: vec![q],
-        limit: None,
+        ..Filter::default()
     }
 }
 
