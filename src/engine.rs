@@ -640,19 +640,31 @@ impl Scan {
             self.next = last.last_position - 1;
             return Ok(Some(page));
         }
-        let mut page = tx.scan(self.next, u64::MAX, size).await?;
-        let Some(last) = page.last() else {
-            return Ok(None);
+        // Forwards: the batches ending before `hi`, then the one holding
+        // position `hi - 1` if it ends at or after `hi`.
+        let to = self.hi.saturating_sub(1);
+        let mut page = if self.next <= to {
+            tx.scan(self.next, to, size).await?
+        } else {
+            Vec::new()
         };
-        self.next = last.last_position + 1;
-        self.done = page.len() < size;
-        if let Some(end) = page.iter().position(|b| b.first_position() >= self.hi) {
-            for batch in page.drain(end..) {
-                tx.release(&batch);
+        if let Some(last) = page.last() {
+            self.next = last.last_position + 1;
+            if page.len() == size {
+                return Ok(Some(page));
             }
-            self.done = true;
         }
-        Ok(Some(page))
+        self.done = true;
+        if self.hi < u64::MAX && page.last().is_none_or(|b| b.last_position < to) {
+            for batch in tx.scan(self.next.max(self.hi), u64::MAX, 1).await? {
+                if batch.first_position() < self.hi {
+                    page.push(batch);
+                } else {
+                    tx.release(&batch);
+                }
+            }
+        }
+        Ok((!page.is_empty()).then_some(page))
     }
 }
 
@@ -815,7 +827,8 @@ impl Candidates {
                         PAGE_BATCHES / 4
                     } else {
                         PAGE_BATCHES
-                    };
+                    }
+                    .min(page_size(want));
                     let range = if *reverse {
                         tx.scan_back(last, keys[*next], limit).await?
                     } else {

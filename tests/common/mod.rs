@@ -34,6 +34,9 @@ pub struct Store {
     pub storage: MemoryStorage,
     pub cache: HeadCache,
     pub now: u64,
+    /// Ids as the browser makes them (UUIDv7 of `now`); `false`: `id-N`,
+    /// as events imported with ids made elsewhere.
+    pub uuid_ids: bool,
     next_id: u64,
 }
 
@@ -43,6 +46,7 @@ impl Store {
             storage: MemoryStorage::new(),
             cache: HeadCache::new(),
             now: 1_000,
+            uuid_ids: true,
             next_id: 0,
         }
     }
@@ -53,6 +57,7 @@ impl Store {
             storage: self.storage.clone(),
             cache: HeadCache::new(),
             now: self.now,
+            uuid_ids: self.uuid_ids,
             next_id: 1_000_000,
         }
     }
@@ -60,6 +65,7 @@ impl Store {
     /// Pushes and returns the public events as JSON values.
     pub fn push(&mut self, entries: &[PushEntry]) -> Result<Vec<Value>> {
         let mut id = self.next_id;
+        let (now, uuid_ids) = (self.now, self.uuid_ids);
         let (_, events) = block_on(engine::push(
             &self.storage,
             &self.cache,
@@ -67,7 +73,15 @@ impl Store {
             self.now,
             || {
                 id += 1;
-                format!("id-{id}")
+                if uuid_ids {
+                    let mut random = [0u8; 10];
+                    random[2..].copy_from_slice(&id.to_be_bytes());
+                    uuid::Builder::from_unix_timestamp_millis(now, &random)
+                        .into_uuid()
+                        .to_string()
+                } else {
+                    format!("id-{id}")
+                }
             },
             |tx, batches| {
                 let whole = batches.iter().cloned().map(Segment::Whole).collect();
