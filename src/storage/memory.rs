@@ -128,7 +128,7 @@ impl Transaction for MemoryTx {
                     && b.last_sequence < below
             })
             .collect();
-        found.sort_by(|a, b| b.last_sequence.cmp(&a.last_sequence));
+        found.sort_by_key(|b| std::cmp::Reverse(b.last_sequence));
         Ok(self.counted(found.into_iter().take(limit).cloned().collect()))
     }
 
