@@ -6,6 +6,7 @@ mod interop;
 mod live;
 mod request;
 mod types;
+mod upcast;
 
 pub use event_store::EventStore;
 pub use idb::transactions_created;

@@ -27,6 +27,19 @@ export function listenTransaction(tx, id) {
   tx.oncomplete = () => wake(id, true);
   tx.onabort = () => wake(id, false);
 }
+export function listenCursor(request, id, limit) {
+  const out = [];
+  request.onsuccess = () => {
+    const cursor = request.result;
+    if (cursor) {
+      out.push(cursor.value);
+      if (out.length < limit) return cursor.continue();
+    }
+    wake(id, true);
+  };
+  request.onerror = () => wake(id, true);
+  return out;
+}
 export function outcome(request) {
   const error = request.error;
   if (error) throw error;
@@ -41,6 +54,10 @@ extern "C" {
     /// Calls `wake(id, completed)` when the transaction completes or aborts.
     #[wasm_bindgen(js_name = listenTransaction)]
     fn listen_transaction(tx: &IdbTransaction, id: u32);
+    /// Collects the values of a cursor request, up to `limit`, into the
+    /// array it returns; calls `wake(id, true)` when done or failed.
+    #[wasm_bindgen(js_name = listenCursor)]
+    fn listen_cursor(request: &IdbRequest, id: u32, limit: u32) -> js_sys::Array;
     /// The request's result, or its error thrown.
     #[wasm_bindgen(catch)]
     fn outcome(request: &IdbRequest) -> Result<JsValue, JsValue>;
@@ -172,5 +189,40 @@ impl Future for Completion {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
         self.0.poll_fired(cx)
+    }
+}
+
+/// Resolves to the values a cursor request walks over (up to a limit), in
+/// its direction: a backwards read in one wait, the cursor stepped in
+/// JavaScript.
+pub struct CursorValues {
+    request: IdbRequest,
+    values: js_sys::Array,
+    signal: Signal,
+}
+
+impl CursorValues {
+    /// `request` must be a cursor request just made (not yet finished).
+    pub fn new(request: IdbRequest, limit: u32) -> Self {
+        let id = next_id();
+        let signal = Signal::new(id);
+        let values = listen_cursor(&request, id, limit.max(1));
+        CursorValues {
+            request,
+            values,
+            signal,
+        }
+    }
+}
+
+impl Future for CursorValues {
+    type Output = Result<js_sys::Array, JsValue>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.signal.poll_fired(cx).is_pending() {
+            return Poll::Pending;
+        }
+        outcome(&self.request)?;
+        Poll::Ready(Ok(self.values.clone()))
     }
 }

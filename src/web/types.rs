@@ -58,6 +58,8 @@ export interface Query {
   sequence?: Range;
   /** Milliseconds since the epoch. */
   createdAt?: Range;
+  /** Range of log positions, e.g. `{ from: saved + 1 }` to resume. */
+  position?: Range;
 }
 
 /** Queries OR-ed together; empty or absent matches every event. */
@@ -65,6 +67,23 @@ export interface Filter {
   queries?: Query[];
   /** Most events to return (not allowed on `forget`). */
   limit?: number;
+  /** Newest first; with `limit`, the last events (not allowed on `forget` and `subscribe`). */
+  reverse?: boolean;
+}
+
+/** Turns payloads of `action` at revision `from` into revision `to`, on every read. */
+export interface Upcaster {
+  /** Pattern on the action, e.g. `"user.*.added"`. */
+  action: Pattern;
+  from: number;
+  /** Greater than `from`. */
+  to: number;
+  upcast: (payload: Json, event: Event) => Json;
+}
+
+/** Options of `EventStore.open`. */
+export interface OpenOptions {
+  upcasters?: Upcaster[];
 }
 
 /** The `code` of every error the store rejects with. */
