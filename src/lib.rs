@@ -21,6 +21,10 @@ pub mod subject;
 mod web;
 
 pub use error::{Error, Result};
+/// IndexedDB records read so far in this thread: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::records_read;
 /// IndexedDB transactions created so far in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

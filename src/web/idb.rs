@@ -126,6 +126,13 @@ thread_local! {
     static GUESS_WAITERS: RefCell<Vec<std::task::Waker>> = const { RefCell::new(Vec::new()) };
     /// Transactions created in this thread (for tests of [`Database::read`]).
     static CREATED: Cell<u64> = const { Cell::new(0) };
+    /// Records read in this thread (for tests of what a read costs).
+    static READ: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many batch records this thread has read so far (for tests).
+pub fn records_read() -> u64 {
+    READ.with(Cell::get)
 }
 
 /// How many IndexedDB transactions this thread has created so far (for tests).
@@ -512,6 +519,7 @@ impl IdbTx {
     /// Reads an array of batch records, holding their events text back.
     fn batches(&self, all: &JsValue) -> Result<Vec<Batch>> {
         let records = Array::from(all);
+        READ.with(|r| r.set(r.get() + u64::from(records.length())));
         let meta = records_meta(&records);
         let numbers = js_sys::Float64Array::from(meta.get(0)).to_vec();
         let texts = Array::from(&meta.get(1));

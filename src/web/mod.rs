@@ -9,4 +9,4 @@ mod types;
 mod upcast;
 
 pub use event_store::EventStore;
-pub use idb::transactions_created;
+pub use idb::{records_read, transactions_created};
