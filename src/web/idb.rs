@@ -762,13 +762,13 @@ impl Transaction for IdbTx {
         let Some(done) = done else {
             return Ok(());
         };
-        if done.await {
-            return Ok(());
+        match done.await {
+            Ok(()) => Ok(()),
+            Err(cause) if cause.is_null() || cause.is_undefined() => {
+                Err(Error::Storage("the transaction was aborted".into()))
+            }
+            Err(cause) => Err(storage_error(&cause)),
         }
-        Err(match tx.error() {
-            Some(e) => storage_error(&e.into()),
-            None => Error::Storage("the transaction was aborted".into()),
-        })
     }
 }
 
