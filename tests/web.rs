@@ -1277,7 +1277,11 @@ async fn a_failing_upcaster_rejects_the_read_naming_the_event() {
         .unwrap();
     until_len(&errors, 1).await;
     assert_eq!(code(&errors.get(0)), "INVALID_PAYLOAD");
-    assert_eq!(seen.length(), 0, "a page is upcast before any of it is delivered");
+    assert_eq!(
+        seen.length(),
+        0,
+        "a page is upcast before any of it is delivered"
+    );
     s.close();
     // A value JSON cannot represent.
     let s = EventStore::open(
@@ -1340,4 +1344,59 @@ async fn bad_upcasters_are_refused_at_open() {
         .err()
         .unwrap();
     assert_eq!(code(&err), "INVALID_ARGUMENT");
+}
+
+#[wasm_bindgen_test]
+async fn a_freed_store_does_not_block_a_delete() {
+    let s = fresh("freed").await;
+    s.push(push_json("doc.1", 1)).await.unwrap();
+    // What `store.free()` and `using` (Symbol.dispose) do.
+    drop(s);
+    let deleted = with_timeout(EventStore::delete_store("freed".into()), 5000).await;
+    assert!(deleted, "delete went through");
+    let again = EventStore::open("freed".into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
+    assert_eq!(Array::from(&read(&again, "{}").await).length(), 0);
+    again.close();
+}
+
+/// Whether `future` completes within `ms`.
+async fn with_timeout<F: std::future::Future>(future: F, ms: i32) -> bool {
+    use futures::future::{select, Either};
+    let future = Box::pin(future);
+    let timer = Box::pin(sleep(ms));
+    matches!(select(future, timer).await, Either::Left(_))
+}
+
+#[wasm_bindgen_test]
+async fn a_stale_guess_of_several_records_is_redone_whole() {
+    let s = fresh("stale-several").await;
+    s.push(push_json("doc.1", 1)).await.unwrap();
+    let seen = with_store(
+        s,
+        r#"async (store) => {
+          // Another connection appends after this store's last push: the
+          // next push of three records guesses a stale end, collides on its
+          // first record, and must be redone whole, never half written.
+          const other = await store.constructor.open("stale-several");
+          await other.push([{ aggregate: "doc.2", commands: [{ action: "doc.2.x" }] }]);
+          const pushed = await store.push([
+            { aggregate: "doc.1", commands: [{ action: "doc.1.a" }, { action: "doc.1.b" }] },
+            { aggregate: "doc.3", commands: [{ action: "doc.3.a" }] },
+            { aggregate: "doc.4", commands: [{ action: "doc.4.a" }] },
+          ]);
+          const all = await other.filter({});
+          other.close();
+          return {
+            pushed: pushed.map((e) => `${e.position}:${e.action.join(".")}:${e.sequence}`),
+            all: all.map((e) => `${e.position}:${e.action.join(".")}:${e.sequence}`),
+          };
+        }"#,
+    )
+    .await;
+    assert_eq!(
+        JSON::stringify(&seen).unwrap(),
+        r#"{"pushed":["3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"],"all":["1:doc.1.e:1","2:doc.2.x:1","3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"]}"#
+    );
 }
