@@ -34,4 +34,4 @@ pub use web::records_read;
 #[doc(hidden)]
 pub use web::transactions_created;
 #[cfg(target_arch = "wasm32")]
-pub use web::EventStore;
+pub use web::{EventStore, OpenOptionsArg};

@@ -51,9 +51,7 @@ async fn count_subjects(s: &EventStore, pattern: &str) -> u32 {
 
 async fn fresh(name: &str) -> EventStore {
     EventStore::delete_store(name.into()).await.unwrap();
-    EventStore::open(name.into(), JsValue::UNDEFINED)
-        .await
-        .unwrap()
+    EventStore::open(name.into(), None).await.unwrap()
 }
 
 /// Every record of every object store of the database, via the raw IndexedDB API.
@@ -239,9 +237,7 @@ async fn data_and_heads_survive_reopen() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "CLOSED");
-    let s = EventStore::open("web-reopen".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let s = EventStore::open("web-reopen".into(), None).await.unwrap();
     let more = s
         .push(js(
             r#"[{"aggregate":"a.b","expectedSequence":2,"commands":[{"action":"a.b.z"}]}]"#,
@@ -334,7 +330,7 @@ async fn another_tab_upgrading_closes_this_connection() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "CLOSED");
-    let err = EventStore::open("web-versionchange".into(), JsValue::UNDEFINED)
+    let err = EventStore::open("web-versionchange".into(), None)
         .await
         .err()
         .unwrap();
@@ -350,7 +346,7 @@ async fn a_foreign_database_is_a_storage_error() {
         .await
         .unwrap();
     raw_open("web-foreign", 1).await.unwrap();
-    let err = EventStore::open("web-foreign".into(), JsValue::UNDEFINED)
+    let err = EventStore::open("web-foreign".into(), None)
         .await
         .err()
         .unwrap();
@@ -447,9 +443,7 @@ fn push_json(aggregate: &str, n: usize) -> JsValue {
 async fn subscriptions_catch_up_then_go_live_across_instances() {
     let a = fresh("web-live").await;
     // A second connection stands in for another tab: its own BroadcastChannel.
-    let b = EventStore::open("web-live".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let b = EventStore::open("web-live".into(), None).await.unwrap();
     a.push(push_json("s.one", 3)).await.unwrap();
     let (seen, on_event) = collector();
     let (tail, on_tail) = collector();
@@ -497,7 +491,7 @@ async fn subscriptions_catch_up_then_go_live_across_instances() {
 #[wasm_bindgen_test]
 async fn subscribers_hear_of_forgets_and_failures() {
     let a = fresh("web-live-forget").await;
-    let b = EventStore::open("web-live-forget".into(), JsValue::UNDEFINED)
+    let b = EventStore::open("web-live-forget".into(), None)
         .await
         .unwrap();
     a.push(push_json("f.one", 2)).await.unwrap();
@@ -798,9 +792,7 @@ async fn write_version_1(name: &str) {
 async fn a_version_1_database_is_upgraded_in_place() {
     EventStore::delete_store("web-v1".into()).await.unwrap();
     write_version_1("web-v1").await;
-    let s = EventStore::open("web-v1".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let s = EventStore::open("web-v1".into(), None).await.unwrap();
     let all = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
@@ -1092,9 +1084,7 @@ async fn versions_1_and_2_are_upgraded_to_3_with_their_data() {
         } else {
             write_version_2(name).await;
         }
-        let s = EventStore::open(name.into(), JsValue::UNDEFINED)
-            .await
-            .unwrap();
+        let s = EventStore::open(name.into(), None).await.unwrap();
         assert_eq!(
             schema(name).await,
             "3:actions,aggregate,createdAt,start",
@@ -1146,11 +1136,11 @@ fn upcaster(action: &str, from: u32, to: u32, body: &str) -> JsValue {
     entry
 }
 
-fn options(upcasters: &[JsValue]) -> JsValue {
+fn options(upcasters: &[JsValue]) -> Option<eventstore_wasm::OpenOptionsArg> {
     let o = Object::new();
     let list: Array = upcasters.iter().collect();
     Reflect::set(&o, &"upcasters".into(), &list).unwrap();
-    o.into()
+    Some(o.unchecked_into())
 }
 
 #[wasm_bindgen_test]
@@ -1339,10 +1329,13 @@ async fn bad_upcasters_are_refused_at_open() {
         let message = String::from(js_sys::Error::from(err).message());
         assert!(message.contains(part), "{part} in {message}");
     }
-    let err = EventStore::open("web-upcast-bad".into(), js(r#"{"upcaster":[]}"#))
-        .await
-        .err()
-        .unwrap();
+    let err = EventStore::open(
+        "web-upcast-bad".into(),
+        Some(js(r#"{"upcaster":[]}"#).unchecked_into()),
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(code(&err), "INVALID_ARGUMENT");
 }
 
@@ -1354,9 +1347,7 @@ async fn a_freed_store_does_not_block_a_delete() {
     drop(s);
     let deleted = with_timeout(EventStore::delete_store("freed".into()), 5000).await;
     assert!(deleted, "delete went through");
-    let again = EventStore::open("freed".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let again = EventStore::open("freed".into(), None).await.unwrap();
     assert_eq!(Array::from(&read(&again, "{}").await).length(), 0);
     again.close();
 }

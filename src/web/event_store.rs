@@ -59,8 +59,9 @@ impl EventStore {
     /// ```
     pub async fn open(
         name: String,
-        #[wasm_bindgen(unchecked_param_type = "OpenOptions | undefined")] options: JsValue,
+        options: Option<super::types::OpenOptionsArg>,
     ) -> std::result::Result<EventStore, JsValue> {
+        let options = options.map_or(JsValue::UNDEFINED, JsValue::from);
         let options = interop::open_options(&options).map_err(js_error)?;
         let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;

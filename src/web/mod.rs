@@ -11,3 +11,4 @@ mod upcast;
 pub use event_store::EventStore;
 pub use idb::{records_read, transactions_created};
 pub use request::commits_early;
+pub use types::OpenOptionsArg;

@@ -119,5 +119,15 @@ export interface EventStore {
   subscribe(filter: Filter | undefined, onEvent: (event: Event) => void, options?: SubscribeOptions): () => void;
   /** The matching events, streamed from IndexedDB. */
   events(filter?: Filter): AsyncIterable<Event>;
+  /** How many events match `filter` (at most its `limit`). */
+  count(filter?: Filter): Promise<number>;
 }
 "#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The options argument of `EventStore.open`, typed for the `.d.ts`
+    /// (checked by `interop::open_options`, not by its type).
+    #[wasm_bindgen(typescript_type = "OpenOptions")]
+    pub type OpenOptionsArg;
+}

@@ -140,11 +140,12 @@ test("an upcaster that throws rejects the read naming the event and the upcaster
       { action: "doc.>", from: 1, to: 2, upcast: (p) => p }, { action: "doc.>", from: 1, to: 3, upcast: (p) => p }] }));
     const badPattern = await errorOf(() => EventStore.open(name, { upcasters: [{ action: "doc..x", from: 1, to: 2, upcast: (p) => p }] }));
     const unknown = await errorOf(() => EventStore.open(name, { upcaster: [] }));
+    const notAnObject = await errorOf(() => EventStore.open(name, "upcasters"));
     store.close();
     return {
       bad: { id: bad.id, position: bad.position },
       fromFilter: describe(fromFilter), fromEvents: describe(fromEvents), fromGet: describe(fromGet),
-      toOnError: describe(toOnError), forgottenOne, invalid, twice, badPattern, unknown,
+      toOnError: describe(toOnError), forgottenOne, invalid, twice, badPattern, unknown, notAnObject,
     };
   }, name);
   for (const key of ["fromFilter", "fromEvents", "fromGet", "toOnError"]) {
@@ -163,4 +164,6 @@ test("an upcaster that throws rejects the read naming the event and the upcaster
   assert.match(r.twice.message, /upcaster 1 and upcaster 0/);
   assert.equal(r.badPattern?.code, "INVALID_SUBJECT");
   assert.equal(r.unknown?.code, "INVALID_ARGUMENT");
+  assert.match(r.unknown.message, /unknown property "upcaster"/);
+  assert.equal(r.notAnObject?.code, "INVALID_ARGUMENT");
 });
