@@ -10,7 +10,7 @@ use futures::future::MaybeDone;
 
 use crate::batch::{Batch, Event, EventsJson, Page, Segment};
 use crate::error::{Error, Result};
-use crate::filter::{Access, Filter};
+use crate::filter::{Access, Filter, Range};
 use crate::heads::HeadCache;
 use crate::push::{self, PushEntry};
 use crate::storage::{Storage, Transaction};
@@ -187,12 +187,32 @@ pub async fn filter_to_end<S: Storage>(
 /// How many events match `filter` (at most its `limit`), without making
 /// public events: a batch whose events all match is counted from its
 /// metadata, others are decoded but never encoded. Without queries the
-/// count is the log's last position (positions have no gaps).
+/// count is the log's last position (positions have no gaps), and for one
+/// aggregate (and a sequence range) it follows from the aggregate's head.
 pub async fn count<S: Storage>(storage: &S, filter: &Filter) -> Result<u64> {
     let tx = storage.read().await?;
     let limit = filter.limit.map_or(u64::MAX, |l| l as u64);
     if filter.queries.is_empty() {
         return Ok(tx.last_position().await?.min(limit));
+    }
+    // One aggregate by sequence only: its sequences have no gaps either.
+    if let [q] = filter.queries.as_slice() {
+        let exact = q.aggregate.as_ref().and_then(|p| match p.key_range() {
+            Some(KeyRange::Exact(a)) => Some(a),
+            _ => None,
+        });
+        if let (Some(aggregate), None, true, true) = (
+            exact,
+            &q.subjects,
+            q.created_at == Range::default(),
+            q.position == Range::default(),
+        ) {
+            let head = tx.heads(&[aggregate.as_str()]).await?;
+            let end = head.first().map_or(1, |h| h + 1);
+            let from = q.sequence.from.unwrap_or(1).max(1);
+            let to = q.sequence.to.unwrap_or(u64::MAX).min(end);
+            return Ok(to.saturating_sub(from).min(limit));
+        }
     }
     let mut counter = Counter(0);
     walk(&tx, filter, Window::default(), &mut counter).await?;

@@ -117,10 +117,39 @@ fn count_matches_filter_and_reads_no_more() {
     }
     // Without queries the count is the last position: nothing is read.
     assert_eq!(cost(&s, |s| s.count(&Filter::default()).unwrap()), (800, 0));
+    // One aggregate: from its head, reading no batch.
     assert_eq!(
         cost(&s, |s| s.count(&aggregate("user.u7")).unwrap()),
-        (8, 4)
+        (8, 0)
     );
+    for (from, to, n) in [
+        (None, None, 8),
+        (Some(3), None, 6),
+        (Some(0), Some(2), 1),
+        (Some(5), Some(5), 0),
+        (Some(7), Some(100), 2),
+        (Some(20), None, 0),
+    ] {
+        let q = Query {
+            aggregate: Some(Pattern::parse("user.u7").unwrap()),
+            sequence: Range { from, to },
+            ..Query::default()
+        };
+        assert_eq!(s.count(&query(q.clone())).unwrap(), n, "{from:?}..{to:?}");
+        assert_eq!(s.filter(&query(q)).unwrap().len() as u64, n);
+    }
+    assert_eq!(s.count(&aggregate("user.none")).unwrap(), 0);
+    assert_eq!(
+        cost(&s, |s| s.count(&aggregate("user.u7.x")).unwrap()),
+        (0, 0)
+    );
+    // With another criterion, the aggregate's batches are read.
+    let q = Query {
+        aggregate: Some(Pattern::parse("user.u7").unwrap()),
+        subjects: Some(Pattern::parse("user.u7.added").unwrap()),
+        ..Query::default()
+    };
+    assert_eq!(cost(&s, |s| s.count(&query(q)).unwrap()), (4, 4));
 }
 
 #[test]
