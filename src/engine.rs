@@ -163,10 +163,10 @@ pub async fn filter<S: Storage>(
     storage: &S,
     filter: &Filter,
     window: Window,
-    sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
+    mut sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
 ) -> Result<()> {
     let tx = storage.read().await?;
-    read(&tx, filter, window, sink).await
+    read(&tx, filter, window, &mut sink).await
 }
 
 /// Like [`filter`], and returns the log's last position in the snapshot
@@ -176,10 +176,10 @@ pub async fn filter_to_end<S: Storage>(
     storage: &S,
     filter: &Filter,
     window: Window,
-    sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
+    mut sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
 ) -> Result<u64> {
     let tx = storage.read().await?;
-    let (end, read) = futures::join!(tx.last_position(), read(&tx, filter, window, sink));
+    let (end, read) = futures::join!(tx.last_position(), read(&tx, filter, window, &mut sink));
     read?;
     end
 }
@@ -219,69 +219,79 @@ pub async fn count<S: Storage>(storage: &S, filter: &Filter) -> Result<u64> {
     Ok(counter.0)
 }
 
-/// The event with this `id`, as one public event in JSON, or `None`.
+/// Hands the event with this `id` to `sink` (a page of one event, made
+/// with the transaction it was read in) and returns `true`; `false` when
+/// there is none.
 ///
 /// Ids made by `push` are UUIDv7s whose timestamp is the push's
 /// `createdAt`: the batches written in that millisecond (the `createdAt`
 /// index) hold it. Only an id that is not a UUIDv7, or is not found
 /// there (an event stored with an id made elsewhere), costs a scan of the
 /// log.
-pub async fn get<S: Storage>(storage: &S, id: &str) -> Result<Option<String>> {
+pub async fn get<S: Storage>(
+    storage: &S,
+    id: &str,
+    mut sink: impl FnMut(&S::Tx, Vec<Segment>) -> Result<()>,
+) -> Result<bool> {
     if id.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
     let tx = storage.read().await?;
+    let mut found = Page::new();
     if let Some(ms) = uuid_v7_millis(id) {
         let batches = tx.by_created_at(ms).await?;
-        if let Some(found) = find(&tx, batches, id)? {
-            return Ok(Some(found));
-        }
+        find(&tx, batches, id, &mut found)?;
     }
     let mut from = 1;
-    loop {
+    while found.is_empty() {
         let page = tx.scan(from, u64::MAX, PAGE_BATCHES).await?;
         let Some(last) = page.last() else {
-            return Ok(None);
+            return Ok(false);
         };
         from = last.last_position + 1;
-        if let Some(found) = find(&tx, page, id)? {
-            return Ok(Some(found));
-        }
+        find(&tx, page, id, &mut found)?;
     }
+    sink(&tx, found.take())?;
+    Ok(true)
 }
 
 /// The milliseconds of a UUIDv7 (its first 48 bits), `None` for any other string.
+/// (Read by hand: the `uuid` parser weighs a few KiB of wasm.)
 pub fn uuid_v7_millis(id: &str) -> Option<u64> {
-    let uuid = uuid::Uuid::try_parse(id).ok()?;
-    if uuid.get_version_num() != 7 {
+    let b = id.as_bytes();
+    let shaped = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !shaped || b[14] != b'7' {
         return None;
     }
-    let b = uuid.as_bytes();
-    Some(u64::from_be_bytes([
-        0, 0, b[0], b[1], b[2], b[3], b[4], b[5],
-    ]))
+    // The first 48 bits: "xxxxxxxx-xxxx".
+    let hex = |s: &[u8]| {
+        s.iter().try_fold(0u64, |n, c| {
+            Some(n * 16 + u64::from((*c as char).to_digit(16)?))
+        })
+    };
+    Some(hex(&b[..8])? << 16 | hex(&b[9..13])?)
 }
 
-/// The event `id` among `batches`, as a public event in JSON.
-fn find<T: Transaction>(tx: &T, batches: Vec<Batch>, id: &str) -> Result<Option<String>> {
+/// Puts the event `id` of `batches` into `found`, if there.
+fn find<T: Transaction>(tx: &T, batches: Vec<Batch>, id: &str, found: &mut Page) -> Result<()> {
     // The id appears verbatim in the text unless JSON escapes it.
-    let plain = !id.chars().any(|c| c == '"' || c == '\\' || c < ' ');
-    let mut found = None;
+    let plain = !id.bytes().any(|c| c == b'"' || c == b'\\' || c < b' ');
     for batch in batches {
-        if found.is_some() || (plain && !tx.text_contains(&batch, id)?) {
+        if !found.is_empty() || (plain && !tx.text_contains(&batch, id)?) {
             tx.release(&batch);
             continue;
         }
         let text = tx.text(&batch)?;
         let events = batch.decode_text(&text)?;
         if let Some(i) = events.iter().position(|e| e.id == id) {
-            let mut json = EventsJson::new();
-            json.push(&batch.event(i, &events[i]))?;
-            let array = json.take();
-            found = Some(array[1..array.len() - 1].to_owned());
+            found.push(&batch.event(i, &events[i]))?;
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// A page of [`filter`] as one JSON array of public events, whole batches
@@ -344,12 +354,12 @@ trait Out<T> {
 }
 
 /// Collects pages of public events for a sink.
-struct Collect<F> {
+struct Collect<'a, T> {
     page: Page,
-    sink: F,
+    sink: &'a mut dyn FnMut(&T, Vec<Segment>) -> Result<()>,
 }
 
-impl<T, F: FnMut(&T, Vec<Segment>) -> Result<()>> Out<T> for Collect<F> {
+impl<T> Out<T> for Collect<'_, T> {
     fn whole(&mut self, _tx: &T, batch: Batch) -> Result<()> {
         self.page.whole(batch);
         Ok(())
@@ -390,11 +400,12 @@ impl<T: Transaction> Out<T> for Counter {
     }
 }
 
+/// One read loop for every sink (not one copy of it per sink: wasm size).
 async fn read<T: Transaction>(
     tx: &T,
     filter: &Filter,
     window: Window,
-    sink: impl FnMut(&T, Vec<Segment>) -> Result<()>,
+    sink: &mut dyn FnMut(&T, Vec<Segment>) -> Result<()>,
 ) -> Result<()> {
     let mut out = Collect {
         page: Page::new(),
@@ -417,7 +428,7 @@ async fn walk<T: Transaction>(
     tx: &T,
     filter: &Filter,
     window: Window,
-    out: &mut impl Out<T>,
+    out: &mut dyn Out<T>,
 ) -> Result<()> {
     let (lo, hi) = bounds(filter, window);
     let mut remaining = filter.limit.unwrap_or(usize::MAX);
@@ -534,17 +545,6 @@ enum Candidates {
         /// many batches) while candidates are dense; else one `get` each.
         dense: bool,
         reverse: bool,
-    },
-    /// One aggregate read backwards through its index, a page at a time:
-    /// the last events of an aggregate without reading all of it.
-    AggregateBack {
-        aggregate: String,
-        from_sequence: u64,
-        /// Last sequences below this one are still to read.
-        below: u64,
-        /// Batches ending before this position hold nothing wanted.
-        lo: u64,
-        done: bool,
     },
 }
 
@@ -702,22 +702,6 @@ impl Candidates {
         let Some(accesses) = filter.plan().filter(|_| !tail) else {
             return Ok(Candidates::Scan(Scan::start(tx, lo, hi, reverse).await?));
         };
-        if let (
-            [Access::Aggregate {
-                range: KeyRange::Exact(aggregate),
-                from_sequence,
-            }],
-            true,
-        ) = (accesses.as_slice(), reverse)
-        {
-            return Ok(Candidates::AggregateBack {
-                aggregate: aggregate.clone(),
-                from_sequence: *from_sequence,
-                below: u64::MAX,
-                lo,
-                done: false,
-            });
-        }
         // Every lookup is issued at once: IndexedDB pipelines them.
         // Backwards, an aggregate's batches are found by key, so that only
         // those read before the limit is reached are fetched.
@@ -803,34 +787,6 @@ impl Candidates {
     ) -> Result<Option<Vec<Batch>>> {
         match self {
             Candidates::Scan(scan) => scan.next_page(tx, want).await,
-            Candidates::AggregateBack {
-                aggregate,
-                from_sequence,
-                below,
-                lo,
-                done,
-            } => {
-                if *done {
-                    return Ok(None);
-                }
-                let size = page_size(want);
-                let mut page = tx
-                    .by_aggregate_back(aggregate, *from_sequence, *below, size)
-                    .await?;
-                let Some(last) = page.last() else {
-                    return Ok(None);
-                };
-                *below = last.last_sequence;
-                *done = page.len() < size;
-                // Newest first: once a batch ends before `lo`, so do the rest.
-                if let Some(end) = page.iter().position(|b| b.last_position < *lo) {
-                    for batch in page.drain(end..) {
-                        tx.release(&batch);
-                    }
-                    *done = true;
-                }
-                Ok(Some(page))
-            }
             Candidates::Keys {
                 keys,
                 loaded,

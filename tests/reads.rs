@@ -321,6 +321,17 @@ fn uuid_v7_millis_reads_the_timestamp() {
         .to_string();
     assert_eq!(engine::uuid_v7_millis(&id), Some(1_700_000_000_123));
     assert_eq!(engine::uuid_v7_millis("id-1"), None);
+    assert_eq!(
+        engine::uuid_v7_millis(&id.to_uppercase()),
+        Some(1_700_000_000_123)
+    );
+    assert_eq!(engine::uuid_v7_millis(&id.replace('-', "_")), None);
+    assert_eq!(engine::uuid_v7_millis(&format!("{id}0")), None);
+    assert_eq!(engine::uuid_v7_millis(&id.replacen('0', "g", 1)), None);
+    assert_eq!(
+        engine::uuid_v7_millis("ffffffff-ffff-7fff-bfff-ffffffffffff"),
+        Some((1 << 48) - 1)
+    );
     // Version 4: no timestamp.
     assert_eq!(
         engine::uuid_v7_millis("936da01f-9abd-4d9d-80c7-02af85c822a8"),

@@ -112,26 +112,6 @@ impl Transaction for MemoryTx {
         ))
     }
 
-    async fn by_aggregate_back(
-        &self,
-        aggregate: &str,
-        from_sequence: u64,
-        below: u64,
-        limit: usize,
-    ) -> Result<Vec<Batch>> {
-        let mut found: Vec<&Batch> = self
-            .data
-            .values()
-            .filter(|b| {
-                b.aggregate == aggregate
-                    && b.last_sequence >= from_sequence
-                    && b.last_sequence < below
-            })
-            .collect();
-        found.sort_by_key(|b| std::cmp::Reverse(b.last_sequence));
-        Ok(self.counted(found.into_iter().take(limit).cloned().collect()))
-    }
-
     async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>> {
         Ok(self.counted(
             self.data

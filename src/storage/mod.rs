@@ -47,15 +47,6 @@ pub trait Transaction {
     /// The batches of `aggregate` whose last sequence is at least
     /// `from_sequence`, in any order.
     async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>>;
-    /// Up to `limit` batches of `aggregate` whose last sequence lies in
-    /// `from_sequence..below`, newest first: an aggregate read backwards.
-    async fn by_aggregate_back(
-        &self,
-        aggregate: &str,
-        from_sequence: u64,
-        below: u64,
-        limit: usize,
-    ) -> Result<Vec<Batch>>;
     /// The batches written at `created_at` (ms), in any order: where an
     /// event whose UUIDv7 id carries that time is.
     async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>>;

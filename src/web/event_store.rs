@@ -266,15 +266,18 @@ impl EventStore {
     ) -> std::result::Result<JsValue, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let id = interop::event_id(&id).map_err(js_error)?;
-        let Some(json) = engine::get(&self.storage, &id).await.map_err(js_error)? else {
-            return Ok(JsValue::NULL);
-        };
-        let event = js_sys::JSON::parse(&json)
-            .map_err(|e| js_error(Error::Storage(format!("cannot decode event: {e:?}"))))?;
         let thrown = RefCell::new(None);
-        if upcast::upcast(&Array::of1(&event), self.upcasters.as_deref(), &thrown).is_err() {
-            return Err(thrown.into_inner().unwrap_or(JsValue::UNDEFINED));
+        let upcasters = self.upcasters.as_deref();
+        let mut event = JsValue::NULL;
+        let outcome = engine::get(&self.storage, &id, |tx, page| {
+            event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
+            Ok(())
+        })
+        .await;
+        if let Some(e) = thrown.into_inner() {
+            return Err(e);
         }
+        outcome.map_err(js_error)?;
         Ok(event)
     }
 

@@ -741,37 +741,6 @@ impl Transaction for IdbTx {
         self.batches(&all)
     }
 
-    async fn by_aggregate_back(
-        &self,
-        aggregate: &str,
-        from_sequence: u64,
-        below: u64,
-        limit: usize,
-    ) -> Result<Vec<Batch>> {
-        if from_sequence >= below {
-            return Ok(Vec::new());
-        }
-        let a = JsValue::from_str(aggregate);
-        let lower = Array::of2(&a, &JsValue::from_f64(from_sequence as f64));
-        let top = if below == u64::MAX {
-            f64::INFINITY
-        } else {
-            below as f64
-        };
-        let upper = Array::of2(&a, &JsValue::from_f64(top));
-        let r = range(&lower, &upper, true)?;
-        let request = self.request(&|store| {
-            store
-                .index(BY_AGGREGATE)?
-                .open_cursor_with_range_and_direction(&r, IdbCursorDirection::Prev)
-                .map(|r| r.unchecked_into())
-        })?;
-        let all = CursorValues::new(request, clamp(limit))
-            .await
-            .map_err(|e| storage_error(&e))?;
-        self.batches(&all)
-    }
-
     async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>> {
         let key = JsValue::from_f64(created_at as f64);
         let all = self
@@ -839,7 +808,8 @@ impl Transaction for IdbTx {
                 .dyn_into::<js_sys::JsString>()
                 .map(|t| t.includes(needle, 0))
                 .unwrap_or(true)),
-            None => Ok(batch.events.contains(needle)),
+            // Not held: decode it and see.
+            None => Ok(true),
         }
     }
 

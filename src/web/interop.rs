@@ -532,8 +532,9 @@ pub struct OpenOptions {
 /// `from` into revision `to`.
 pub struct Upcaster {
     pub action: Pattern,
-    pub from: u16,
-    pub to: u16,
+    /// Revisions, 0..=65535.
+    pub from: u64,
+    pub to: u64,
     pub upcast: js_sys::Function,
 }
 
@@ -558,13 +559,19 @@ pub fn open_options(v: &JsValue) -> Result<OpenOptions> {
         let what = At::item(None, "upcaster", i);
         check_keys(&entry, what, "action,from,to,upcast")?;
         let action = pattern(&field(&entry, "action"), what.field("action"))?;
-        let revision = |key: &'static str| -> Result<u16> {
-            let at = what.field(key);
-            match uint(&field(&entry, key), at)? {
-                Some(r) => u16::try_from(r)
-                    .map_err(|_| Error::argument(format!("{at} must be 0..=65535, got {r}"))),
-                None => Err(Error::argument(format!("{at} is required (a revision)"))),
-            }
+        let revision = |key: &'static str| -> Result<u64> {
+            let value = field(&entry, key);
+            uint(&value, what.field(key))
+                .ok()
+                .flatten()
+                .filter(|r| *r <= u64::from(crate::push::MAX_REVISION))
+                .ok_or_else(|| {
+                    Error::argument(format!(
+                        "{}: a revision (0..=65535) is required, got {}",
+                        what.field(key),
+                        describe_value(&value)
+                    ))
+                })
         };
         let (from, to) = (revision("from")?, revision("to")?);
         if to <= from {

@@ -36,8 +36,8 @@ impl Upcasters {
             for (key, value) in [
                 ("index", JsValue::from(i as u32)),
                 ("action", JsValue::from_str(u.action.as_str())),
-                ("from", JsValue::from(u.from)),
-                ("to", JsValue::from(u.to)),
+                ("from", JsValue::from_f64(u.from as f64)),
+                ("to", JsValue::from_f64(u.to as f64)),
                 ("upcast", u.upcast.clone().into()),
             ] {
                 let _ = Reflect::set(&entry, &JsValue::from_str(key), &value);

@@ -112,7 +112,12 @@ impl Store {
 
     /// The event with this id, as a JSON value.
     pub fn get(&self, id: &str) -> Result<Option<Value>> {
-        Ok(block_on(engine::get(&self.storage, id))?.map(|e| serde_json::from_str(&e).unwrap()))
+        let mut all = Vec::new();
+        let found = block_on(engine::get(&self.storage, id, |tx, page| {
+            collect(&mut all, tx, page, false)
+        }))?;
+        assert_eq!(found, all.len() == 1);
+        Ok(all.pop())
     }
 
     pub fn forget(&self, filter: &Filter) -> Result<u64> {
