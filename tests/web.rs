@@ -850,3 +850,24 @@ async fn an_end_subscription_starts_after_the_calls_made_before_it() {
     .await;
     assert_eq!(JSON::stringify(&seen).unwrap(), r#"["doc.1.after"]"#);
 }
+
+#[wasm_bindgen_test]
+async fn a_freed_store_does_not_block_a_delete() {
+    let s = fresh("freed").await;
+    s.push(push_json("doc.1", 1)).await.unwrap();
+    // What `store.free()` and `using` (Symbol.dispose) do.
+    drop(s);
+    let deleted = with_timeout(EventStore::delete_store("freed".into()), 5000).await;
+    assert!(deleted, "delete went through");
+    let again = EventStore::open("freed".into()).await.unwrap();
+    assert_eq!(Array::from(&read(&again, "{}").await).length(), 0);
+    again.close();
+}
+
+/// Whether `future` completes within `ms`.
+async fn with_timeout<F: std::future::Future>(future: F, ms: i32) -> bool {
+    use futures::future::{select, Either};
+    let future = Box::pin(future);
+    let timer = Box::pin(sleep(ms));
+    matches!(select(future, timer).await, Either::Left(_))
+}

@@ -23,10 +23,22 @@ export function listen(request, id) {
   request.onsuccess = request.onerror = () => wake(id, true);
   return false;
 }
+const failures = new Map();
 export function listenTransaction(tx, id) {
   tx.oncomplete = () => wake(id, true);
+  // A failed request's error event bubbles to its transaction before the
+  // abort. Engines differ in what the transaction's own error says then
+  // (Firefox: AbortError, WebKit: null after an explicit commit()), so the
+  // first request's error is the one kept.
+  tx.onerror = (e) => { if (!failures.has(id)) failures.set(id, e.target.error); };
   tx.onabort = () => wake(id, false);
 }
+export function abortCause(tx, id) {
+  const error = failures.get(id) ?? tx.error;
+  failures.delete(id);
+  return error;
+}
+export function forget(id) { failures.delete(id); }
 export function outcome(request) {
   const error = request.error;
   if (error) throw error;
@@ -41,6 +53,13 @@ extern "C" {
     /// Calls `wake(id, completed)` when the transaction completes or aborts.
     #[wasm_bindgen(js_name = listenTransaction)]
     fn listen_transaction(tx: &IdbTransaction, id: u32);
+    /// Why a transaction listened to as `id` aborted: the first failed
+    /// request's error, else the transaction's own `error` (may be null).
+    #[wasm_bindgen(js_name = abortCause)]
+    fn abort_cause(tx: &IdbTransaction, id: u32) -> JsValue;
+    /// Drops what was kept for `id` (a transaction that completed).
+    #[wasm_bindgen(js_name = forget)]
+    fn forget_failure(id: u32);
     /// The request's result, or its error thrown.
     #[wasm_bindgen(catch)]
     fn outcome(request: &IdbRequest) -> Result<JsValue, JsValue>;
@@ -155,22 +174,43 @@ impl Future for Request {
     }
 }
 
-/// Resolves to `true` when a transaction completes, `false` when it aborts.
-/// Listens from its creation, so that an early abort is not missed.
-pub struct Completion(Signal);
+/// Resolves to `Ok(())` when a transaction completes, `Err(cause)` when it
+/// aborts, where `cause` is the first failed request's error (a
+/// DOMException), else the transaction's `error` (maybe null). Listens from
+/// its creation, so that an early abort is not missed.
+pub struct Completion {
+    signal: Signal,
+    tx: IdbTransaction,
+}
 
 impl Completion {
     pub fn new(tx: &IdbTransaction) -> Self {
         let id = next_id();
         listen_transaction(tx, id);
-        Completion(Signal::new(id))
+        Completion {
+            signal: Signal::new(id),
+            tx: tx.clone(),
+        }
     }
 }
 
 impl Future for Completion {
-    type Output = bool;
+    type Output = Result<(), JsValue>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        self.0.poll_fired(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.signal.poll_fired(cx).map(|completed| {
+            if completed {
+                forget_failure(self.signal.0);
+                Ok(())
+            } else {
+                Err(abort_cause(&self.tx, self.signal.0))
+            }
+        })
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        forget_failure(self.signal.0);
     }
 }
