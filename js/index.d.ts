@@ -372,15 +372,24 @@ export interface Upcaster {
   from: number;
   /** The revision its result has. */
   to: number;
-  /** The new payload; a throw fails the read with an error naming the event. */
-  upcast: (payload: any, event: AnyEvent) => unknown;
+  /**
+   * The payload at revision `to`, from the payload at `from` and the event
+   * as read. Not `undefined` (return `null` for no payload); a throw fails
+   * the read with an `INVALID_PAYLOAD` error naming the event and upcaster.
+   */
+  upcast: (payload: any, event: AnyEvent) => {} | null;
 }
 
 /** What `onDataLost` is told. */
 export interface DataLostInfo {
+  /** The store's name. */
+  name: string;
   /** The last position this origin knew the database to hold. */
   lastPosition: number;
-  [key: string]: unknown;
+  /** The last position it holds now (events after it are gone). */
+  position: number;
+  /** `"empty"`, `"replaced"` (another log) or `"shorter"`. */
+  reason: "empty" | "replaced" | "shorter";
 }
 
 /** Options of `EventStore.open`. (`encryption` is not built yet.) */
@@ -392,7 +401,14 @@ export interface OpenOptions {
    * a full disk, for example); the store then opens what is there. Without
    * it, `open` rejects with `DATA_LOST`.
    */
-  onDataLost?: (info: DataLostInfo) => void;
+  onDataLost?: (info: DataLostInfo) => void | Promise<void>;
+}
+
+/** What `subscribe` takes: a filter without `limit` or `reverse` (events come as they are committed). */
+export interface SubscribeFilter {
+  queries?: readonly Query[];
+  limit?: never;
+  reverse?: never;
 }
 
 /** Options of `subscribe`. */
@@ -452,7 +468,7 @@ export class EventStore<M extends object = AnyEvents> {
    * each new one as it is committed (here, in another tab or a worker):
    * exactly once, in position order. Returns the function that ends it.
    */
-  subscribe<const F extends Filter = {}>(
+  subscribe<const F extends SubscribeFilter = {}>(
     filter: (F & CheckedFilter<F>) | undefined,
     onEvent: (event: Matching<M, F>) => void,
     options?: SubscribeOptions<Matching<M, F>>,
@@ -499,6 +515,10 @@ export class EventStoreError extends Error {
   aggregate?: string[];
   expected?: number;
   actual?: number;
+  /** With `DATA_LOST`: as `onDataLost` would have been told. */
+  lastPosition?: number;
+  position?: number;
+  reason?: DataLostInfo["reason"];
   static [Symbol.hasInstance](value: unknown): value is EventStoreError;
 }
 

@@ -68,6 +68,12 @@ export async function untyped(store: EventStore, event: StoredEvent): Promise<vo
   store.events({ queries: [{ position: { frm: 1 } }] });
   // @ts-expect-error count takes a filter
   await store.count({ queries: [{ sequence: 1 }] });
+  // @ts-expect-error subscribe takes no limit
+  store.subscribe({ limit: 5 }, () => {});
+  // @ts-expect-error forget takes no reverse
+  await store.forget({ reverse: true });
+  // @ts-expect-error an upcaster returns the new payload, not undefined
+  await EventStore.open("x", { upcasters: [{ action: "a.b", from: 1, to: 2, upcast: () => undefined }] });
   // @ts-expect-error get takes an id string
   await store.get(1);
   void [sequence, erased];

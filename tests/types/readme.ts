@@ -50,7 +50,7 @@ void [n, last20, since];
 // Open options.
 const upcasted = await EventStore.open("readme-upcast", {
   upcasters: [{ action: "user.*.added", from: 1, to: 2, upcast: (payload) => ({ ...payload, email: null }) }],
-  onDataLost: ({ lastPosition }) => console.warn(`the browser reset the database (it held ${lastPosition} events)`),
+  onDataLost: ({ lastPosition, position, reason }) => console.warn(`events ${position + 1}..${lastPosition} are gone (${reason})`),
 });
 upcasted.close();
 
