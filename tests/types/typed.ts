@@ -94,3 +94,24 @@ const got = await store.get(pushed[0].id);
 same<typeof got, StoredEvent<AppEvents> | null>(true);
 
 store.close();
+
+// A typed store can go where an untyped one is expected (helpers, tests).
+async function countAll(any: EventStore): Promise<number> {
+  return (await any.filter({})).length;
+}
+void countAll(await EventStore.open<AppEvents>("typed-any"));
+
+// An event map declared as an interface, with fixed actions.
+interface CounterEvents {
+  "counter.incremented": { by: number };
+  "counter.reset": null;
+}
+const counter = await EventStore.open<CounterEvents>("counter");
+await counter.push([{ aggregate: "counter", commands: [{ action: "counter.incremented", payload: { by: 2 } }, { action: "counter.reset" }] }]);
+let total = 0;
+await counter.filter({ queries: [{ subjects: "counter.incremented" }] }, (e) => {
+  if (!e.forgotten) total += e.payload.by;
+});
+// @ts-expect-error by is a number
+await counter.push([{ aggregate: "counter", commands: [{ action: "counter.incremented", payload: { by: "2" } }] }]);
+void total;
