@@ -766,9 +766,7 @@ impl Transaction for IdbTx {
     async fn commit(mut self) -> Result<()> {
         let tx = self.current.borrow().0.clone();
         let done = self.done.take();
-        // An explicit commit saves waiting for the transaction to go idle.
-        #[allow(deprecated)] // web-sys marks it so only because it is newer than the rest
-        let _ = tx.commit();
+        super::request::commit_early(&tx);
         let Some(done) = done else {
             return Ok(());
         };

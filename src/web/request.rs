@@ -33,6 +33,17 @@ export function listenTransaction(tx, id) {
   tx.onerror = (e) => { if (!failures.has(id)) failures.set(id, e.target.error); };
   tx.onabort = () => wake(id, false);
 }
+// An explicit commit() sends the commit with the writes instead of after
+// their results, which saves about a fifth of a small push in Chromium. It
+// is only safe where a request that fails after commit() still aborts the
+// whole transaction: Firefox ESR 153 commits the other writes then (see
+// tests/idb_rules.rs). So it is used only where the engine says it is
+// Chromium (navigator.userAgentData, which Firefox and WebKit lack, and
+// which user-agent switchers do not fake); elsewhere transactions commit
+// by themselves once their requests are done.
+const chromium = !!globalThis.navigator?.userAgentData?.brands?.some((b) => b.brand === "Chromium");
+export function commitEarly(tx) { if (chromium) tx.commit(); }
+export function commitsEarly() { return chromium; }
 export function abortCause(tx, id) {
   const error = failures.get(id) ?? tx.error;
   failures.delete(id);
@@ -60,6 +71,12 @@ extern "C" {
     /// Drops what was kept for `id` (a transaction that completed).
     #[wasm_bindgen(js_name = forget)]
     fn forget_failure(id: u32);
+    /// Commits `tx` at once where that is safe (see the JavaScript above).
+    #[wasm_bindgen(js_name = commitEarly)]
+    pub fn commit_early(tx: &IdbTransaction);
+    /// Whether [`commit_early`] commits in this engine.
+    #[wasm_bindgen(js_name = commitsEarly)]
+    pub fn commits_early() -> bool;
     /// The request's result, or its error thrown.
     #[wasm_bindgen(catch)]
     fn outcome(request: &IdbRequest) -> Result<JsValue, JsValue>;
