@@ -68,6 +68,26 @@ for (const name of Object.getOwnPropertyNames(EventStore)) {
   Object.defineProperty(EventStore, name, { ...Object.getOwnPropertyDescriptor(EventStore, name), value: ready });
 }
 
+// A store that was freed (`store.free()`, `using store = ...`) has been
+// closed (its Rust side closes the connection when dropped); its methods
+// then answer like those of a closed store (CLOSED) instead of failing in
+// the glue with "null pointer passed to rust".
+const ASYNC = new Set(["push", "filter", "forget", "get", "count"]);
+for (const name of Object.getOwnPropertyNames(EventStore.prototype)) {
+  const method = EventStore.prototype[name];
+  if (typeof method !== "function" || name === "constructor" || name === "free") continue;
+  const guarded = {
+    [name](...args) {
+      if (this.__wbg_ptr !== 0) return method.apply(this, args);
+      if (name === "close") return undefined;
+      const error = new EventStoreError("CLOSED", "the store is closed: it was freed (free() or Symbol.dispose)");
+      if (ASYNC.has(name)) return Promise.reject(error);
+      throw error;
+    },
+  }[name];
+  Object.defineProperty(EventStore.prototype, name, { ...Object.getOwnPropertyDescriptor(EventStore.prototype, name), value: guarded });
+}
+
 /** The `code` of every error the store rejects with (SPEC section 6). */
 export const ErrorCode = Object.freeze({
   INVALID_SUBJECT: "INVALID_SUBJECT",

@@ -100,3 +100,34 @@ test("the store's errors are instanceof EventStoreError, with the codes of Error
   assert.deepEqual(r, { instance: true, code: true, guard: true, closed: true, plain: false, made: true });
   await page.close();
 });
+
+test("a disposed store (using, free) is closed: delete goes through, later calls reject with CLOSED", { timeout: TIMEOUT }, async () => {
+  const { page } = await freshPage();
+  const r = await page.evaluate(
+    async ({ entry, name }) => {
+      const { EventStore } = await import(entry);
+      const timeout = (p, ms) => Promise.race([p.then(() => "done"), new Promise((ok) => setTimeout(() => ok("timed out"), ms))]);
+      let kept;
+      {
+        // What `using store = await EventStore.open(name)` does at the end of the block.
+        const store = await EventStore.open(name);
+        await store.push([{ aggregate: "doc.1", commands: [{ action: "doc.1.x" }] }]);
+        kept = store;
+        store[Symbol.dispose]();
+      }
+      const deleted = await timeout(EventStore.delete(name), 5000);
+      const push = await kept.push([]).then(() => "resolved", (e) => e.code);
+      let subscribe;
+      try { kept.subscribe({}, () => {}); subscribe = "returned"; } catch (e) { subscribe = e.code; }
+      kept.close();
+      const freed = await EventStore.open(name);
+      freed.free();
+      const filter = await freed.filter({}).then(() => "resolved", (e) => e.code);
+      await EventStore.delete(name);
+      return { deleted, push, subscribe, filter };
+    },
+    { entry, name: uniqueName("dispose") },
+  );
+  assert.deepEqual(r, { deleted: "done", push: "CLOSED", subscribe: "CLOSED", filter: "CLOSED" });
+  await page.close();
+});
