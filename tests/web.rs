@@ -1391,3 +1391,45 @@ async fn a_stale_guess_of_several_records_is_redone_whole() {
         r#"{"pushed":["3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"],"all":["1:doc.1.e:1","2:doc.2.x:1","3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"]}"#
     );
 }
+
+/// Backwards reads use `getAllRecords` where the engine has it (Chromium
+/// 141+) and step a cursor elsewhere: both give the same pages.
+#[wasm_bindgen_test]
+async fn reverse_reads_step_a_cursor_without_get_all_records() {
+    let s = fresh("web-reverse-cursor").await;
+    for _ in 0..30 {
+        s.push(push_json("rev.a", 3)).await.unwrap();
+        s.push(push_json("rev.b", 2)).await.unwrap();
+    }
+    let swap = js_sys::Function::new_no_args(
+        "const p = IDBObjectStore.prototype;
+         const had = typeof p.getAllRecords === 'function';
+         if (had) { globalThis.__getAllRecords = p.getAllRecords; delete p.getAllRecords; }
+         else if (globalThis.__getAllRecords) { p.getAllRecords = globalThis.__getAllRecords; }
+         return had;",
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let had = swap.call0(&JsValue::NULL).unwrap().as_bool().unwrap();
+        let mut pages = Vec::new();
+        for filter in [
+            r#"{"reverse":true}"#,
+            r#"{"reverse":true,"limit":7}"#,
+            r#"{"queries":[{"position":{"to":100}}],"reverse":true,"limit":4}"#,
+            r#"{"queries":[{"subjects":"*.a.e"}],"reverse":true,"limit":5}"#,
+        ] {
+            let (found, cost) = records_read_by(s.filter(js(filter), JsValue::UNDEFINED)).await;
+            pages.push(field_list(&found.unwrap(), "position"));
+            assert!(cost <= 60, "{filter}: {cost}");
+        }
+        seen.push((had, pages));
+    }
+    assert!(seen[0].0, "this Chromium has getAllRecords");
+    assert!(!seen[1].0, "the first round ran without it, the second with it again");
+    assert_eq!(seen[0].1, seen[1].1);
+    let all: Vec<String> = (1..=150).rev().map(|p| p.to_string()).collect();
+    assert_eq!(seen[0].1[0], all);
+    assert_eq!(seen[0].1[1], all[..7]);
+    assert_eq!(seen[0].1[2], ["99", "98", "97", "96"]);
+    s.close();
+}

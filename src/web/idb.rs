@@ -17,7 +17,7 @@ use web_sys::{
     IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
-use super::request::{Completion, CursorValues, Request};
+use super::request::{open_backwards, Completion, CursorValues, Request};
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, Transaction};
@@ -730,12 +730,9 @@ impl Transaction for IdbTx {
             &JsValue::from_f64(to as f64),
             false,
         )?;
-        let request = self.request(&|store| {
-            store
-                .open_cursor_with_range_and_direction(&r, IdbCursorDirection::Prev)
-                .map(|r| r.unchecked_into())
-        })?;
-        let all = CursorValues::new(request, clamp(limit))
+        let limit = clamp(limit);
+        let request = self.request(&|store| open_backwards(store, &r, limit))?;
+        let all = CursorValues::new(request, limit)
             .await
             .map_err(|e| storage_error(&e))?;
         self.batches(&all)

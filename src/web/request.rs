@@ -33,11 +33,20 @@ export function listenTransaction(tx, id) {
   tx.onerror = (e) => { if (!failures.has(id)) failures.set(id, e.target.error); };
   tx.onabort = () => wake(id, false);
 }
+export function openBackwards(source, range, limit) {
+  // getAllRecords (Chromium 141+) reads a page backwards in one request;
+  // elsewhere a cursor is stepped.
+  return typeof source.getAllRecords === "function"
+    ? source.getAllRecords({ query: range, count: limit, direction: "prev" })
+    : source.openCursor(range, "prev");
+}
 export function listenCursor(request, id, limit) {
   const out = [];
   request.onsuccess = () => {
     const cursor = request.result;
-    if (cursor) {
+    if (Array.isArray(cursor)) {
+      for (const record of cursor) out.push(record.value);
+    } else if (cursor) {
       out.push(cursor.value);
       if (out.length < limit) return cursor.continue();
     }
@@ -77,8 +86,18 @@ extern "C" {
     /// Calls `wake(id, completed)` when the transaction completes or aborts.
     #[wasm_bindgen(js_name = listenTransaction)]
     fn listen_transaction(tx: &IdbTransaction, id: u32);
-    /// Collects the values of a cursor request, up to `limit`, into the
-    /// array it returns; calls `wake(id, true)` when done or failed.
+    /// A backwards read of up to `limit` values of `source` (a store or an
+    /// index) in `range`: `getAllRecords` where there is one, else a
+    /// cursor; for [`CursorValues`].
+    #[wasm_bindgen(js_name = openBackwards, catch)]
+    pub fn open_backwards(
+        source: &JsValue,
+        range: &JsValue,
+        limit: u32,
+    ) -> Result<IdbRequest, JsValue>;
+    /// Collects the values of a backwards read (a cursor stepped up to
+    /// `limit`, or `getAllRecords`' records) into the array it returns;
+    /// calls `wake(id, true)` when done or failed.
     #[wasm_bindgen(js_name = listenCursor)]
     fn listen_cursor(request: &IdbRequest, id: u32, limit: u32) -> js_sys::Array;
     /// Why a transaction listened to as `id` aborted: the first failed
@@ -249,8 +268,8 @@ impl Drop for Completion {
     }
 }
 
-/// Resolves to the values a cursor request walks over (up to a limit), in
-/// its direction: a backwards read in one wait, the cursor stepped in
+/// Resolves to the values a backwards read returns (up to a limit), newest
+/// first, in one wait: `getAllRecords`' records, or a cursor stepped in
 /// JavaScript.
 pub struct CursorValues {
     request: IdbRequest,
@@ -259,7 +278,7 @@ pub struct CursorValues {
 }
 
 impl CursorValues {
-    /// `request` must be a cursor request just made (not yet finished).
+    /// `request` must come from [`open_backwards`], just made.
     pub fn new(request: IdbRequest, limit: u32) -> Self {
         let id = next_id();
         let signal = Signal::new(id);
