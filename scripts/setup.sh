@@ -53,18 +53,12 @@ fi
 apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 
 if [ "$mode" = all ]; then
-  # package -> a file it installs (present = installed)
-  declare -A files=(
-    [chromium]=/usr/bin/chromium
-    [chromium-driver]=/usr/bin/chromedriver
-    [firefox-esr]=/usr/bin/firefox-esr
-    [webkit2gtk-driver]=/usr/bin/WebKitWebDriver
-    [xvfb]=/usr/bin/Xvfb
-    [xauth]=/usr/bin/xauth
-  )
+  # Chromium and its driver; Firefox ESR; WebKitGTK's WebDriver server (with
+  # MiniBrowser), the engine's Python bindings for scripts/bin/webkit-persistent-browser
+  # (WebKit with IndexedDB on disk); a virtual X display for WebKit.
   missing=()
-  for pkg in chromium chromium-driver firefox-esr webkit2gtk-driver xvfb xauth; do
-    [ -x "${files[$pkg]}" ] || missing+=("$pkg")
+  for pkg in chromium chromium-driver firefox-esr webkit2gtk-driver gir1.2-webkit2-4.1 python3-gi xvfb xauth; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"

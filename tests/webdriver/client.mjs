@@ -1,7 +1,8 @@
 // A small W3C WebDriver client for the engines Playwright cannot drive here:
-// Debian's Firefox ESR (through geckodriver) and WebKitGTK's MiniBrowser
-// (through WebKitWebDriver), plus Chromium through chromedriver. Plain JSON
-// over HTTP with Node's fetch; no package, nothing downloaded.
+// Debian's Firefox ESR (through geckodriver) and WebKitGTK (through
+// WebKitWebDriver: "webkit" keeps IndexedDB on disk, "webkit-minibrowser" is
+// MiniBrowser's in-memory session), plus Chromium through chromedriver.
+// Plain JSON over HTTP with Node's fetch; no package, nothing downloaded.
 //
 //   const browser = await launch("firefox");
 //   const tab = await browser.open(`${url}/tests/e2e/blank.html`); // first tab
@@ -18,9 +19,11 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export const FIREFOX_BINARY = process.env.FIREFOX_BINARY ?? "/usr/bin/firefox-esr";
 export const MINIBROWSER = process.env.MINIBROWSER ?? "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser";
+export const PERSISTENT_WEBKIT = fileURLToPath(new URL("../../scripts/bin/webkit-persistent-browser", import.meta.url));
 export const CHROMIUM_BINARY = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 const which = (name, ...fallbacks) => {
@@ -41,8 +44,23 @@ const ENGINES = {
       "moz:firefoxOptions": { binary: FIREFOX_BINARY, args: ["-headless"], prefs: { "browser.shell.checkDefaultBrowser": false, ...opts.firefoxPrefs } },
     }),
   },
+  // WebKitGTK with IndexedDB on disk (SQLite, as in Safari and GNOME Web):
+  // scripts/bin/webkit-persistent-browser, the same engine as MiniBrowser
+  // through its GObject bindings (Debian's gir1.2-webkit2-4.1), on a fresh
+  // data directory per session.
   webkit: {
     label: "WebKitGTK",
+    needsDisplay: true,
+    profile: true,
+    driver: () => which("WebKitWebDriver", "/usr/bin/WebKitWebDriver"),
+    args: (port) => [`--port=${port}`, "--host=local"],
+    capabilities: (opts) => ({ "webkitgtk:browserOptions": { binary: PERSISTENT_WEBKIT, args: ["--automation", `--data-dir=${opts.profile}`] } }),
+  },
+  // WebKitGTK's MiniBrowser, which WebKitWebDriver (and wasm-pack --safari)
+  // starts by default: its automation session keeps website data in memory,
+  // so IndexedDB is WebKit's in-memory backing store.
+  "webkit-minibrowser": {
+    label: "WebKitGTK MiniBrowser",
     needsDisplay: true,
     driver: () => which("WebKitWebDriver", "/usr/bin/WebKitWebDriver"),
     args: (port) => [`--port=${port}`, "--host=local"],
