@@ -15,13 +15,18 @@ export const OTHER_ENGINES = ["firefox", "webkit"];
 const IMPLS = ["eventstore", "dexie", "raw"];
 const NAMES = { eventstore: "eventstore-wasm", dexie: "Dexie", raw: "raw IndexedDB" };
 
-/** The cases run in the other engines: [id, label, page function, args(run), timeout ms]. */
+/** The cases of the table: [results key, row id, label]. */
 export const ENGINE_CASES = [
-  ["append", "1", "append 10,000 events, 100 per push", "appendLog", () => [], 240_000],
-  ["single", "2", "500 pushes of one event (1 transaction each)", "singlePushes", () => [], 180_000],
-  ["loads", "3", "200 aggregate loads (full history)", "aggregateLoads", (r) => [r], 120_000],
-  ["added", "4", "filter `user.*.added`, 10,000-event log", "filterAdded", () => [], 120_000],
-  ["prefix10k", "5a", "`user.u7.>` on the 10,000-event log", "prefixQuery", () => ["10k"], 60_000],
+  ["append", "1", "append 10,000 events, 100 per push"],
+  ["single", "2", "500 pushes of one event (1 transaction each)"],
+  ["loads", "3", "200 aggregate loads (full history)"],
+  ["added", "4", "filter `user.*.added`, 10,000-event log"],
+  ["prefix10k", "5a", "`user.u7.>` on the 10,000-event log"],
+  ["prefix100k", "5b", "`user.u7.>` on the 100,000-event log"],
+  ["cold", "6", "cold start: fresh page, open 100k db, load 1 aggregate"],
+  ["forget", "7", "forget one aggregate (100 events) in the 100k log"],
+  ["stream", "8", "stream all 100,000 events through a reducer"],
+  ["build100k", "–", "building the 100k log (1,000 pushes of 100; not a case)"],
 ];
 
 const median = (xs) => {
@@ -42,17 +47,18 @@ const ENGINE_INFO = {
   }),
   webkit: () => ({
     title: "WebKitGTK",
-    browser: `WebKitGTK ${debianVersion("libwebkit2gtk-4.1-0") ?? "?"} (Debian's \`webkit2gtk-driver\`: WebKitWebDriver and MiniBrowser under Xvfb)`,
-    storage: "MiniBrowser's automation session, whose website data is ephemeral: IndexedDB is WebKit's in-memory backing store, not the SQLite files Safari writes",
+    browser: `WebKitGTK ${debianVersion("libwebkit2gtk-4.1-0") ?? "?"} (Debian's, through its Python bindings: \`scripts/bin/webkit-persistent-browser\`, driven by WebKitWebDriver from \`webkit2gtk-driver\`, on Xvfb)`,
+    storage: "a fresh data directory on disk: IndexedDB is SQLite files, as in Safari (MiniBrowser, which WebKitWebDriver starts by default, would keep it in memory)",
   }),
 };
 
 /**
  * Runs ENGINE_CASES in each engine, `runs` times each, the implementations
- * interleaved in a rotating order. Each engine stops starting new runs
- * (after the first) once `budgetMs` has passed for it.
+ * interleaved in a rotating order, in the order and with the checks of
+ * bench/run.mjs. Past `budgetMs` for an engine, runs after a case's first are
+ * skipped; past 1.6 times that, the remaining cases are.
  */
-export async function runEngines({ engines = OTHER_ENGINES, runs = 5, budgetMs = 150_000, log = console.log } = {}) {
+export async function runEngines({ engines = OTHER_ENGINES, runs = 3, budgetMs = 150_000, log = console.log } = {}) {
   const out = {};
   const { url, close } = await serve();
   try {
@@ -65,48 +71,102 @@ export async function runEngines({ engines = OTHER_ENGINES, runs = 5, budgetMs =
 
 async function runEngine(engine, url, runs, budgetMs, log) {
   const start = Date.now();
-  const data = { engine, ...ENGINE_INFO[engine](), version: null, userAgent: null, results: {}, loadErrors: {}, skipped: [], error: null, runs };
+  const soft = () => Date.now() - start < budgetMs; // optional runs (beyond the first)
+  const hard = () => Date.now() - start < budgetMs * 1.6; // any further case
+  const data = { engine, ...ENGINE_INFO[engine](), version: null, results: {}, loadErrors: {}, skipped: [], error: null, runs };
   let browser;
   try {
     // Full timer precision (Firefox rounds performance.now() to 1 ms by default).
     browser = await launch(engine, engine === "firefox" ? { firefoxPrefs: { "privacy.reduceTimerPrecision": false } } : {});
     data.version = browser.version;
-    const tab = await browser.open(`${url}/bench/page.html`);
-    const deadline = Date.now() + 30_000;
-    while (!(await tab.run(() => window.benchReady === true))) {
-      if (Date.now() > deadline) throw new Error("bench/page.html did not get ready within 30 s");
-      await new Promise((ok) => setTimeout(ok, 100));
-    }
-    data.userAgent = await tab.run(() => navigator.userAgent);
-    const call = async (fn, args, timeoutMs) => {
+    const page = `${url}/bench/page.html`;
+
+    /** A fresh bench page in a new tab, replacing `old` (closed: its connections end). */
+    const freshPage = async (old) => {
+      const tab = old ? await browser.newTab(null) : await browser.open(null);
+      if (old) await old.close();
+      await tab.goto(page);
+      const deadline = Date.now() + 30_000;
+      while (!(await tab.run(() => window.benchReady === true))) {
+        if (Date.now() > deadline) throw new Error("bench/page.html did not get ready within 30 s");
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      return tab;
+    };
+    const call = async (tab, fn, args, timeoutMs) => {
       try {
         return await tab.run((fn, args) => window.bench[fn](...args), [fn, args], timeoutMs);
       } catch (e) {
         return { error: `harness: ${fn}: ${String(e.message).split("\n")[0]}`, fails: [] };
       }
     };
-    const ready = [];
-    for (const k of IMPLS) {
-      const res = await call("load", [k], 60_000);
-      if (res.error) data.loadErrors[k] = res.error;
-      else ready.push(k);
-    }
-    log(`${engine} ${data.version}: implementations ${ready.map((k) => NAMES[k]).join(", ") || "none"}`);
-    for (const [id, , , fn, args, timeoutMs] of ENGINE_CASES) {
-      for (let r = 0; r < runs; r++) {
-        if (r > 0 && Date.now() - start > budgetMs) { data.skipped.push(`${id} runs ${r + 1}..${runs}`); break; }
-        for (let i = 0; i < ready.length; i++) {
-          const k = ready[(i + r) % ready.length];
-          const res = await call(fn, [k, ...args(r)], timeoutMs);
-          const s = ((data.results[id] ??= {})[k] ??= { runs: [], fails: [], errors: [] });
-          if (res.error) s.errors.push(res.error);
-          else if (typeof res.ms === "number") s.runs.push(res.ms);
-          for (const f of res.fails ?? []) if (!s.fails.includes(f) && s.fails.length < 10) s.fails.push(f);
-          log(`${engine.padEnd(8)} ${id.padEnd(10)} ${NAMES[k].padEnd(16)} ${res.error ? `ERROR ${res.error}` : fmtMs(res.ms)}${res.fails?.length ? `  (${res.fails.length} failed checks)` : ""}`);
+    const loadAll = async (tab, keys) => {
+      const ready = [];
+      for (const k of keys) {
+        const res = await call(tab, "load", [k], 60_000);
+        if (res.error) data.loadErrors[k] ??= res.error;
+        else ready.push(k);
+      }
+      return ready;
+    };
+    const record = (id, k, res) => {
+      const s = ((data.results[id] ??= {})[k] ??= { runs: [], fails: [], errors: [], extra: [] });
+      if (res.error) s.errors.push(res.error);
+      else if (typeof res.ms === "number") s.runs.push(res.ms);
+      s.extra.push(res);
+      for (const f of res.fails ?? []) if (!s.fails.includes(f) && s.fails.length < 10) s.fails.push(f);
+      log(`${engine.padEnd(8)} ${id.padEnd(10)} ${NAMES[k].padEnd(16)} ${res.error ? `ERROR ${res.error}` : fmtMs(res.ms)}${res.fails?.length ? `  (${res.fails.length} failed checks)` : ""}`);
+      return res;
+    };
+    /** `count` rounds of `fn` over `keys`, rotating the order; rounds after the first need the soft budget. */
+    const rounds = async (tab, id, keys, count, fn, args, timeoutMs) => {
+      for (let r = 0; r < count; r++) {
+        if (!hard() || (r > 0 && !soft())) { data.skipped.push(`${id} runs ${r + 1}..${count}`); break; }
+        for (let i = 0; i < keys.length; i++) {
+          const k = keys[(i + r) % keys.length];
+          record(id, k, await call(tab, fn, [k, ...args(r)], timeoutMs));
         }
       }
+    };
+
+    let tab = await freshPage(null);
+    const keys = await loadAll(tab, IMPLS);
+    log(`${engine} ${data.version}: implementations ${keys.map((k) => NAMES[k]).join(", ") || "none"}`);
+    await rounds(tab, "append", keys, runs, "appendLog", () => [], 240_000);
+    await rounds(tab, "single", keys, runs, "singlePushes", () => [], 180_000);
+    await rounds(tab, "loads", keys, runs, "aggregateLoads", (r) => [r], 120_000);
+    await rounds(tab, "added", keys, runs, "filterAdded", () => [], 120_000);
+    await rounds(tab, "prefix10k", keys, Math.max(runs, 7), "prefixQuery", () => ["10k"], 60_000);
+
+    const built = [];
+    for (const k of keys) {
+      if (!hard()) { data.skipped.push(`building the 100k log of ${NAMES[k]}`); continue; }
+      const res = record("build100k", k, await call(tab, "build100k", [k], 600_000));
+      if (!res.error) built.push(k);
     }
-    for (const k of ready) await call("cleanup", [k], 60_000);
+    await rounds(tab, "prefix100k", built, Math.max(runs, 7), "prefixQuery", () => ["100k"], 60_000);
+
+    // Case 6: each run in a fresh page (the previous one closed first).
+    const COLD = [11, 111, 211, 311, 411];
+    for (let r = 0; r < Math.min(runs, COLD.length); r++) {
+      if (!hard() || (r > 0 && !soft())) { data.skipped.push(`cold runs ${r + 1}..`); break; }
+      for (let i = 0; i < built.length; i++) {
+        const k = built[(i + r) % built.length];
+        tab = await freshPage(tab);
+        record("cold", k, await call(tab, "coldStart", [k, COLD[r]], 60_000));
+      }
+    }
+    // Cases 8 then 7, in a fresh page per implementation; then the databases go.
+    const FORGET = [123, 456, 789];
+    for (const k of built) {
+      tab = await freshPage(tab);
+      if (!(await loadAll(tab, [k])).length) continue;
+      await rounds(tab, "stream", [k], Math.min(runs, 3), "streamAll", () => [], 300_000);
+      await rounds(tab, "forget", [k], Math.min(runs, 3), "forget", (r) => [FORGET[r]], 60_000);
+      await call(tab, "cleanup", [k], 120_000);
+    }
+    tab = await freshPage(tab);
+    for (const k of await loadAll(tab, keys.filter((k) => !built.includes(k)))) await call(tab, "cleanup", [k], 120_000);
   } catch (e) {
     data.error = String(e.message ?? e).split("\n")[0];
     log(`${engine}: ${data.error}`);
@@ -137,13 +197,21 @@ export function engineTables(all) {
     const ratio = (c, p) => { const a = med(c, "eventstore"), b = med(c, p); return a != null && b ? a / b : null; };
     const head = ["#", "case", NAMES.eventstore, NAMES.dexie, NAMES.raw, "vs Dexie", "vs raw"];
     const rows = ENGINE_CASES.map(([c, id, label]) => [id, label, cell(c, "eventstore"), cell(c, "dexie"), cell(c, "raw"), fmtX(ratio(c, "dexie")), fmtX(ratio(c, "raw"))]);
+    const scale = (k) => { const a = med("prefix10k", k), b = med("prefix100k", k); return a && b != null ? b / a : null; };
+    rows.splice(6, 0, ["5", "scaling: time on 100k / time on 10k", fmtX(scale("eventstore")), fmtX(scale("dexie")), fmtX(scale("raw")), "", ""]);
     parts.push(`### ${d.title} ${d.version ?? ""}`.trim() + "\n");
     parts.push(`- Browser: ${d.browser}; ${d.storage}.`);
-    parts.push(`- Medians of ${d.runs} runs per case${d.skipped.length ? ` (skipped for the time budget: ${d.skipped.join("; ")})` : ""}; the engine's part of the run took ${d.seconds} s.`);
+    parts.push(`- Medians of ${d.runs} runs (7 for case 5, 3 for cases 7 and 8)${d.skipped.length ? ` (skipped for the time budget: ${d.skipped.join("; ")})` : ""}; the engine's part of the run took ${d.seconds} s.`);
     if (d.error) parts.push(`- **The run stopped early**: ${d.error}`);
     for (const [k, e] of Object.entries(d.loadErrors)) parts.push(`- **${NAMES[k]} not run**: ${e}`);
     parts.push("");
     parts.push([`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n"));
+    const cold = IMPLS.filter((k) => d.results.cold?.[k]).map((k) => {
+      const x = d.results.cold[k].extra.filter((r) => !r.error);
+      const m = (f) => fmtMs(median(x.filter((r) => typeof r[f] === "number").map((r) => r[f])));
+      return `${NAMES[k]}: import ${m("importMs")}, init ${m("initMs")}, open ${m("openMs")}, load ${m("loadMs")}`;
+    });
+    if (cold.length) parts.push("", `Cold start breakdown (medians): ${cold.join("; ")}.`);
     const bad = [];
     for (const [c, v] of Object.entries(d.results)) {
       for (const [k, s] of Object.entries(v)) {
