@@ -25,8 +25,12 @@ step() {
   if "$@"; then passed+=("$name"); else failed+=("$name"); fi
 }
 
+# The browser test files: those that configure wasm-bindgen-test (in a window
+# or in a worker).
+browser_tests=$(grep -l 'wasm_bindgen_test_configure!' tests/*.rs | xargs -n1 basename | sed 's/\.rs$//')
+
 # The wasm-pack suite in one engine, one test file at a time (so that a failure
-# in tests/web.rs does not hide tests/worker.rs). The driver is given
+# in one file does not hide the others). The driver is given
 # explicitly, and no other driver variable may leak into the test runner
 # (it takes the first of GECKODRIVER, SAFARIDRIVER, CHROMEDRIVER it finds).
 wasm_pack_in() {
@@ -39,7 +43,7 @@ wasm_pack_in() {
       flags=(--safari --safaridriver "$PWD/scripts/bin/safaridriver")
       wrap=(xvfb-run -a) ;;
   esac
-  for file in web worker; do
+  for file in $browser_tests; do
     echo "--- tests/$file.rs in $engine"
     env -u GECKODRIVER -u CHROMEDRIVER -u SAFARIDRIVER -u GECKODRIVER_REMOTE -u CHROMEDRIVER_REMOTE -u SAFARIDRIVER_REMOTE \
       WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-120}" \
@@ -54,7 +58,7 @@ step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --all-target
 step "native core (cargo test)" cargo test
 
 for engine in chromium firefox webkit; do
-  has_engine "$engine" && step "IndexedDB in $engine (wasm-pack test: tests/web.rs, tests/worker.rs)" wasm_pack_in "$engine"
+  has_engine "$engine" && step "IndexedDB in $engine (wasm-pack test: $(echo $browser_tests))" wasm_pack_in "$engine"
 done
 
 step "npm package (npm run build)" npm run build
