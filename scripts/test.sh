@@ -6,6 +6,9 @@
 #   bash scripts/test.sh                      everything, in Chromium, Firefox and WebKit
 #   ENGINES=firefox bash scripts/test.sh      the browser steps in the listed engines only
 #                                             (chromium, firefox, webkit)
+#   WEBKIT_BROWSER=minibrowser bash scripts/test.sh   the wasm-pack suite in WebKitGTK's
+#                                             MiniBrowser (IndexedDB in memory) instead of
+#                                             scripts/bin/webkit-persistent-browser (on disk)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/scripts/bin:$HOME/.cargo/bin:$PATH"
