@@ -121,7 +121,7 @@ async function runEngine(engine, url, runs, budgetMs, log) {
     /** `count` rounds of `fn` over `keys`, rotating the order; rounds after the first need the soft budget. */
     const rounds = async (tab, id, keys, count, fn, args, timeoutMs) => {
       for (let r = 0; r < count; r++) {
-        if (!hard() || (r > 0 && !soft())) { data.skipped.push(`${id} runs ${r + 1}..${count}`); break; }
+        if (!hard() || (r > 0 && !soft())) { data.skipped.push(`${id}${keys.length === 1 ? ` (${NAMES[keys[0]]})` : ""} runs ${r + 1}..${count}`); break; }
         for (let i = 0; i < keys.length; i++) {
           const k = keys[(i + r) % keys.length];
           record(id, k, await call(tab, fn, [k, ...args(r)], timeoutMs));
