@@ -39,12 +39,13 @@ want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; ex
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$want" != "$have" ]; then
   log "installing wasm-bindgen-cli $want (found '${have:-none}')"
-  cargo install wasm-bindgen-cli --version "$want" --force --locked
+  # No --locked: one of its locked crates is missing from the registry here.
+  cargo install wasm-bindgen-cli --version "$want" --force
 fi
 
 if ! command -v wasm-pack >/dev/null 2>&1; then
   log "installing wasm-pack"
-  cargo install wasm-pack --locked
+  cargo install wasm-pack
 fi
 
 # ---- Debian packages (browsers, drivers, a virtual display for WebKit) ----------------
@@ -69,7 +70,7 @@ if [ "$mode" = all ]; then
   have=$(geckodriver --version 2>/dev/null | awk 'NR == 1 { print $2 }' || true)
   if [ "$have" != "$GECKODRIVER_VERSION" ]; then
     log "installing geckodriver $GECKODRIVER_VERSION (found '${have:-none}')"
-    cargo install geckodriver --version "$GECKODRIVER_VERSION" --force --locked
+    cargo install geckodriver --version "$GECKODRIVER_VERSION" --force
   fi
 fi
 
