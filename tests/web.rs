@@ -1425,7 +1425,10 @@ async fn reverse_reads_step_a_cursor_without_get_all_records() {
         seen.push((had, pages));
     }
     assert!(seen[0].0, "this Chromium has getAllRecords");
-    assert!(!seen[1].0, "the first round ran without it, the second with it again");
+    assert!(
+        !seen[1].0,
+        "the first round ran without it, the second with it again"
+    );
     assert_eq!(seen[0].1, seen[1].1);
     let all: Vec<String> = (1..=150).rev().map(|p| p.to_string()).collect();
     assert_eq!(seen[0].1[0], all);
