@@ -1,0 +1,329 @@
+//! Unfolded records: how a push is written (see `docs/storage.md`,
+//! "Unfolded records and the fold").
+//!
+//! A push is written as one record (split past [`MAX_BATCH_BYTES`]) that
+//! holds the batches of all its aggregates, so that its cost follows the
+//! number of pushes, not of aggregates. Such a record is *unfolded*; a
+//! background step *folds* it (one transaction: delete it, add its batches
+//! as records of their own). Reads see the batches of unfolded records as
+//! if they were folded: a backend keeps a [`Pending`] view of them per
+//! transaction and merges it into every answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::batch::{Batch, MAX_BATCH_BYTES};
+use crate::error::{Error, Result};
+
+/// Batches folded per fold transaction, about: a fold holds back pushes
+/// and reads of other tabs for that long (~0.1 ms per batch).
+pub const FOLD_BUDGET: usize = 128;
+
+/// One unfolded record: consecutive batches of one push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfolded {
+    /// The record's key: the last position of its last batch.
+    pub key: u64,
+    /// The push's first position, on the push's first record only (the
+    /// unique `start` index).
+    pub start: Option<u64>,
+    /// The push's commit time.
+    pub created_at: u64,
+    /// Its batches, in position order; never empty.
+    pub batches: Vec<Batch>,
+}
+
+/// A batch inside an unfolded record's `batches` text.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Inner<'a> {
+    last_position: u64,
+    #[serde(borrow)]
+    aggregate: std::borrow::Cow<'a, str>,
+    first_sequence: u64,
+    last_sequence: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    actions: Vec<String>,
+    #[serde(borrow)]
+    events: &'a RawValue,
+}
+
+impl Unfolded {
+    /// The records of a push's batches (in position order): as few as fit
+    /// [`MAX_BATCH_BYTES`] of events each, the first carrying `start`.
+    pub fn chunk(batches: &[Batch]) -> Vec<Unfolded> {
+        let mut records: Vec<Unfolded> = Vec::new();
+        let mut size = 0;
+        for batch in batches {
+            let fits = size + batch.events.len() <= MAX_BATCH_BYTES;
+            match records.last_mut() {
+                Some(open) if fits => {
+                    open.key = batch.last_position;
+                    open.batches.push(batch.clone());
+                    size += batch.events.len();
+                }
+                _ => {
+                    size = batch.events.len();
+                    records.push(Unfolded {
+                        key: batch.last_position,
+                        start: batch.starts_push.then(|| batch.first_position()),
+                        created_at: batch.created_at,
+                        batches: vec![batch.clone()],
+                    });
+                }
+            }
+        }
+        records
+    }
+
+    /// The `batches` text of the record: a JSON array of its batches, each
+    /// with its events as a JSON array (not a string).
+    pub fn text(&self) -> Result<String> {
+        let mut inner = Vec::with_capacity(self.batches.len());
+        for b in &self.batches {
+            let events: &RawValue = serde_json::from_str(&b.events)
+                .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?;
+            inner.push(Inner {
+                last_position: b.last_position,
+                aggregate: b.aggregate.as_str().into(),
+                first_sequence: b.first_sequence,
+                last_sequence: b.last_sequence,
+                actions: b.actions.clone(),
+                events,
+            });
+        }
+        serde_json::to_string(&inner).map_err(|e| Error::Storage(format!("cannot encode: {e}")))
+    }
+
+    /// Reads a record back from its fields; checks that its batches are
+    /// consecutive and end at its key, so that a damaged record is a
+    /// `STORAGE` error.
+    pub fn decode(key: u64, start: Option<u64>, created_at: u64, text: &str) -> Result<Self> {
+        let corrupt = |why: String| Error::Storage(format!("corrupt unfolded record {key}: {why}"));
+        let inner: Vec<Inner<'_>> =
+            serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+        let mut batches = Vec::with_capacity(inner.len());
+        for (i, b) in inner.into_iter().enumerate() {
+            let batch = Batch {
+                last_position: b.last_position,
+                aggregate: b.aggregate.into_owned(),
+                first_sequence: b.first_sequence,
+                last_sequence: b.last_sequence,
+                created_at,
+                actions: b.actions,
+                events: b.events.get().to_owned(),
+                starts_push: i == 0 && start.is_some(),
+            }
+            .check()?;
+            if let Some(prev) = batches.last().map(|p: &Batch| p.last_position) {
+                if batch.first_position() != prev + 1 {
+                    return Err(corrupt("batches are not consecutive".into()));
+                }
+            }
+            batches.push(batch);
+        }
+        let first = batches.first().map(Batch::first_position);
+        if batches.last().map(|b| b.last_position) != Some(key)
+            || start.is_some_and(|s| Some(s) != first)
+        {
+            return Err(corrupt("batches do not end at its key".into()));
+        }
+        Ok(Unfolded {
+            key,
+            start,
+            created_at,
+            batches,
+        })
+    }
+}
+
+/// The unfolded records one transaction sees, indexed like the store.
+#[derive(Debug, Default, Clone)]
+pub struct Pending {
+    records: BTreeMap<u64, Arc<Unfolded>>,
+    /// Last position of each batch → (record key, index in the record).
+    batches: BTreeMap<u64, (u64, usize)>,
+    heads: HashMap<String, u64>,
+}
+
+impl Pending {
+    pub fn new(records: impl IntoIterator<Item = Arc<Unfolded>>) -> Self {
+        let mut p = Pending::default();
+        for r in records {
+            for (i, b) in r.batches.iter().enumerate() {
+                p.batches.insert(b.last_position, (r.key, i));
+                let head = p.heads.entry(b.aggregate.clone()).or_insert(0);
+                *head = (*head).max(b.last_sequence);
+            }
+            p.records.insert(r.key, r);
+        }
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The unfolded records, in key order.
+    pub fn records(&self) -> impl Iterator<Item = &Arc<Unfolded>> {
+        self.records.values()
+    }
+
+    /// Whether `key` is an unfolded record's key.
+    pub fn is_record(&self, key: u64) -> bool {
+        self.records.contains_key(&key)
+    }
+
+    /// The aggregate's last sequence in the unfolded records (0: none).
+    pub fn head(&self, aggregate: &str) -> u64 {
+        self.heads.get(aggregate).copied().unwrap_or(0)
+    }
+
+    fn batch(&self, key: u64, at: &(u64, usize)) -> Option<&Batch> {
+        let _ = key;
+        self.records.get(&at.0).and_then(|r| r.batches.get(at.1))
+    }
+
+    /// The batch ending at `key`, if an unfolded record holds it.
+    pub fn get(&self, key: u64) -> Option<Batch> {
+        self.batches
+            .get(&key)
+            .and_then(|at| self.batch(key, at))
+            .cloned()
+    }
+
+    /// The key of the unfolded record holding the batch ending at `key`.
+    pub fn owner(&self, key: u64) -> Option<u64> {
+        self.batches.get(&key).map(|at| at.0)
+    }
+
+    /// The batches with a last position in `from..=to`, in position order.
+    pub fn range(&self, from: u64, to: u64) -> impl DoubleEndedIterator<Item = &Batch> {
+        let r = if from <= to { from..=to } else { 1..=0 };
+        self.batches
+            .range(r)
+            .filter_map(|(k, at)| self.batch(*k, at))
+    }
+
+    /// The batches matching `keep`, in position order.
+    pub fn batches_where(&self, keep: impl Fn(&Batch) -> bool) -> Vec<Batch> {
+        self.range(0, u64::MAX)
+            .filter(|b| keep(b))
+            .cloned()
+            .collect()
+    }
+
+    /// The keys of the batches matching `keep`.
+    pub fn keys_where(&self, keep: impl Fn(&Batch) -> bool) -> Vec<u64> {
+        self.range(0, u64::MAX)
+            .filter(|b| keep(b))
+            .map(|b| b.last_position)
+            .collect()
+    }
+
+    /// Merges a page the store returned for a scan of `from..=to` (its
+    /// batches, unfolded records left out) with the unfolded batches.
+    /// `reached`: the key of the store's last record in the page when it
+    /// returned a full `limit` of records (the page is complete only up to
+    /// there), `None` when it returned fewer.
+    pub fn merge(
+        &self,
+        stored: Vec<Batch>,
+        reached: Option<u64>,
+        (from, to): (u64, u64),
+        limit: usize,
+        reverse: bool,
+    ) -> Vec<Batch> {
+        if self.is_empty() {
+            return stored;
+        }
+        let (lo, hi) = match (reached, reverse) {
+            (Some(k), false) => (from, k.min(to)),
+            (Some(k), true) => (k.max(from), to),
+            (None, _) => (from, to),
+        };
+        let mut all: BTreeMap<u64, Batch> =
+            stored.into_iter().map(|b| (b.last_position, b)).collect();
+        for b in self.range(lo, hi) {
+            all.insert(b.last_position, b.clone());
+        }
+        if reverse {
+            all.into_values().rev().take(limit).collect()
+        } else {
+            all.into_values().take(limit).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(last: u64, aggregate: &str, seqs: (u64, u64), starts: bool) -> Batch {
+        let n = seqs.1 - seqs.0 + 1;
+        let events: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"id":"{aggregate}{i}","action":"{aggregate}.x","revision":1,"payload":{{"s":"a\"b"}}}}"#))
+            .collect();
+        Batch {
+            last_position: last,
+            aggregate: aggregate.into(),
+            first_sequence: seqs.0,
+            last_sequence: seqs.1,
+            created_at: 7,
+            actions: if starts { vec!["other.x".into()] } else { vec![] },
+            events: format!("[{}]", events.join(",")),
+            starts_push: starts,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_split() {
+        let batches = vec![batch(2, "a", (1, 2), true), batch(3, "b", (1, 1), false)];
+        let records = Unfolded::chunk(&batches);
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!((r.key, r.start), (3, Some(1)));
+        let back = Unfolded::decode(r.key, r.start, r.created_at, &r.text().unwrap()).unwrap();
+        assert_eq!(&back, r);
+        assert_eq!(back.batches, batches);
+        // A record whose batches do not end at its key is corrupt.
+        let err = Unfolded::decode(4, None, 7, &r.text().unwrap()).unwrap_err();
+        assert_eq!(err.code(), "STORAGE");
+        assert_eq!(Unfolded::decode(3, None, 7, "[").unwrap_err().code(), "STORAGE");
+        // Big pushes take several records; only the first carries `start`.
+        let mut big = Vec::new();
+        for i in 0..40u64 {
+            let mut b = batch(i * 100 + 100, &format!("a{i}"), (1, 100), i == 0);
+            b.events = format!("[{}]", vec![r#"{"id":"x","action":"a.x","revision":1,"payload":"0123456789"}"#; 100].join(","));
+            big.push(b);
+        }
+        let records = Unfolded::chunk(&big);
+        assert!(records.len() > 1);
+        assert_eq!(records[0].start, Some(1));
+        assert!(records[1..].iter().all(|r| r.start.is_none()));
+        assert_eq!(
+            records.iter().map(|r| r.batches.len()).sum::<usize>(),
+            big.len()
+        );
+    }
+
+    #[test]
+    fn pending_merges_into_pages() {
+        let r = Unfolded::chunk(&[batch(5, "a", (3, 4), true), batch(6, "b", (1, 1), false)]);
+        let p = Pending::new(r.into_iter().map(Arc::new));
+        assert_eq!((p.head("a"), p.head("b"), p.head("c")), (4, 1, 0));
+        assert_eq!(p.owner(5), Some(6));
+        assert!(p.is_record(6) && !p.is_record(5));
+        let stored = vec![batch(2, "a", (1, 2), true), batch(9, "c", (1, 3), true)];
+        let keys = |v: Vec<Batch>| v.iter().map(|b| b.last_position).collect::<Vec<_>>();
+        assert_eq!(keys(p.merge(stored.clone(), None, (1, 9), 10, false)), [2, 5, 6, 9]);
+        assert_eq!(keys(p.merge(stored.clone(), None, (1, 9), 2, false)), [2, 5]);
+        // A full page of the store is complete only up to its last key.
+        assert_eq!(keys(p.merge(vec![stored[0].clone()], Some(2), (1, 9), 1, false)), [2]);
+        assert_eq!(keys(p.merge(vec![stored[1].clone()], Some(9), (1, 9), 1, true)), [9]);
+        assert_eq!(keys(p.merge(vec![], None, (1, 9), 5, true)), [6, 5]);
+    }
+}
