@@ -26,6 +26,10 @@ pub use error::{Error, Result};
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use web::commits_early;
+/// Pauses background folding in this thread: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::pause_folding;
 /// IndexedDB records read so far in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

@@ -182,8 +182,7 @@ impl Pending {
         self.heads.get(aggregate).copied().unwrap_or(0)
     }
 
-    fn batch(&self, key: u64, at: &(u64, usize)) -> Option<&Batch> {
-        let _ = key;
+    fn batch(&self, at: &(u64, usize)) -> Option<&Batch> {
         self.records.get(&at.0).and_then(|r| r.batches.get(at.1))
     }
 
@@ -191,7 +190,7 @@ impl Pending {
     pub fn get(&self, key: u64) -> Option<Batch> {
         self.batches
             .get(&key)
-            .and_then(|at| self.batch(key, at))
+            .and_then(|at| self.batch(at))
             .cloned()
     }
 
@@ -202,10 +201,13 @@ impl Pending {
 
     /// The batches with a last position in `from..=to`, in position order.
     pub fn range(&self, from: u64, to: u64) -> impl DoubleEndedIterator<Item = &Batch> {
-        let r = if from <= to { from..=to } else { 1..=0 };
+        // An empty range when `from > to` (BTreeMap::range panics on those).
+        let r = from..=to.max(from);
+        let empty = from > to;
         self.batches
             .range(r)
-            .filter_map(|(k, at)| self.batch(*k, at))
+            .filter(move |_| !empty)
+            .filter_map(|(_, at)| self.batch(at))
     }
 
     /// The batches matching `keep`, in position order.
@@ -273,7 +275,11 @@ mod tests {
             first_sequence: seqs.0,
             last_sequence: seqs.1,
             created_at: 7,
-            actions: if starts { vec!["other.x".into()] } else { vec![] },
+            actions: if starts {
+                vec!["other.x".into()]
+            } else {
+                vec![]
+            },
             events: format!("[{}]", events.join(",")),
             starts_push: starts,
         }
@@ -292,12 +298,19 @@ mod tests {
         // A record whose batches do not end at its key is corrupt.
         let err = Unfolded::decode(4, None, 7, &r.text().unwrap()).unwrap_err();
         assert_eq!(err.code(), "STORAGE");
-        assert_eq!(Unfolded::decode(3, None, 7, "[").unwrap_err().code(), "STORAGE");
+        assert_eq!(
+            Unfolded::decode(3, None, 7, "[").unwrap_err().code(),
+            "STORAGE"
+        );
         // Big pushes take several records; only the first carries `start`.
         let mut big = Vec::new();
         for i in 0..40u64 {
             let mut b = batch(i * 100 + 100, &format!("a{i}"), (1, 100), i == 0);
-            b.events = format!("[{}]", vec![r#"{"id":"x","action":"a.x","revision":1,"payload":"0123456789"}"#; 100].join(","));
+            b.events = format!(
+                "[{}]",
+                vec![r#"{"id":"x","action":"a.x","revision":1,"payload":"0123456789"}"#; 100]
+                    .join(",")
+            );
             big.push(b);
         }
         let records = Unfolded::chunk(&big);
@@ -319,11 +332,23 @@ mod tests {
         assert!(p.is_record(6) && !p.is_record(5));
         let stored = vec![batch(2, "a", (1, 2), true), batch(9, "c", (1, 3), true)];
         let keys = |v: Vec<Batch>| v.iter().map(|b| b.last_position).collect::<Vec<_>>();
-        assert_eq!(keys(p.merge(stored.clone(), None, (1, 9), 10, false)), [2, 5, 6, 9]);
-        assert_eq!(keys(p.merge(stored.clone(), None, (1, 9), 2, false)), [2, 5]);
+        assert_eq!(
+            keys(p.merge(stored.clone(), None, (1, 9), 10, false)),
+            [2, 5, 6, 9]
+        );
+        assert_eq!(
+            keys(p.merge(stored.clone(), None, (1, 9), 2, false)),
+            [2, 5]
+        );
         // A full page of the store is complete only up to its last key.
-        assert_eq!(keys(p.merge(vec![stored[0].clone()], Some(2), (1, 9), 1, false)), [2]);
-        assert_eq!(keys(p.merge(vec![stored[1].clone()], Some(9), (1, 9), 1, true)), [9]);
+        assert_eq!(
+            keys(p.merge(vec![stored[0].clone()], Some(2), (1, 9), 1, false)),
+            [2]
+        );
+        assert_eq!(
+            keys(p.merge(vec![stored[1].clone()], Some(9), (1, 9), 1, true)),
+            [9]
+        );
         assert_eq!(keys(p.merge(vec![], None, (1, 9), 5, true)), [6, 5]);
     }
 }

@@ -68,7 +68,9 @@ fn reads(s: &Store) -> Vec<serde_json::Value> {
         out.push(serde_json::json!(s.count(&aggregate(&name(a))).unwrap()));
     }
     out.push(serde_json::json!(s.filter(&aggregate("g1.>")).unwrap()));
-    out.push(serde_json::json!(s.filter(&subjects("g0.*.added")).unwrap()));
+    out.push(serde_json::json!(s
+        .filter(&subjects("g0.*.added"))
+        .unwrap()));
     out.push(serde_json::json!(s.count(&subjects("g0.*.added")).unwrap()));
     let window = query(Query {
         position: Range {
@@ -161,7 +163,11 @@ fn a_stale_guess_collides_with_an_unfolded_or_folded_push() {
             block_on(engine::fold(&a.storage, 10)).unwrap();
         }
         let pushed = a.push(&entries(&[(0, 1)])).unwrap();
-        assert_eq!(numbers(&pushed, "position"), [3], "redone after the collision");
+        assert_eq!(
+            numbers(&pushed, "position"),
+            [3],
+            "redone after the collision"
+        );
         assert_eq!(numbers(&pushed, "sequence"), [2]);
     }
 }

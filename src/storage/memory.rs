@@ -241,8 +241,7 @@ impl Transaction for MemoryTx {
     }
 
     fn put(&mut self, batches: &[Batch]) -> Result<()> {
-        let replaced: HashMap<u64, &Batch> =
-            batches.iter().map(|b| (b.last_position, b)).collect();
+        let replaced: HashMap<u64, &Batch> = batches.iter().map(|b| (b.last_position, b)).collect();
         for b in batches {
             match self.pending.owner(b.last_position) {
                 Some(record) if !self.folded.contains(&record) => {

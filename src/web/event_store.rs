@@ -6,6 +6,7 @@ use std::rc::Rc;
 use js_sys::{Array, Function};
 use wasm_bindgen::prelude::*;
 
+use super::fold::{fold_once, Folder};
 use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
 use super::live::Live;
@@ -43,6 +44,7 @@ pub struct EventStore {
     storage: IdbStorage,
     heads: HeadCache,
     live: Rc<Live>,
+    folder: Rc<Folder>,
     upcasters: Option<Rc<Upcasters>>,
 }
 
@@ -66,8 +68,12 @@ impl EventStore {
         let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
+        let folder = Folder::new(storage.clone());
+        // Records another tab left unfolded are folded once this page is quiet.
+        folder.pushed();
         Ok(EventStore {
             live: Live::new(&name, storage.clone(), upcasters.clone()),
+            folder,
             heads: HeadCache::new(),
             storage,
             upcasters,
@@ -312,6 +318,31 @@ impl Drop for EventStore {
 }
 
 impl EventStore {
+    /// Folds every unfolded record now, in transactions of `budget`
+    /// batches; how many records were folded (for tests and benchmarks).
+    #[doc(hidden)]
+    pub async fn fold_all(&self, budget: usize) -> std::result::Result<usize, JsValue> {
+        let mut total = 0;
+        loop {
+            match fold_once(&self.storage, budget).await.map_err(js_error)? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
+    /// Starts a fold of about `budget` batches and drops it unfinished: the
+    /// transaction aborts, as when a tab closes in the middle of a fold
+    /// (for tests).
+    #[doc(hidden)]
+    pub async fn fold_aborted(&self, budget: usize) -> std::result::Result<(), JsValue> {
+        use crate::storage::Transaction;
+        let mut tx = self.storage.0.fold_write().map_err(js_error)?;
+        tx.fold(budget).await.map_err(js_error)?;
+        drop(tx);
+        Ok(())
+    }
+
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {
         self.storage.0.check_open()?;
         let entries = interop::push_entries(entries)?;
@@ -345,6 +376,7 @@ impl EventStore {
         .await?;
         if !batches.is_empty() {
             self.live.committed();
+            self.folder.pushed();
         }
         Ok(events.into())
     }
