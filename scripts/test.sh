@@ -16,6 +16,10 @@ cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 step "native core (cargo test)"
 cargo test
 
+step "sync server on SQLite and PostgreSQL (cargo test -p eventstore-server)"
+cargo clippy -p eventstore-server --all-targets -- -D warnings
+cargo test -p eventstore-server
+
 step "IndexedDB in headless Chromium (wasm-pack test)"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-120} \
   wasm-pack test --headless --chrome

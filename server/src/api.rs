@@ -86,8 +86,15 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         tracing::error!(error = %e, "database");
         match e {
-            DbError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
-            DbError::Internal(m) => ApiError::new(ErrorCode::Internal, m),
+            DbError::Unavailable(_) => ApiError::new(
+                ErrorCode::Unavailable,
+                "the database is unreachable or the server is stopping; retry later",
+            ),
+            // The details stay in the server's log.
+            DbError::Internal(_) => ApiError::new(
+                ErrorCode::Internal,
+                "the server failed (see its log); retry the request unchanged: ids make retries safe",
+            ),
         }
     }
 }

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::filter::{Filter, Query, Range};
-use crate::push::MAX_REVISION;
 use crate::subject::{Pattern, Subject};
 
 /// The protocol version this module speaks (the `/v1/` of every path).
@@ -258,6 +257,7 @@ pub struct WireEvent {
     pub id: String,
     pub aggregate: WireSubject,
     pub action: WireSubject,
+    /// 0..=65535 (the u16 refuses anything else).
     pub revision: u16,
     /// The aggregate's sequence this event takes (its expected head + 1).
     pub sequence: u64,
@@ -293,7 +293,6 @@ impl WireEvent {
                 self.id
             )));
         }
-        debug_assert!(self.revision <= MAX_REVISION);
         Ok(())
     }
 }
