@@ -17,10 +17,26 @@ use serde_json::{json, Value};
 /// decoders get deep into their checks.
 fn value() -> impl Strategy<Value = Value> {
     let key = prop_oneof![
-        Just("events"), Just("id"), Just("aggregate"), Just("action"), Just("revision"),
-        Just("sequence"), Just("createdAt"), Just("payload"), Just("forgotten"), Just("position"),
-        Just("log"), Just("filter"), Just("queries"), Just("subjects"), Just("from"), Just("to"),
-        Just("limit"), Just("type"), Just("items"), Just("x"),
+        Just("events"),
+        Just("id"),
+        Just("aggregate"),
+        Just("action"),
+        Just("revision"),
+        Just("sequence"),
+        Just("createdAt"),
+        Just("payload"),
+        Just("forgotten"),
+        Just("position"),
+        Just("log"),
+        Just("filter"),
+        Just("queries"),
+        Just("subjects"),
+        Just("from"),
+        Just("to"),
+        Just("limit"),
+        Just("type"),
+        Just("items"),
+        Just("x"),
     ];
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -55,8 +71,7 @@ fn payload() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<i32>().prop_map(Value::from),
         "[ -~]{0,10}".prop_map(Value::from),
-        prop::collection::btree_map("[a-z]{1,3}", any::<i16>(), 0..4)
-            .prop_map(|m| json!(m)),
+        prop::collection::btree_map("[a-z]{1,3}", any::<i16>(), 0..4).prop_map(|m| json!(m)),
     ]
 }
 

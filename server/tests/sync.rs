@@ -275,6 +275,28 @@ async fn forget_erases_payloads_and_is_pulled(database: &str) {
         )
         .await;
     assert_eq!(a.body["events"], json!(["b1"]));
+    // Patterns on the action: a literal prefix (a key range) and a scan.
+    let a = c
+        .push(&[
+            event("c1", "user.C", 1, json!({"c": "gone"})),
+            event("cc1", "user.CC", 1, json!({})),
+        ])
+        .await;
+    assert_eq!(a.status, 200);
+    let a = c
+        .post(
+            "/v1/forget",
+            &json!({ "id": "f-3", "filter": { "queries": [ { "subjects": "user.C.>" } ] } }),
+        )
+        .await;
+    assert_eq!(a.body["events"], json!(["c1"]), "{}", a.body);
+    let a = c
+        .post(
+            "/v1/forget",
+            &json!({ "id": "f-4", "filter": { "queries": [ { "subjects": "*.CC.happened" } ] } }),
+        )
+        .await;
+    assert_eq!(a.body["events"], json!(["cc1"]), "{}", a.body);
     server.shutdown().await.unwrap();
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::filter::{Filter, Query, Range};
-use crate::subject::{Pattern, Subject};
+use crate::subject::{KeyRange, Pattern, Subject};
 
 /// The protocol version this module speaks (the `/v1/` of every path).
 pub const PROTOCOL: u32 = 1;
@@ -640,6 +640,31 @@ impl ForgetFilter {
             limit: None,
         }
     }
+
+    /// Where the candidates lie: for each query, a key range of the
+    /// aggregate (preferred) or of the action; `None` when some query
+    /// (or an empty filter) needs every event.
+    pub fn candidates(&self) -> Option<Vec<(Column, KeyRange)>> {
+        if self.queries.is_empty() {
+            return None;
+        }
+        self.queries
+            .iter()
+            .map(|(q, _)| {
+                let range = |p: &Option<Pattern>| p.as_ref().and_then(Pattern::key_range);
+                range(&q.aggregate)
+                    .map(|r| (Column::Aggregate, r))
+                    .or_else(|| range(&q.subjects).map(|r| (Column::Action, r)))
+            })
+            .collect()
+    }
+}
+
+/// A subject column of the server's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    Aggregate,
+    Action,
 }
 
 impl From<&WireFilter> for ForgetFilter {
@@ -916,6 +941,21 @@ mod tests {
         assert!(filter.matches("user.A", "user.A.x", 1, 0, 2));
         assert!(!filter.matches("user.A", "user.A.x", 1, 0, 4));
         assert!(!filter.matches("user.B", "user.B.x", 1, 0, 3));
+        assert_eq!(
+            filter.candidates(),
+            Some(vec![(Column::Aggregate, KeyRange::Exact("user.A".into()))])
+        );
+        let scan = decode_forget(
+            br#"{"id":"f","filter":{"queries":[{"aggregate":"user.A"},{"subjects":"*.x"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(ForgetFilter::from(&scan.filter).candidates(), None);
+        let actions =
+            decode_forget(br#"{"id":"f","filter":{"queries":[{"subjects":"user.>"}]}}"#).unwrap();
+        assert_eq!(
+            ForgetFilter::from(&actions.filter).candidates(),
+            Some(vec![(Column::Action, KeyRange::Prefix("user.".into()))])
+        );
         assert!(decode_forget(br#"{"id":"f1","filter":{"limit":3}}"#).is_err());
         assert!(decode_forget(br#"{"id":"","filter":{}}"#).is_err());
     }

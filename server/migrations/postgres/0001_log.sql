@@ -11,8 +11,10 @@ CREATE TABLE meta (
 CREATE TABLE events (
     position BIGINT PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
-    aggregate TEXT NOT NULL,
-    action TEXT NOT NULL,
+    -- Byte order ("C"), so that a pattern's literal prefix is a key range
+    -- whatever the database's default collation.
+    aggregate TEXT COLLATE "C" NOT NULL,
+    action TEXT COLLATE "C" NOT NULL,
     revision INTEGER NOT NULL,
     sequence BIGINT NOT NULL,
     created_at BIGINT NOT NULL,

@@ -17,9 +17,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventstore_wasm::subject::Subject;
+use eventstore_wasm::subject::{KeyRange, Subject};
 use eventstore_wasm::sync::protocol::{
-    ForgetFilter, ForgetResponse, WireEvent, WireSubject, MAX_CONFLICT_EVENTS, MAX_FORGET_EVENTS,
+    Column, ForgetFilter, ForgetResponse, WireEvent, WireSubject, MAX_CONFLICT_EVENTS,
+    MAX_FORGET_EVENTS,
 };
 use eventstore_wasm::sync::rules::{self, Held, LogRow, Page, PushPlan, Scope};
 use serde_json::value::RawValue;
@@ -360,17 +361,42 @@ macro_rules! database {
                         head: to_u64(head),
                     });
                 }
-                let rows = sqlx::query(
-                    "SELECT position, id, aggregate, action, sequence, created_at, forgotten FROM events ORDER BY position",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
+                const META: &str =
+                    "SELECT position, id, aggregate, action, sequence, created_at, forgotten FROM events";
+                let mut rows = Vec::new();
+                match filter.candidates() {
+                    None => {
+                        rows = sqlx::query(META).fetch_all(&mut *tx).await?;
+                    }
+                    Some(ranges) => {
+                        for (column, range) in ranges {
+                            let column = match column {
+                                Column::Aggregate => "aggregate",
+                                Column::Action => "action",
+                            };
+                            let (lo, hi) = range.bounds();
+                            let found = match range {
+                                KeyRange::Exact(_) => {
+                                    let sql = format!("{META} WHERE {column} = $1");
+                                    sqlx::query(&sql).bind(lo).fetch_all(&mut *tx).await?
+                                }
+                                KeyRange::Prefix(_) => {
+                                    let sql =
+                                        format!("{META} WHERE {column} >= $1 AND {column} < $2");
+                                    sqlx::query(&sql).bind(lo).bind(hi).fetch_all(&mut *tx).await?
+                                }
+                            };
+                            rows.extend(found);
+                        }
+                    }
+                }
                 let mut matching = Vec::new();
+                let mut seen = std::collections::HashSet::new();
                 for row in &rows {
                     let aggregate: String = row.try_get("aggregate")?;
                     let action: String = row.try_get("action")?;
                     let position = to_u64(row.try_get("position")?);
-                    if filter.matches(
+                    if seen.insert(position) && filter.matches(
                         &aggregate,
                         &action,
                         to_u64(row.try_get("sequence")?),
@@ -388,6 +414,7 @@ macro_rules! database {
                     tx.rollback().await?;
                     return Ok(ForgetOutcome::Forbidden { aggregate });
                 }
+                matching.sort_by_key(|m| m.2);
                 let erase: Vec<&(String, String, u64, bool)> =
                     matching.iter().filter(|m| !m.3).collect();
                 if erase.len() > MAX_FORGET_EVENTS {
