@@ -64,7 +64,51 @@ async fn scenarios(backend: &Backend) {
         "[{}] {figure:.0} pushes/s (8 concurrent writers, 1 event each, one append point)",
         backend.name()
     );
+    for writers in [1, 8] {
+        let rate = throughput(&backend.database(&format!("rate{writers}")).await, writers).await;
+        eprintln!(
+            "[{}] {rate:.0} pushes/s of 1 event, {writers} writer(s) on distinct aggregates",
+            backend.name()
+        );
+    }
     shutdown_answers_long_polls(&backend.database("shutdown").await).await;
+}
+
+/// Pushes per second of `writers` concurrent clients, 1 event a push, each
+/// on its own aggregate (no conflicts): the cost of one append point.
+async fn throughput(database: &str, writers: usize) -> f64 {
+    const PUSHES: usize = 150;
+    let server = server(database, None, &[]).await;
+    let c = Client::new(&server, None);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for p in 0..PUSHES {
+                    let a = c
+                        .push(&[event(
+                            &format!("t{w}-{p}"),
+                            &format!("rate.W{w}"),
+                            p as u64 + 1,
+                            json!({"p": p}),
+                        )])
+                        .await;
+                    assert_eq!(a.status, 200, "{}", a.body);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (writers * PUSHES) as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(
+        c.get("/v1/info").await.body["head"],
+        (writers * PUSHES) as u64
+    );
+    server.shutdown().await.unwrap();
+    rate
 }
 
 async fn a_push_is_atomic_across_aggregates(database: &str) {
