@@ -32,3 +32,6 @@ npx tsc -p tests/types/tsconfig.json
 
 step "package, README example, several tabs (Playwright)"
 node --test --test-concurrency=1 tests/e2e/
+
+step "npm package under Node with fake-indexeddb, npm pack (node:test)"
+node --test --test-concurrency=1 tests/node/
