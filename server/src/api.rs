@@ -179,7 +179,7 @@ fn answer<T: Serialize>(status: StatusCode, body: &T) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+async fn info_inner(state: Arc<AppState>) -> ApiResult<Response> {
     let head = state.db.head().await?;
     Ok(answer(
         StatusCode::OK,
@@ -191,8 +191,8 @@ async fn info(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     ))
 }
 
-async fn push(
-    State(state): State<Arc<AppState>>,
+async fn push_inner(
+    state: Arc<AppState>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -256,8 +256,8 @@ async fn push(
     }
 }
 
-async fn pull(
-    State(state): State<Arc<AppState>>,
+async fn pull_inner(
+    state: Arc<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
@@ -305,8 +305,8 @@ async fn pull(
     }
 }
 
-async fn forget(
-    State(state): State<Arc<AppState>>,
+async fn forget_inner(
+    state: Arc<AppState>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -344,7 +344,43 @@ async fn forget(
     }
 }
 
-async fn not_found(uri: Uri) -> ApiError {
+/// Every answer carries the log's id, errors included.
+fn with_log(state: &AppState, result: ApiResult<Response>) -> Response {
+    result.unwrap_or_else(|mut e| {
+        e.log = Some(state.db.log().to_owned());
+        e.into_response()
+    })
+}
+
+async fn info(State(state): State<Arc<AppState>>) -> Response {
+    with_log(&state, info_inner(state.clone()).await)
+}
+
+async fn push(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    with_log(&state, push_inner(state.clone(), headers, raw).await)
+}
+
+async fn pull(State(state): State<Arc<AppState>>, headers: HeaderMap, query: RawQuery) -> Response {
+    with_log(&state, pull_inner(state.clone(), headers, query).await)
+}
+
+async fn forget(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    with_log(&state, forget_inner(state.clone(), headers, raw).await)
+}
+
+async fn not_found(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    with_log(&state, Err(not_found_error(&uri)))
+}
+
+fn not_found_error(uri: &Uri) -> ApiError {
     let path = uri.path();
     let other_version = path
         .strip_prefix("/v")
@@ -360,9 +396,14 @@ async fn not_found(uri: Uri) -> ApiError {
     }
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
+async fn method_not_allowed(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let e = ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
-    )
+    );
+    with_log(&state, Err(e))
 }

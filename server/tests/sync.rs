@@ -371,6 +371,7 @@ async fn tokens_limit_each_operation(database: &str) {
         let a = c.push(&[event("x", "user.A", 1, json!({}))]).await;
         assert_eq!(a.status, 401, "{}", a.body);
         assert_eq!(a.body["error"]["code"], "UNAUTHORIZED");
+        assert!(a.body["log"].is_string());
         assert_eq!(c.get("/v1/pull").await.status, 401);
         assert_eq!(
             c.post("/v1/forget", &json!({"id": "f", "filter": {}}))
@@ -514,6 +515,7 @@ async fn malformed_requests_get_json_errors(database: &str) {
         assert_eq!(a.status, status, "{path} {shown}: {}", a.body);
         assert_eq!(a.body["error"]["code"], code, "{path} {shown}");
         assert!(a.body["error"]["message"].as_str().unwrap().len() > 5);
+        assert!(a.body["log"].is_string(), "every answer carries the log");
     }
     let a = request(
         addr,
@@ -539,6 +541,7 @@ async fn malformed_requests_get_json_errors(database: &str) {
         let a = request(addr, method, path, &[], None).await;
         assert_eq!(a.status, status, "{method} {path}: {}", a.body);
         assert_eq!(a.body["error"]["code"], code, "{method} {path}");
+        assert!(a.body["log"].is_string());
     }
     // The server is still fine.
     assert_eq!(
