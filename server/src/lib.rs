@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod db;
+pub mod nats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,10 @@ pub struct Config {
     /// An origin allowed by CORS (repeatable), e.g. `http://localhost:5173`.
     #[arg(long = "allow-origin")]
     pub allow_origin: Vec<String>,
+    /// Publish every accepted event to this NATS server (`nats://HOST:PORT`),
+    /// under its action subject with its id as `Nats-Msg-Id`.
+    #[arg(long, env = "NATS_URL")]
+    pub nats: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -48,6 +53,7 @@ impl std::fmt::Debug for Config {
             .field("database", &db::redact(&self.database))
             .field("auth", &self.auth)
             .field("allow_origin", &self.allow_origin)
+            .field("nats", &self.nats.as_deref().map(nats::address))
             .finish()
     }
 }
@@ -143,6 +149,10 @@ pub async fn start(config: &Config) -> Result<Server, StartError> {
         closing: closing.clone(),
     });
     let app = api::router(state.clone(), &origins);
+    let publisher = config
+        .nats
+        .clone()
+        .map(|url| tokio::spawn(nats::run(state.clone(), url)));
     tracing::info!(%addr, "listening");
     let mut signal = closing;
     let task = tokio::spawn(async move {
@@ -151,6 +161,9 @@ pub async fn start(config: &Config) -> Result<Server, StartError> {
                 let _ = signal.wait_for(|closing| *closing).await;
             })
             .await;
+        if let Some(p) = publisher {
+            let _ = p.await;
+        }
         state.db.close().await;
         tracing::info!("stopped");
         served

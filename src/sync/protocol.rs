@@ -297,11 +297,18 @@ impl WireEvent {
     }
 }
 
+/// Ids are 1..=128 visible ASCII characters (a UUID fits; no space or
+/// control character, so an id is safe in logs and NATS headers).
 fn check_id(id: &str, at: &str) -> Result<(), ProtocolError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {
         return Err(ProtocolError::bad(format!(
             "{at}: id must be 1..={MAX_ID_BYTES} bytes, got {} bytes",
             id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(ProtocolError::bad(format!(
+            "{at}: id {id:?} holds {c:?}: ids are visible ASCII characters (e.g. a UUID)"
         )));
     }
     Ok(())

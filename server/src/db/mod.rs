@@ -85,6 +85,12 @@ pub trait Database: Send + Sync + 'static {
         scope: &Scope,
     ) -> Result<ForgetOutcome, DbError>;
 
+    /// The last position published to NATS (`--nats`).
+    async fn published(&self) -> Result<u64, DbError>;
+
+    /// Records that everything up to `position` was published to NATS.
+    async fn set_published(&self, position: u64) -> Result<(), DbError>;
+
     /// Closes the connections.
     async fn close(&self);
 }

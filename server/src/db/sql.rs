@@ -454,6 +454,21 @@ macro_rules! database {
                 })
             }
 
+            async fn published(&self) -> Result<u64, DbError> {
+                let position: i64 = sqlx::query_scalar("SELECT position FROM published WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(to_u64(position))
+            }
+
+            async fn set_published(&self, position: u64) -> Result<(), DbError> {
+                sqlx::query("UPDATE published SET position = $1 WHERE id = 1")
+                    .bind(to_i64(position))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn close(&self) {
                 self.pool.close().await;
             }

@@ -116,7 +116,18 @@ pub fn sqlite_url(dir: &Path, name: &str) -> String {
 
 /// Starts a server on 127.0.0.1:0 over `database`.
 pub async fn server(database: &str, auth: Option<&Path>, origins: &[&str]) -> Server {
+    server_with_nats(database, auth, origins, None).await
+}
+
+/// Starts a server on 127.0.0.1:0 over `database`, publishing to `nats`.
+pub async fn server_with_nats(
+    database: &str,
+    auth: Option<&Path>,
+    origins: &[&str],
+    nats: Option<String>,
+) -> Server {
     let config = Config {
+        nats,
         listen: "127.0.0.1:0".parse().unwrap(),
         database: database.to_owned(),
         auth: auth.map(Path::to_path_buf),
