@@ -10,7 +10,12 @@ async fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt().with_max_level(level).init();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(tty)
+        .init();
     let config = Config::parse();
     tracing::debug!(?config, "config");
     let server = match start(&config).await {

@@ -289,20 +289,28 @@ macro_rules! database {
             }
 
             async fn pull(&self, after: u64, limit: usize, scope: &Scope) -> Result<Page, DbError> {
-                // One read transaction, so that events and forgets come from one snapshot.
+                // The head first: rows up to it are committed (it moves in
+                // their transaction), so the two reads below agree even
+                // where each statement has its own snapshot (PostgreSQL's
+                // READ COMMITTED) and a write commits between them.
                 let mut tx = self.pool.begin().await?;
+                let head: i64 = sqlx::query_scalar("SELECT head FROM meta WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
                 let budget = SCAN_BUDGET.max(limit);
                 let events = sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
                 ))
                 .bind(to_i64(after))
+                .bind(head)
                 .bind((budget + 1) as i64)
                 .fetch_all(&mut *tx)
                 .await?;
                 let forgets = sqlx::query(
-                    "SELECT position, id, events FROM forgets WHERE position > $1 ORDER BY position LIMIT $2",
+                    "SELECT position, id, events FROM forgets WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
                 )
                 .bind(to_i64(after))
+                .bind(head)
                 .bind((budget + 1) as i64)
                 .fetch_all(&mut *tx)
                 .await?;
