@@ -32,13 +32,17 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# PostgreSQL for the sync server's tests (they start a throwaway cluster
-# with initdb/pg_ctl as the postgres user; SQLite needs nothing).
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  log "installing Debian's postgresql (for the sync server's tests)"
+# PostgreSQL and nats-server for the sync server's tests (they start a
+# throwaway cluster with initdb/pg_ctl as the postgres user, and a
+# nats-server, on 127.0.0.1; SQLite needs nothing).
+sync_missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || sync_missing+=(postgresql)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || sync_missing+=(nats-server)
+if [ ${#sync_missing[@]} -gt 0 ]; then
+  log "installing Debian's ${sync_missing[*]} (for the sync server's tests)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq postgresql >/dev/null
+  apt-get install -y -qq "${sync_missing[@]}" >/dev/null
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -30,7 +31,12 @@ fn nats_server() -> Option<Nats> {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("nats-server")
+    let program = if Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    };
+    let child = Command::new(program)
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
