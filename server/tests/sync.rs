@@ -71,7 +71,52 @@ async fn scenarios(backend: &Backend) {
             backend.name()
         );
     }
+    let rate = bulk(&backend.database("bulk").await).await;
+    eprintln!(
+        "[{}] {rate:.0} events/s: 10 writers each pushing 1,000 events in pushes of 100",
+        backend.name()
+    );
     shutdown_answers_long_polls(&backend.database("shutdown").await).await;
+}
+
+/// Events per second of 10 concurrent devices pushing 1,000 events each
+/// (pushes of 100); every event once, sequences gap-free.
+async fn bulk(database: &str) -> f64 {
+    let server = server(database, None, &[]).await;
+    let c = Client::new(&server, None);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for p in 0..10u64 {
+                    let events: Vec<Value> = (1..=100u64)
+                        .map(|k| {
+                            let sequence = p * 100 + k;
+                            event(
+                                &format!("b{w}-{sequence}"),
+                                &format!("bulk.D{w}"),
+                                sequence,
+                                json!({"k": k, "text": "some payload text"}),
+                            )
+                        })
+                        .collect();
+                    let a = c.push(&events).await;
+                    assert_eq!(a.status, 200, "{}", a.body);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = 10_000.0 / started.elapsed().as_secs_f64();
+    let (items, _) = c.pull_all(0).await;
+    assert_eq!(items.len(), 10_000);
+    let ids: HashSet<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 10_000);
+    server.shutdown().await.unwrap();
+    rate
 }
 
 /// Pushes per second of `writers` concurrent clients, 1 event a push, each
