@@ -174,6 +174,17 @@ fn check_log(state: &AppState, log: Option<&str>) -> ApiResult<()> {
     }
 }
 
+/// Wakes the long polls after a write that moved the head to `head`.
+fn advance(state: &AppState, head: u64) {
+    state.head.send_if_modified(|h| {
+        let newer = head > *h;
+        if newer {
+            *h = head;
+        }
+        newer
+    });
+}
+
 /// A JSON answer with a status.
 fn answer<T: Serialize>(status: StatusCode, body: &T) -> Response {
     (status, Json(body)).into_response()
@@ -219,13 +230,7 @@ async fn push_inner(
     }
     match state.db.push(&request.events, &scope).await? {
         PushOutcome::Written { results, head } => {
-            state.head.send_if_modified(|h| {
-                let newer = head > *h;
-                if newer {
-                    *h = head;
-                }
-                newer
-            });
+            advance(&state, head);
             tracing::debug!(events = results.len(), head, "push");
             Ok(answer(
                 StatusCode::OK,
@@ -317,13 +322,7 @@ async fn forget_inner(
     let filter = ForgetFilter::from(&request.filter);
     match state.db.forget(&request.id, &filter, &scope).await? {
         ForgetOutcome::Done { answer: body, head } => {
-            state.head.send_if_modified(|h| {
-                let newer = head > *h;
-                if newer {
-                    *h = head;
-                }
-                newer
-            });
+            advance(&state, head);
             tracing::debug!(id = %body.id, erased = body.events.len(), "forget");
             Ok(answer(StatusCode::OK, &body))
         }
