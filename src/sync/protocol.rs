@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::filter::{Filter, Query, Range};
+use crate::filter::{Fields, Filter, Query, Range};
 use crate::subject::{KeyRange, Pattern, Subject};
 
 /// The protocol version this module speaks (the `/v1/` of every path).
@@ -617,10 +617,10 @@ pub struct WireFilter {
     pub queries: Vec<WireQuery>,
 }
 
-/// A forget's filter in the core's terms: each query with its position range.
+/// A forget's filter in the core's terms (a core [`Filter`] without limit).
 #[derive(Debug, Clone, Default)]
 pub struct ForgetFilter {
-    pub queries: Vec<(Query, Range<u64>)>,
+    pub filter: Filter,
 }
 
 impl ForgetFilter {
@@ -633,31 +633,26 @@ impl ForgetFilter {
         created_at: u64,
         position: u64,
     ) -> bool {
-        self.queries.is_empty()
-            || self.queries.iter().any(|(q, p)| {
-                p.contains(position)
-                    && q.matches_fields(aggregate, action, sequence, created_at as f64)
-            })
-    }
-
-    /// The filter without positions, for the core's index planning.
-    pub fn without_positions(&self) -> Filter {
-        Filter {
-            queries: self.queries.iter().map(|(q, _)| q.clone()).collect(),
-            limit: None,
-        }
+        self.filter.matches_fields(&Fields {
+            aggregate,
+            action,
+            sequence,
+            position,
+            created_at: created_at as f64,
+        })
     }
 
     /// Where the candidates lie: for each query, a key range of the
     /// aggregate (preferred) or of the action; `None` when some query
     /// (or an empty filter) needs every event.
     pub fn candidates(&self) -> Option<Vec<(Column, KeyRange)>> {
-        if self.queries.is_empty() {
+        if self.filter.queries.is_empty() {
             return None;
         }
-        self.queries
+        self.filter
+            .queries
             .iter()
-            .map(|(q, _)| {
+            .map(|q| {
                 let range = |p: &Option<Pattern>| p.as_ref().and_then(Pattern::key_range);
                 range(&q.aggregate)
                     .map(|r| (Column::Aggregate, r))
@@ -681,7 +676,7 @@ impl From<&WireFilter> for ForgetFilter {
             .iter()
             .map(|q| {
                 let created = q.created_at.unwrap_or_default();
-                let query = Query {
+                Query {
                     subjects: q.subjects.clone().map(|p| p.0),
                     aggregate: q.aggregate.clone().map(|p| p.0),
                     sequence: q.sequence.unwrap_or_default().range(),
@@ -689,11 +684,16 @@ impl From<&WireFilter> for ForgetFilter {
                         from: created.from.map(|v| v as f64),
                         to: created.to.map(|v| v as f64),
                     },
-                };
-                (query, q.position.unwrap_or_default().range())
+                    position: q.position.unwrap_or_default().range(),
+                }
             })
             .collect();
-        ForgetFilter { queries }
+        ForgetFilter {
+            filter: Filter {
+                queries,
+                ..Filter::default()
+            },
+        }
     }
 }
 

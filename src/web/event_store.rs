@@ -9,6 +9,7 @@ use wasm_bindgen::prelude::*;
 use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
 use super::live::Live;
+use super::upcast::{self, Upcasters};
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::heads::HeadCache;
@@ -17,13 +18,15 @@ use crate::heads::HeadCache;
 export function pagedEvents(fetchPage, limit) {
   return {
     async *[Symbol.asyncIterator]() {
-      let after = 0, left = limit;
+      // The last position handed out: the next page starts after it (before
+      // it, for a reverse read).
+      let last = 0, left = limit;
       while (left > 0) {
-        const page = await fetchPage(after, Math.min(left, 1000));
+        const page = await fetchPage(last, Math.min(left, 1000));
         for (const event of page) yield event;
         if (page.length === 0) return;
         left -= page.length;
-        after = page[page.length - 1].position;
+        last = page[page.length - 1].position;
       }
     },
   };
@@ -40,22 +43,34 @@ pub struct EventStore {
     storage: IdbStorage,
     heads: HeadCache,
     live: Rc<Live>,
+    upcasters: Option<Rc<Upcasters>>,
 }
 
 #[wasm_bindgen]
 impl EventStore {
     /// Opens the event store `name`, creating its IndexedDB database if needed.
+    /// `options.upcasters` turn old revisions' payloads into current ones
+    /// on every read.
     ///
     /// ```ts
-    /// const store = await EventStore.open("my-app");
+    /// const store = await EventStore.open("my-app", {
+    ///   upcasters: [{ action: "user.*.added", from: 1, to: 2, upcast: (p) => ({ ...p, tags: [] }) }],
+    /// });
     /// ```
-    pub async fn open(name: String) -> std::result::Result<EventStore, JsValue> {
+    pub async fn open(
+        name: String,
+        options: Option<super::types::OpenOptionsArg>,
+    ) -> std::result::Result<EventStore, JsValue> {
+        let options = options.map_or(JsValue::UNDEFINED, JsValue::from);
+        let options = interop::open_options(&options).map_err(js_error)?;
+        let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
         Ok(EventStore {
-            live: Live::new(&name, storage.clone()),
+            live: Live::new(&name, storage.clone(), upcasters.clone()),
             heads: HeadCache::new(),
             storage,
+            upcasters,
         })
     }
 
@@ -93,8 +108,9 @@ impl EventStore {
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
+        let upcasters = self.upcasters.as_deref();
         let outcome = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
-            let events = tx.expand(page)?;
+            let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
             match &reducer {
                 None => pages.push(events),
                 Some(f) => {
@@ -164,6 +180,11 @@ impl EventStore {
                 "subscribe does not take a `limit`",
             )));
         }
+        if filter.reverse {
+            return Err(js_error(Error::argument(
+                "subscribe does not take `reverse`: events arrive in position order as they are committed",
+            )));
+        }
         let on_event =
             interop::function(&on_event, interop::At::root("onEvent")).map_err(js_error)?;
         let options = interop::subscribe_options(&options).map_err(js_error)?;
@@ -178,7 +199,8 @@ impl EventStore {
     }
 
     /// The events matching `filter` as an async iterable, read from
-    /// IndexedDB a page (1,000 events) at a time.
+    /// IndexedDB a page (1,000 events) at a time; newest first with
+    /// `reverse: true`.
     #[wasm_bindgen(unchecked_return_type = "AsyncIterable<Event>")]
     pub fn events(
         &self,
@@ -188,31 +210,89 @@ impl EventStore {
         let filter = interop::filter(&filter).map_err(js_error)?;
         let limit = filter.limit.map_or(f64::INFINITY, |l| l as f64);
         let storage = self.storage.clone();
+        let upcasters = self.upcasters.clone();
         let fetch =
-            Closure::<dyn Fn(f64, f64) -> js_sys::Promise>::new(move |after: f64, count: f64| {
+            Closure::<dyn Fn(f64, f64) -> js_sys::Promise>::new(move |last: f64, count: f64| {
                 let storage = storage.clone();
+                let upcasters = upcasters.clone();
                 let filter = crate::filter::Filter {
                     limit: Some(count as usize),
                     ..filter.clone()
                 };
                 wasm_bindgen_futures::future_to_promise(async move {
                     let result = Array::new();
-                    let window = Window {
-                        after: after as u64,
-                        tail: false,
+                    let last = last as u64;
+                    let window = match (filter.reverse, last) {
+                        (false, _) => Window {
+                            after: last,
+                            ..Window::default()
+                        },
+                        (true, 0) => Window::default(),
+                        (true, _) => Window {
+                            before: Some(last),
+                            ..Window::default()
+                        },
                     };
-                    engine::filter(&storage, &filter, window, |tx, page| {
-                        for e in tx.expand(page)?.iter() {
+                    let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
+                    let outcome = engine::filter(&storage, &filter, window, |tx, page| {
+                        let events = upcast::page_events(
+                            tx,
+                            page,
+                            filter.reverse,
+                            upcasters.as_deref(),
+                            &thrown,
+                        )?;
+                        for e in events.iter() {
                             result.push(&e);
                         }
                         Ok(())
                     })
-                    .await
-                    .map_err(js_error)?;
+                    .await;
+                    if let Some(e) = thrown.into_inner() {
+                        return Err(e);
+                    }
+                    outcome.map_err(js_error)?;
                     Ok(result.into())
                 })
             });
         Ok(paged_events(&fetch.into_js_value(), limit))
+    }
+
+    /// The event with this id, or `null`.
+    #[wasm_bindgen(unchecked_return_type = "Event | null")]
+    pub async fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> std::result::Result<JsValue, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
+        let id = interop::event_id(&id).map_err(js_error)?;
+        let thrown = RefCell::new(None);
+        let upcasters = self.upcasters.as_deref();
+        let mut event = JsValue::NULL;
+        let outcome = engine::get(&self.storage, &id, |tx, page| {
+            event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
+            Ok(())
+        })
+        .await;
+        if let Some(e) = thrown.into_inner() {
+            return Err(e);
+        }
+        outcome.map_err(js_error)?;
+        Ok(event)
+    }
+
+    /// How many events match `filter` (at most its `limit`), without
+    /// reading them out.
+    pub async fn count(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Filter | undefined")] filter: JsValue,
+    ) -> std::result::Result<f64, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
+        let filter = interop::filter(&filter).map_err(js_error)?;
+        let n = engine::count(&self.storage, &filter)
+            .await
+            .map_err(js_error)?;
+        Ok(n as f64)
     }
 
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
