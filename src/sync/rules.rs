@@ -225,7 +225,7 @@ pub fn plan_push(
         } else {
             conflicts.push(ConflictAt {
                 aggregate: e.aggregate.0.clone(),
-                expected: e.sequence - 1,
+                expected: e.sequence.saturating_sub(1),
                 head: heads.get(aggregate).copied().unwrap_or(0),
             });
         }
