@@ -142,10 +142,12 @@ pub async fn start(config: &Config) -> Result<Server, StartError> {
         reason: e.to_string(),
     })?;
     let (stop, closing) = watch::channel(false);
+    let head = watch::Sender::new(head);
+    database.watch_others(head.clone());
     let state = Arc::new(api::AppState {
         db: database,
         tokens,
-        head: watch::Sender::new(head),
+        head,
         closing: closing.clone(),
     });
     let app = api::router(state.clone(), &origins);

@@ -852,6 +852,31 @@ async fn two_instances_behave_as_one(backend: &Backend) {
     let a = waiting.await.unwrap();
     assert_eq!(a.body["items"][0]["id"], "x1");
     assert!(started.elapsed() < Duration::from_secs(2));
+    // Delivery across instances: LISTEN/NOTIFY wakes the other's long polls.
+    let mut delays = Vec::new();
+    for k in 0..5u64 {
+        let waiting = {
+            let c2 = c2.clone();
+            tokio::spawn(async move { c2.get(&format!("/v1/pull?after={}&wait=10", k + 1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let id = format!("y{k}");
+        assert_eq!(
+            c1.push(&[event(&id, "user.Y", k + 1, json!({}))])
+                .await
+                .status,
+            200
+        );
+        let a = waiting.await.unwrap();
+        assert_eq!(a.body["items"][0]["id"], id.as_str());
+        delays.push(started.elapsed());
+    }
+    delays.sort();
+    eprintln!(
+        "[postgres, two instances] push to delivery on the other instance: median {:?}, max {:?}",
+        delays[2], delays[4]
+    );
     // The sequence check holds across instances.
     let a = c2.push(&[event("x2", "user.A", 1, json!({}))]).await;
     assert_eq!(a.status, 409);

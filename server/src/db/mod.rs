@@ -91,6 +91,11 @@ pub trait Database: Send + Sync + 'static {
     /// Records that everything up to `position` was published to NATS.
     async fn set_published(&self, position: u64) -> Result<(), DbError>;
 
+    /// Wakes `head` on writes of other server instances on the same
+    /// database, where the database can tell (PostgreSQL's LISTEN/NOTIFY);
+    /// long polls otherwise look every 250 ms.
+    fn watch_others(&self, _head: tokio::sync::watch::Sender<u64>) {}
+
     /// Closes the connections.
     async fn close(&self);
 }

@@ -30,6 +30,9 @@ use sqlx::Row;
 
 use super::{Database, DbError, ForgetOutcome, PushOutcome};
 
+/// The PostgreSQL channel on which writers announce their new head.
+const NOTIFY_CHANNEL: &str = "eventstore_head";
+
 /// Rows a pull reads at most per request, whatever the token sees of them.
 const SCAN_BUDGET: usize = 10_000;
 
@@ -181,7 +184,7 @@ const EVENT_COLUMNS: &str =
 
 /// The body of [`Database`] for one sqlx driver.
 macro_rules! database {
-    ($name:ident, $begin:expr) => {
+    ($name:ident, $begin:expr, $notify:expr, $($extra:item)*) => {
         #[async_trait]
         impl Database for $name {
             fn log(&self) -> &str {
@@ -278,6 +281,13 @@ macro_rules! database {
                                 .bind(to_i64(new_head))
                                 .execute(&mut *tx)
                                 .await?;
+                            if let Some(notify) = $notify {
+                                // Delivered at commit, to every instance listening.
+                                sqlx::query(notify)
+                                    .bind(new_head.to_string())
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                         }
                         tx.commit().await?;
                         Ok(PushOutcome::Written {
@@ -450,6 +460,12 @@ macro_rules! database {
                     .bind(to_i64(position))
                     .execute(&mut *tx)
                     .await?;
+                if let Some(notify) = $notify {
+                    sqlx::query(notify)
+                        .bind(position.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(ForgetOutcome::Done {
                     answer: ForgetResponse {
@@ -480,9 +496,43 @@ macro_rules! database {
             async fn close(&self) {
                 self.pool.close().await;
             }
+
+            $($extra)*
         }
     };
 }
 
-database!(Sqlite, "BEGIN IMMEDIATE");
-database!(Postgres, "BEGIN");
+database!(Sqlite, "BEGIN IMMEDIATE", None::<&str>,);
+database!(
+    Postgres,
+    "BEGIN",
+    Some("SELECT pg_notify('eventstore_head', $1)"),
+    fn watch_others(&self, head: tokio::sync::watch::Sender<u64>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no LISTEN connection: long polls look every 250 ms");
+                    return;
+                }
+            };
+            if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed: long polls look every 250 ms");
+                return;
+            }
+            // recv() reconnects by itself; it fails once the pool is closed.
+            while let Ok(n) = listener.recv().await {
+                if let Ok(position) = n.payload().parse::<u64>() {
+                    head.send_if_modified(|h| {
+                        let newer = position > *h;
+                        if newer {
+                            *h = position;
+                        }
+                        newer
+                    });
+                }
+            }
+        });
+    }
+);
