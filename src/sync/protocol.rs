@@ -366,6 +366,7 @@ pub struct Conflict {
     pub head: u64,
     /// The server's events of the aggregate after `expected`, in sequence
     /// order (empty when the token may not pull the aggregate).
+    #[serde(deserialize_with = "remote_events")]
     pub events: Vec<WireEvent>,
     /// Whether there are more such events than `events` holds.
     pub more: bool,
@@ -507,49 +508,68 @@ impl Serialize for PullItem {
     }
 }
 
-/// Read through one struct of every field (the tag says which must be
-/// there), since a payload kept as raw JSON text cannot go through serde's
-/// buffering of tagged enums.
+/// Every field an item of an answer may have, unknown ones ignored (a
+/// server may add fields within a protocol version). A payload kept as raw
+/// JSON text cannot go through serde's buffering of tagged enums, hence
+/// one struct rather than a tagged enum.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawItem {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    position: u64,
+    id: String,
+    aggregate: Option<WireSubject>,
+    action: Option<WireSubject>,
+    revision: Option<u16>,
+    sequence: Option<u64>,
+    created_at: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Box<RawValue>>,
+    forgotten: Option<bool>,
+    events: Option<Vec<String>>,
+}
+
+/// A present payload, `null` included (plain `Option` would read `null` as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+fn need<T, E: de::Error>(v: Option<T>, key: &str) -> Result<T, E> {
+    v.ok_or_else(|| E::custom(format!("an item lacks {key}")))
+}
+
+impl RawItem {
+    fn event<E: de::Error>(self) -> Result<WireEvent, E> {
+        Ok(WireEvent {
+            id: self.id,
+            aggregate: need(self.aggregate, "aggregate")?,
+            action: need(self.action, "action")?,
+            revision: need(self.revision, "revision")?,
+            sequence: need(self.sequence, "sequence")?,
+            created_at: need(self.created_at, "createdAt")?,
+            payload: need(self.payload, "payload")?,
+            forgotten: need(self.forgotten, "forgotten")?,
+            position: Some(self.position),
+        })
+    }
+}
+
+/// The remote events of a conflict, read leniently like pull items.
+fn remote_events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<WireEvent>, D::Error> {
+    Vec::<RawItem>::deserialize(d)?
+        .into_iter()
+        .map(RawItem::event)
+        .collect()
+}
+
+/// Items are objects with `"type": "event"` or `"type": "forget"`.
 impl<'de> Deserialize<'de> for PullItem {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Raw {
-            #[serde(rename = "type")]
-            kind: String,
-            position: u64,
-            id: String,
-            aggregate: Option<WireSubject>,
-            action: Option<WireSubject>,
-            revision: Option<u16>,
-            sequence: Option<u64>,
-            created_at: Option<u64>,
-            #[serde(default, deserialize_with = "present")]
-            payload: Option<Box<RawValue>>,
-            forgotten: Option<bool>,
-            events: Option<Vec<String>>,
-        }
-        /// A present payload, `null` included (plain `Option` would read `null` as absent).
-        fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-            Box::<RawValue>::deserialize(d).map(Some)
-        }
-        fn need<T, E: de::Error>(v: Option<T>, key: &str) -> Result<T, E> {
-            v.ok_or_else(|| E::custom(format!("an item lacks {key}")))
-        }
-        let raw = Raw::deserialize(d)?;
-        match raw.kind.as_str() {
-            "event" => Ok(PullItem::Event(WireEvent {
-                id: raw.id,
-                aggregate: need(raw.aggregate, "aggregate")?,
-                action: need(raw.action, "action")?,
-                revision: need(raw.revision, "revision")?,
-                sequence: need(raw.sequence, "sequence")?,
-                created_at: need(raw.created_at, "createdAt")?,
-                payload: need(raw.payload, "payload")?,
-                forgotten: need(raw.forgotten, "forgotten")?,
-                position: Some(raw.position),
-            })),
-            "forget" => Ok(PullItem::Forget(ForgetItem {
+        let raw = RawItem::deserialize(d)?;
+        match raw.kind.as_deref() {
+            Some("event") => raw.event().map(PullItem::Event),
+            Some("forget") => Ok(PullItem::Forget(ForgetItem {
                 position: raw.position,
                 id: raw.id,
                 events: need(raw.events, "events")?,
@@ -936,6 +956,19 @@ mod tests {
         let back: Vec<PullItem> = serde_json::from_str(&text).unwrap();
         assert_eq!(back[0].position(), 3);
         assert_eq!(back[1].position(), 4);
+        // Answers may gain fields within a version; a client ignores them.
+        let newer = text.replace(r#""type":"event","#, r#""type":"event","later":1,"#);
+        let back: Vec<PullItem> = serde_json::from_str(&newer).unwrap();
+        match &back[0] {
+            PullItem::Event(e) => assert_eq!(e.payload.get(), r#"{"b":1,"a":[2.50,"x"]}"#),
+            other => panic!("{other:?}"),
+        }
+        let conflict = format!(
+            r#"{{"aggregate":"user.A","expected":0,"head":1,"events":[{}],"more":false,"later":true}}"#,
+            event("e1", 1).replace(r#""id""#, r#""position":1,"later":2,"id""#)
+        );
+        let c: Conflict = serde_json::from_str(&conflict).unwrap();
+        assert_eq!(c.events[0].position, Some(1));
     }
 
     #[test]
