@@ -59,6 +59,7 @@ async fn scenarios(backend: &Backend) {
     malformed_requests_get_json_errors(&backend.database("malformed").await).await;
     cors_preflight_needs_no_token(&backend.database("cors").await).await;
     a_replaced_log_is_refused(&backend.database("logs").await).await;
+    pulls_are_bounded(&backend.database("bounded").await).await;
     let figure = late_commits_are_never_skipped(&backend.database("late").await).await;
     eprintln!(
         "[{}] {figure:.0} pushes/s (8 concurrent writers, 1 event each, one append point)",
@@ -647,6 +648,52 @@ async fn cors_preflight_needs_no_token(database: &str) {
         header(&a, "access-control-allow-origin"),
         "http://app.example"
     );
+    server.shutdown().await.unwrap();
+}
+
+/// A pull stops at about 8 MiB of items (at least one), and a token that
+/// sees few rows moves past many others in one pull.
+async fn pulls_are_bounded(database: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(database, Some(&auth_file(dir.path())), &[]).await;
+    let mute = Client::new(&server, Some("mute"));
+    let reader = Client::new(&server, Some("reader"));
+    let big = "x".repeat(3 * 1024 * 1024);
+    for k in 1..=4u64 {
+        let a = mute
+            .push(&[event(&format!("big{k}"), "user.B", k, json!(big))])
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = reader.get("/v1/pull?after=0").await;
+    assert_eq!(
+        a.body["items"].as_array().unwrap().len(),
+        3,
+        "3 × 3 MiB reach 8 MiB"
+    );
+    assert_eq!(
+        (a.body["cursor"].as_u64(), a.body["more"].as_bool()),
+        (Some(3), Some(true))
+    );
+    let a = reader.get("/v1/pull?after=3").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(a.body["more"], false);
+    // 1,200 rows the reader may not see, then one it may.
+    for p in 0..2u64 {
+        let events: Vec<Value> = (1..=600u64)
+            .map(|k| event(&format!("h{p}-{k}"), "hidden.H", p * 600 + k, json!({})))
+            .collect();
+        assert_eq!(mute.push(&events).await.status, 200);
+    }
+    assert_eq!(
+        mute.push(&[event("b5", "user.B", 5, json!({}))])
+            .await
+            .status,
+        200
+    );
+    let a = reader.get("/v1/pull?after=4&limit=1").await;
+    assert_eq!(a.body["items"][0]["id"], "b5", "{}", a.body);
+    assert_eq!(a.body["cursor"], 1_205);
     server.shutdown().await.unwrap();
 }
 

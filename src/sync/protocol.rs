@@ -24,6 +24,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PUSH_EVENTS: usize = 1_000;
 /// Most items one pull answers with (and its default `limit`).
 pub const MAX_PULL_LIMIT: usize = 1_000;
+/// About how many bytes of items a pull answers with at most (at least
+/// one item when any is visible).
+pub const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECONDS: u64 = 30;
 /// Most remote events a conflict carries per aggregate (then `more`).

@@ -391,26 +391,47 @@ pub struct Page {
     pub cursor: u64,
     /// Whether rows after `cursor` were left unread.
     pub more: bool,
+    /// About how many bytes the items take (payloads and ids).
+    pub bytes: usize,
+}
+
+/// About how many bytes an item adds to an answer.
+fn item_bytes(item: &PullItem) -> usize {
+    match item {
+        PullItem::Event(e) => 200 + e.id.len() + e.payload.get().len(),
+        PullItem::Forget(f) => 50 + f.events.iter().map(|id| id.len() + 3).sum::<usize>(),
+    }
 }
 
 /// Builds a page from `rows` (in position order, after `after`), keeping
-/// what the scope sees, at most `limit` items. `cut` says the rows were
-/// cut by the server's scan budget (rows after the last one exist). The
-/// cursor moves over unseen rows, so a token that sees little does not
-/// read the same rows again.
-pub fn page(rows: Vec<LogRow>, after: u64, scope: &Scope, limit: usize, cut: bool) -> Page {
+/// what the scope sees: at most `limit` items, and no item after the one
+/// that brings their size to `max_bytes` (a page has at least one item
+/// when any is visible). `cut` says the rows were cut by the server's
+/// scan (rows after the last one exist). The cursor moves over unseen
+/// rows, so a token that sees little does not read the same rows again.
+pub fn page(
+    rows: Vec<LogRow>,
+    after: u64,
+    scope: &Scope,
+    limit: usize,
+    max_bytes: usize,
+    cut: bool,
+) -> Page {
     let mut items = Vec::new();
     let mut cursor = after;
+    let mut bytes = 0;
     let total = rows.len();
     for (k, row) in rows.into_iter().enumerate() {
         cursor = row.position();
         if let Some(item) = visible(row, scope) {
+            bytes += item_bytes(&item);
             items.push(item);
-            if items.len() == limit {
+            if items.len() >= limit || bytes >= max_bytes {
                 return Page {
                     items,
                     cursor,
                     more: k + 1 < total || cut,
+                    bytes,
                 };
             }
         }
@@ -419,6 +440,7 @@ pub fn page(rows: Vec<LogRow>, after: u64, scope: &Scope, limit: usize, cut: boo
         items,
         cursor,
         more: cut,
+        bytes,
     }
 }
 
@@ -573,7 +595,7 @@ mod tests {
             row("c", "u.B", 3),
             forget,
         ];
-        let p = page(rows.clone(), 0, &scope, 10, false);
+        let p = page(rows.clone(), 0, &scope, 10, usize::MAX, false);
         assert_eq!(p.items.len(), 2);
         assert_eq!(p.cursor, 4);
         assert!(!p.more);
@@ -581,12 +603,15 @@ mod tests {
             PullItem::Forget(f) => assert_eq!(f.events, ["a"]),
             other => panic!("{other:?}"),
         }
-        let p = page(rows.clone(), 0, &scope, 1, false);
+        let p = page(rows.clone(), 0, &scope, 1, usize::MAX, false);
         assert_eq!((p.items.len(), p.cursor, p.more), (1, 1, true));
-        let p = page(rows[1..3].to_vec(), 1, &scope, 10, true);
+        let p = page(rows[1..3].to_vec(), 1, &scope, 10, usize::MAX, true);
         assert_eq!((p.items.len(), p.cursor, p.more), (0, 3, true));
-        let p = page(Vec::new(), 9, &scope, 10, false);
+        let p = page(Vec::new(), 9, &scope, 10, usize::MAX, false);
         assert_eq!((p.cursor, p.more), (9, false));
+        // A byte budget ends the page after the item that reaches it.
+        let p = page(rows.clone(), 0, &scope, 10, 1, false);
+        assert_eq!((p.items.len(), p.cursor, p.more), (1, 1, true));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use eventstore_wasm::subject::{KeyRange, Subject};
 use eventstore_wasm::sync::protocol::{
     Column, ForgetFilter, ForgetResponse, WireEvent, WireSubject, MAX_CONFLICT_EVENTS,
-    MAX_FORGET_EVENTS,
+    MAX_FORGET_EVENTS, MAX_PULL_BYTES,
 };
 use eventstore_wasm::sync::rules::{self, Held, LogRow, Page, PushPlan, Scope};
 use serde_json::value::RawValue;
@@ -307,45 +307,74 @@ macro_rules! database {
                 let head: i64 = sqlx::query_scalar("SELECT head FROM meta WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
-                let budget = SCAN_BUDGET.max(limit);
-                let events = sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
-                ))
-                .bind(to_i64(after))
-                .bind(head)
-                .bind((budget + 1) as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-                let forgets = sqlx::query(
-                    "SELECT position, id, events FROM forgets WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
-                )
-                .bind(to_i64(after))
-                .bind(head)
-                .bind((budget + 1) as i64)
-                .fetch_all(&mut *tx)
-                .await?;
+                // Chunks of rows until the page is full (count or bytes), the
+                // log ends, or the scan budget is spent.
+                let mut page = Page {
+                    items: Vec::new(),
+                    cursor: after,
+                    more: false,
+                    bytes: 0,
+                };
+                let mut scanned = 0;
+                loop {
+                    let want = limit - page.items.len();
+                    let chunk = want.max(500);
+                    let events = sqlx::query(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
+                    ))
+                    .bind(to_i64(page.cursor))
+                    .bind(head)
+                    .bind((chunk + 1) as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let forgets = sqlx::query(
+                        "SELECT position, id, events FROM forgets WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
+                    )
+                    .bind(to_i64(page.cursor))
+                    .bind(head)
+                    .bind((chunk + 1) as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut rows = Vec::with_capacity(events.len() + forgets.len());
+                    for row in &events {
+                        rows.push(LogRow::Event(event_from(row)?));
+                    }
+                    for row in &forgets {
+                        let text: String = row.try_get("events")?;
+                        let erased: Vec<(String, String)> = serde_json::from_str(&text)
+                            .map_err(|e| DbError::Internal(format!("stored forget: {e}")))?;
+                        rows.push(LogRow::Forget(rules::ForgetRecord {
+                            position: to_u64(row.try_get("position")?),
+                            id: row.try_get("id")?,
+                            events: erased,
+                        }));
+                    }
+                    rows.sort_by_key(|r| match r {
+                        LogRow::Event(e) => e.position.unwrap_or(0),
+                        LogRow::Forget(f) => f.position,
+                    });
+                    let cut = rows.len() > chunk;
+                    rows.truncate(chunk);
+                    scanned += rows.len();
+                    let next = rules::page(
+                        rows,
+                        page.cursor,
+                        scope,
+                        want,
+                        MAX_PULL_BYTES.saturating_sub(page.bytes),
+                        cut,
+                    );
+                    page.items.extend(next.items);
+                    page.cursor = next.cursor;
+                    page.more = next.more;
+                    page.bytes += next.bytes;
+                    let full = page.items.len() >= limit || page.bytes >= MAX_PULL_BYTES;
+                    if full || !page.more || scanned >= SCAN_BUDGET {
+                        break;
+                    }
+                }
                 tx.commit().await?;
-                let mut rows = Vec::with_capacity(events.len() + forgets.len());
-                for row in &events {
-                    rows.push(LogRow::Event(event_from(row)?));
-                }
-                for row in &forgets {
-                    let text: String = row.try_get("events")?;
-                    let erased: Vec<(String, String)> = serde_json::from_str(&text)
-                        .map_err(|e| DbError::Internal(format!("stored forget: {e}")))?;
-                    rows.push(LogRow::Forget(rules::ForgetRecord {
-                        position: to_u64(row.try_get("position")?),
-                        id: row.try_get("id")?,
-                        events: erased,
-                    }));
-                }
-                rows.sort_by_key(|r| match r {
-                    LogRow::Event(e) => e.position.unwrap_or(0),
-                    LogRow::Forget(f) => f.position,
-                });
-                let cut = rows.len() > budget;
-                rows.truncate(budget);
-                Ok(rules::page(rows, after, scope, limit, cut))
+                Ok(page)
             }
 
             async fn forget(
