@@ -238,7 +238,10 @@ mod tests {
         assert!(text.contains("\"firstId\":\"a\"") && text.contains("\"lastPosition\":3"));
         assert_eq!(parse(&text, "app"), Some(marker("a", 3)));
         assert_eq!(parse(&text, "other"), None);
-        assert_eq!(parse(&text.replace("\"format\":1", "\"format\":2"), "app"), None);
+        assert_eq!(
+            parse(&text.replace("\"format\":1", "\"format\":2"), "app"),
+            None
+        );
         assert_eq!(parse("not json", "app"), None);
     }
 
@@ -282,7 +285,13 @@ mod tests {
         use serde_json::value::RawValue;
         let storage = MemoryStorage::new();
         let empty = futures::executor::block_on(super::found(&storage)).expect("found");
-        assert_eq!(empty, Found { first_id: None, last_position: 0 });
+        assert_eq!(
+            empty,
+            Found {
+                first_id: None,
+                last_position: 0
+            }
+        );
         let entries = vec![crate::push::PushEntry {
             aggregate: crate::subject::Subject::parse("user.A").expect("subject"),
             expected_sequence: None,
@@ -308,6 +317,12 @@ mod tests {
         ))
         .expect("push");
         let full = futures::executor::block_on(super::found(&storage)).expect("found");
-        assert_eq!(full, Found { first_id: Some("id-1".into()), last_position: 3 });
+        assert_eq!(
+            full,
+            Found {
+                first_id: Some("id-1".into()),
+                last_position: 3
+            }
+        );
     }
 }

@@ -51,7 +51,9 @@ async fn count_subjects(s: &EventStore, pattern: &str) -> u32 {
 
 async fn fresh(name: &str) -> EventStore {
     EventStore::delete_store(name.into()).await.unwrap();
-    EventStore::open(name.into()).await.unwrap()
+    EventStore::open(name.into(), JsValue::UNDEFINED)
+        .await
+        .unwrap()
 }
 
 /// Every record of every object store of the database, via the raw IndexedDB API.
@@ -237,7 +239,9 @@ async fn data_and_heads_survive_reopen() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "CLOSED");
-    let s = EventStore::open("web-reopen".into()).await.unwrap();
+    let s = EventStore::open("web-reopen".into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
     let more = s
         .push(js(
             r#"[{"aggregate":"a.b","expectedSequence":2,"commands":[{"action":"a.b.z"}]}]"#,
@@ -330,7 +334,7 @@ async fn another_tab_upgrading_closes_this_connection() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "CLOSED");
-    let err = EventStore::open("web-versionchange".into())
+    let err = EventStore::open("web-versionchange".into(), JsValue::UNDEFINED)
         .await
         .err()
         .unwrap();
@@ -346,7 +350,10 @@ async fn a_foreign_database_is_a_storage_error() {
         .await
         .unwrap();
     raw_open("web-foreign", 1).await.unwrap();
-    let err = EventStore::open("web-foreign".into()).await.err().unwrap();
+    let err = EventStore::open("web-foreign".into(), JsValue::UNDEFINED)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(code(&err), "STORAGE");
     assert!(
         get(&err, "message")
@@ -440,7 +447,9 @@ fn push_json(aggregate: &str, n: usize) -> JsValue {
 async fn subscriptions_catch_up_then_go_live_across_instances() {
     let a = fresh("web-live").await;
     // A second connection stands in for another tab: its own BroadcastChannel.
-    let b = EventStore::open("web-live".into()).await.unwrap();
+    let b = EventStore::open("web-live".into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
     a.push(push_json("s.one", 3)).await.unwrap();
     let (seen, on_event) = collector();
     let (tail, on_tail) = collector();
@@ -488,7 +497,9 @@ async fn subscriptions_catch_up_then_go_live_across_instances() {
 #[wasm_bindgen_test]
 async fn subscribers_hear_of_forgets_and_failures() {
     let a = fresh("web-live-forget").await;
-    let b = EventStore::open("web-live-forget".into()).await.unwrap();
+    let b = EventStore::open("web-live-forget".into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
     a.push(push_json("f.one", 2)).await.unwrap();
     let (seen, on_event) = collector();
     let (forgot, on_forget) = collector();
@@ -787,7 +798,9 @@ async fn write_version_1(name: &str) {
 async fn a_version_1_database_is_upgraded_in_place() {
     EventStore::delete_store("web-v1".into()).await.unwrap();
     write_version_1("web-v1").await;
-    let s = EventStore::open("web-v1".into()).await.unwrap();
+    let s = EventStore::open("web-v1".into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
     let all = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await

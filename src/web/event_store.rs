@@ -3,12 +3,13 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Function};
+use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
 use super::live::Live;
+use super::marker::{self as opfs, Keeper};
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::heads::HeadCache;
@@ -28,10 +29,89 @@ export function pagedEvents(fetchPage, limit) {
     },
   };
 }
+export function nextTask() { return new Promise((r) => setTimeout(r, 0)); }
+
+const DIR = "eventstore-wasm";
+async function folder(create) {
+  const storage = globalThis.navigator?.storage;
+  if (typeof storage?.getDirectory !== "function") return undefined;
+  try {
+    const root = await storage.getDirectory();
+    return await root.getDirectoryHandle(DIR, { create });
+  } catch (e) {
+    return e?.name === "NotFoundError" ? null : undefined;
+  }
+}
+export async function readMarker(file) {
+  const dir = await folder(false);
+  if (!dir) return dir;
+  try {
+    return await (await (await dir.getFileHandle(file)).getFile()).text();
+  } catch {
+    return null;
+  }
+}
+export async function writeMarker(file, text) {
+  const dir = await folder(true);
+  if (!dir) return false;
+  const handle = await dir.getFileHandle(file, { create: true });
+  if (typeof handle.createWritable === "function") {
+    const stream = await handle.createWritable();
+    await stream.write(text);
+    await stream.close();
+    return true;
+  }
+  if (typeof handle.createSyncAccessHandle === "function") {
+    const access = await handle.createSyncAccessHandle();
+    try {
+      const bytes = new TextEncoder().encode(text);
+      access.truncate(0);
+      access.write(bytes, { at: 0 });
+      access.flush();
+    } finally {
+      access.close();
+    }
+    return true;
+  }
+  return false;
+}
+export async function removeMarker(file) {
+  const dir = await folder(false);
+  if (!dir) return;
+  try { await dir.removeEntry(file); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
+}
+export function later(f, ms) { setTimeout(f, ms); }
+export function onHidden(f) {
+  const doc = globalThis.document;
+  const hidden = () => { if (doc.visibilityState === "hidden") f(); };
+  if (!doc || typeof globalThis.addEventListener !== "function") return () => {};
+  globalThis.addEventListener("pagehide", f);
+  doc.addEventListener("visibilitychange", hidden);
+  return () => {
+    globalThis.removeEventListener("pagehide", f);
+    doc.removeEventListener("visibilitychange", hidden);
+  };
+}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = pagedEvents)]
     fn paged_events(fetch_page: &JsValue, limit: f64) -> JsValue;
+    #[wasm_bindgen(js_name = nextTask)]
+    async fn next_task();
+    /// The marker's text; `null` if there is none, `undefined` if OPFS
+    /// cannot be used here.
+    #[wasm_bindgen(js_name = readMarker)]
+    pub(super) async fn read_marker(file: &str) -> JsValue;
+    /// Writes the marker; `false` if OPFS cannot be used here.
+    #[wasm_bindgen(js_name = writeMarker, catch)]
+    pub(super) async fn write_marker(file: &str, text: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = removeMarker, catch)]
+    pub(super) async fn remove_marker(file: &str) -> Result<JsValue, JsValue>;
+    pub(super) fn later(f: JsValue, ms: f64);
+    /// Calls `f` on `pagehide` and when the document turns hidden; returns
+    /// the function that stops listening.
+    #[wasm_bindgen(js_name = onHidden)]
+    pub(super) fn on_hidden(f: &Closure<dyn FnMut()>) -> js_sys::Function;
 }
 
 /// An event store on one IndexedDB database. Open it with `EventStore.open(name)`.
@@ -40,30 +120,62 @@ pub struct EventStore {
     storage: IdbStorage,
     heads: HeadCache,
     live: Rc<Live>,
+    /// Keeps the loss marker (`None` where OPFS cannot be used).
+    keeper: Option<Rc<Keeper>>,
 }
 
 #[wasm_bindgen]
 impl EventStore {
     /// Opens the event store `name`, creating its IndexedDB database if needed.
     ///
+    /// If the database lost events this origin had written (the browser
+    /// reset it, as Chromium does after a full disk), rejects with
+    /// `DATA_LOST`, unless `options.onDataLost` is given: then it is called
+    /// with `{ name, lastPosition, position, reason }` (awaited if it
+    /// returns a promise) and the store opens with what is left.
+    ///
     /// ```ts
-    /// const store = await EventStore.open("my-app");
+    /// const store = await EventStore.open("my-app", {
+    ///   onDataLost: ({ lastPosition, position }) => console.warn(`events ${position + 1}..${lastPosition} are gone`),
+    /// });
     /// ```
-    pub async fn open(name: String) -> std::result::Result<EventStore, JsValue> {
+    pub async fn open(
+        name: String,
+        #[wasm_bindgen(unchecked_param_type = "OpenOptions | undefined")] options: JsValue,
+    ) -> std::result::Result<EventStore, JsValue> {
+        let options = interop::open_options(&options).map_err(js_error)?;
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
+        let keeper = match guard(&name, &storage, options.on_data_lost.as_ref()).await {
+            Ok(keeper) => keeper,
+            Err(e) => {
+                storage.0.close();
+                return Err(e);
+            }
+        };
+        let live = Live::new(&name, storage.clone());
+        let weak = Rc::downgrade(&live);
+        storage.0.on_closed(move |why| {
+            if let Some(live) = weak.upgrade() {
+                live.fail_all(why);
+            }
+        });
         Ok(EventStore {
-            live: Live::new(&name, storage.clone()),
+            live,
             heads: HeadCache::new(),
             storage,
+            keeper,
         })
     }
 
-    /// Deletes the event store `name` and all its events. Open connections in
+    /// Deletes the event store `name` and all its events (and its loss
+    /// marker: a deliberate delete is not a loss). Open connections in
     /// other tabs close themselves.
     #[wasm_bindgen(js_name = delete)]
     pub async fn delete_store(name: String) -> std::result::Result<(), JsValue> {
-        Database::delete(&name).await.map_err(js_error)
+        Database::delete(&name).await.map_err(js_error)?;
+        opfs::remove(&name).await;
+        Ok(())
     }
 
     /// Appends events atomically: all entries in one transaction, or none.
@@ -73,7 +185,10 @@ impl EventStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "PushEntry[]")] entries: JsValue,
     ) -> std::result::Result<JsValue, JsValue> {
-        self.push_inner(&entries).await.map_err(js_error)
+        match self.push_inner(&entries).await {
+            Ok(events) => Ok(events),
+            Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
+        }
     }
 
     /// Events matching `filter` in position order; with a `reducer`, calls it
@@ -112,7 +227,9 @@ impl EventStore {
         if let Some(err) = thrown.into_inner() {
             return Err(err);
         }
-        outcome.map_err(js_error)?;
+        if let Err(e) = outcome {
+            return Err(js_error(settle(&self.storage.0, e).await));
+        }
         if reducer.is_some() {
             return Ok(JsValue::UNDEFINED);
         }
@@ -132,9 +249,10 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let (erased, events) = engine::forget(&self.storage, &filter)
-            .await
-            .map_err(js_error)?;
+        let (erased, events) = match engine::forget(&self.storage, &filter).await {
+            Ok(done) => done,
+            Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
+        };
         if erased > 0 {
             self.live.forgot(&parse(&events).map_err(js_error)?);
         }
@@ -201,14 +319,16 @@ impl EventStore {
                         after: after as u64,
                         tail: false,
                     };
-                    engine::filter(&storage, &filter, window, |tx, page| {
+                    let outcome = engine::filter(&storage, &filter, window, |tx, page| {
                         for e in tx.expand(page)?.iter() {
                             result.push(&e);
                         }
                         Ok(())
                     })
-                    .await
-                    .map_err(js_error)?;
+                    .await;
+                    if let Err(e) = outcome {
+                        return Err(js_error(settle(&storage.0, e).await));
+                    }
                     Ok(result.into())
                 })
             });
@@ -217,6 +337,10 @@ impl EventStore {
 
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
     pub fn close(&self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.flush_if_due();
+            keeper.stop();
+        }
         self.live.close();
         self.storage.0.close();
     }
@@ -254,11 +378,92 @@ impl EventStore {
             |tx, _| tx.added_events(),
         )
         .await?;
-        if !batches.is_empty() {
+        if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
+            if let Some(keeper) = &self.keeper {
+                if keeper.needs_first_id() {
+                    // The log's first push: its first event may be position 1.
+                    let first = events.get(0);
+                    let position = Reflect::get(&first, &interop::key("position"));
+                    if position.ok().and_then(|p| p.as_f64()) == Some(1.0) {
+                        let id = Reflect::get(&first, &interop::key("id"));
+                        if let Some(id) = id.ok().and_then(|i| i.as_string()) {
+                            keeper.first_id(id);
+                        }
+                    }
+                }
+                keeper.committed(last);
+            }
         }
         Ok(events.into())
     }
+}
+
+/// A storage failure after the browser closed the connection is `CLOSED`,
+/// not a bare `STORAGE: AbortError`: the transactions it aborts fail before
+/// its `close` event, so a storage error waits one task for that event.
+pub async fn settle(db: &Database, e: Error) -> Error {
+    if !matches!(e, Error::Storage(_) | Error::Constraint(_)) {
+        return e;
+    }
+    if db.closed_reason().is_none() {
+        next_task().await;
+    }
+    match db.closed_reason() {
+        Some(why) => Error::Closed(why),
+        None => e,
+    }
+}
+
+/// Checks the database against its loss marker (see `crate::marker`):
+/// `DATA_LOST`, or `onDataLost` told and the marker reset. Returns the
+/// keeper of the marker, `None` where OPFS cannot be used.
+async fn guard(
+    name: &str,
+    storage: &IdbStorage,
+    on_data_lost: Option<&Function>,
+) -> std::result::Result<Option<Rc<Keeper>>, JsValue> {
+    let Some(mut marker) = opfs::read(name).await else {
+        return Ok(None);
+    };
+    let found = crate::marker::found(storage).await.map_err(js_error)?;
+    if let Some((m, loss)) = marker
+        .as_ref()
+        .and_then(|m| crate::marker::check(m, &found).map(|loss| (m, loss)))
+    {
+        let Some(f) = on_data_lost else {
+            return Err(js_error(Error::DataLost {
+                name: name.to_owned(),
+                last_position: m.last_position,
+                position: found.last_position,
+                reason: loss.as_str(),
+                found: match (loss, &found.first_id) {
+                    (crate::marker::Loss::Replaced, Some(id)) => {
+                        format!("holds another log (its first event is {id})")
+                    }
+                    (_, Some(_)) => format!("ends at position {}", found.last_position),
+                    (_, None) => "is empty".into(),
+                },
+            }));
+        };
+        let info =
+            interop::data_lost_info(name, m.last_position, found.last_position, loss.as_str());
+        let answer = f.call1(&JsValue::UNDEFINED, &info)?;
+        wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&answer)).await?;
+        opfs::reset(name, &found).await;
+        marker = found.first_id.clone().map(|id| crate::marker::Marker {
+            format: crate::marker::FORMAT,
+            name: name.to_owned(),
+            first_id: id,
+            last_position: found.last_position,
+        });
+    }
+    Ok(Some(Keeper::start(
+        name,
+        storage.clone(),
+        &found,
+        marker.as_ref(),
+    )))
 }
 
 fn parse(json: &str) -> Result<Array> {

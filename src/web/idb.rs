@@ -129,10 +129,19 @@ pub fn transactions_created() -> u64 {
     CREATED.with(Cell::get)
 }
 
+/// Why later calls fail after the browser closed the connection by itself
+/// (IndexedDB's `close` event: a storage failure, the user clearing site data).
+pub const BROWSER_CLOSED: &str = "the browser closed the database (for example after a storage failure such as a full disk); open the store again with EventStore.open";
+
+/// Called once when the browser closes the connection by itself.
+type OnClosed = RefCell<Option<Box<dyn Fn(&str)>>>;
+
 /// An open database shared by the store and its transactions.
 pub struct Database {
     db: IdbDatabase,
     closed: Rc<RefCell<Option<String>>>,
+    on_closed: Rc<OnClosed>,
+    _on_close: Closure<dyn FnMut()>,
     /// The last read transaction, for [`Database::read`].
     last_read: RefCell<Option<LastRead>>,
     _on_version_change: Closure<dyn FnMut(IdbVersionChangeEvent)>,
@@ -204,9 +213,27 @@ impl Database {
             }
         });
         db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        // The browser closed the connection (not `close()`): a storage
+        // failure such as a full disk, or site data cleared.
+        let on_closed: Rc<OnClosed> = Rc::default();
+        let on_close = Closure::<dyn FnMut()>::new({
+            let closed = closed.clone();
+            let on_closed = on_closed.clone();
+            move || {
+                if closed.borrow().is_none() {
+                    closed.replace(Some(BROWSER_CLOSED.to_owned()));
+                }
+                if let Some(f) = on_closed.borrow_mut().take() {
+                    f(BROWSER_CLOSED);
+                }
+            }
+        });
+        db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         Ok(Database {
             db,
             closed,
+            on_closed,
+            _on_close: on_close,
             last_read: RefCell::new(None),
             _on_version_change: on_version_change,
         })
@@ -225,6 +252,16 @@ impl Database {
     pub fn close(&self) {
         self.closed.replace(Some("close() was called".to_owned()));
         self.db.close();
+    }
+
+    /// Calls `f` (once) if the browser closes the connection by itself.
+    pub fn on_closed(&self, f: impl Fn(&str) + 'static) {
+        self.on_closed.replace(Some(Box::new(f)));
+    }
+
+    /// Why the connection is closed, if it is.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.closed.borrow().clone()
     }
 
     /// `CLOSED` once the connection is closed.
@@ -259,7 +296,12 @@ impl Database {
             .db
             .transaction_with_str_and_mode(STORE, mode)
             .map_err(|e| match exception_name(&e).as_deref() {
-                Some("InvalidStateError") => Error::Closed("the connection is closing".into()),
+                // The connection is closing: `close()`, another tab's
+                // upgrade, or the browser after a storage failure.
+                Some("InvalidStateError") => Error::Closed(
+                    self.closed_reason()
+                        .unwrap_or_else(|| BROWSER_CLOSED.to_owned()),
+                ),
                 _ => storage_error(&e),
             })?;
         let store = tx.object_store(STORE).map_err(|e| storage_error(&e))?;
@@ -391,10 +433,31 @@ fn exception_name(e: &JsValue) -> Option<String> {
     e.dyn_ref::<DomException>().map(|d| d.name())
 }
 
+/// Whether a browser's message says the disk is full: Chromium's LevelDB
+/// (`UnknownError: … IO error: … FILE_ERROR_NO_SPACE`), SQLite under
+/// Firefox and WebKit (`database or disk is full`, `SQLITE_FULL`), the
+/// operating system's `ENOSPC` (`No space left on device`).
+fn says_disk_full(message: &str) -> bool {
+    const SIGNS: [&str; 5] = [
+        "NO_SPACE",
+        "no space",
+        "disk is full",
+        "SQLITE_FULL",
+        "ENOSPC",
+    ];
+    let lower = message.to_ascii_lowercase();
+    SIGNS
+        .iter()
+        .any(|s| lower.contains(&s.to_ascii_lowercase()))
+}
+
 /// Maps a DOMException (or anything thrown) to the error codes of SPEC section 6.
 pub fn storage_error(e: &JsValue) -> Error {
     match e.dyn_ref::<DomException>() {
         Some(d) if d.name() == "QuotaExceededError" => Error::QuotaExceeded(d.message()),
+        Some(d) if says_disk_full(&d.message()) => {
+            Error::QuotaExceeded(format!("{}: {}", d.name(), d.message()))
+        }
         Some(d) if d.name() == "ConstraintError" => {
             Error::Constraint(format!("{}: {}", d.name(), d.message()))
         }

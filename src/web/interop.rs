@@ -62,7 +62,8 @@ extern "C" {
 }
 
 /// A core error as a JavaScript `Error` with `code` (and, for
-/// `SEQUENCE_MISMATCH`, `aggregate`, `expected` and `actual`).
+/// `SEQUENCE_MISMATCH`, `aggregate`, `expected` and `actual`; for
+/// `DATA_LOST`, `lastPosition`, `position` and `reason`).
 pub fn js_error(e: Error) -> JsValue {
     let error = js_sys::Error::new(&e.to_string());
     let _ = Reflect::set(&error, &"code".into(), &e.code().into());
@@ -76,6 +77,21 @@ pub fn js_error(e: Error) -> JsValue {
         let _ = Reflect::set(&error, &"aggregate".into(), &tokens);
         let _ = Reflect::set(&error, &"expected".into(), &(*expected as f64).into());
         let _ = Reflect::set(&error, &"actual".into(), &(*actual as f64).into());
+    }
+    if let Error::DataLost {
+        last_position,
+        position,
+        reason,
+        ..
+    } = &e
+    {
+        let _ = Reflect::set(
+            &error,
+            &"lastPosition".into(),
+            &(*last_position as f64).into(),
+        );
+        let _ = Reflect::set(&error, &"position".into(), &(*position as f64).into());
+        let _ = Reflect::set(&error, &"reason".into(), &(*reason).into());
     }
     error.into()
 }
@@ -453,6 +469,41 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
         }
     }
     Ok(options)
+}
+
+/// The options of `EventStore.open`.
+#[derive(Default)]
+pub struct OpenOptions {
+    /// Told when events this origin had written are gone (see `DATA_LOST`).
+    pub on_data_lost: Option<js_sys::Function>,
+}
+
+/// Reads `{ onDataLost? }` (absent: the defaults).
+pub fn open_options(v: &JsValue) -> Result<OpenOptions> {
+    let mut options = OpenOptions::default();
+    if absent(v) {
+        return Ok(options);
+    }
+    check_keys(v, At::root("the open options"), "onDataLost")?;
+    let f = field(v, "onDataLost");
+    if !absent(&f) {
+        options.on_data_lost = Some(function(&f, At::root("onDataLost"))?);
+    }
+    Ok(options)
+}
+
+/// What `onDataLost` receives: `{ name, lastPosition, position, reason }`.
+pub fn data_lost_info(name: &str, last_position: u64, position: u64, reason: &str) -> JsValue {
+    let info = js_sys::Object::new();
+    let _ = Reflect::set(&info, &"name".into(), &name.into());
+    let _ = Reflect::set(
+        &info,
+        &"lastPosition".into(),
+        &(last_position as f64).into(),
+    );
+    let _ = Reflect::set(&info, &"position".into(), &(position as f64).into());
+    let _ = Reflect::set(&info, &"reason".into(), &reason.into());
+    info.into()
 }
 
 /// Whether a public event object (as `filter` returns them) matches `filter`.

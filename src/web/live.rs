@@ -224,6 +224,15 @@ impl Live {
         self.forgotten(events);
     }
 
+    /// Ends every subscription with `CLOSED` (the browser closed the
+    /// database by itself).
+    pub fn fail_all(&self, why: &str) {
+        let subs: Vec<_> = self.subscriptions.borrow_mut().drain(..).collect();
+        for sub in subs {
+            sub.fail(Error::Closed(why.to_owned()).into_js());
+        }
+    }
+
     /// Ends every subscription and stops listening.
     pub fn close(&self) {
         for sub in self.subscriptions.borrow_mut().drain(..) {
@@ -300,6 +309,7 @@ impl Live {
                         sub.caught_up.set(true);
                     }
                     Err(e) => {
+                        let e = super::event_store::settle(&self.storage.0, e).await;
                         sub.fail(e.into_js());
                         break;
                     }

@@ -4,6 +4,7 @@ mod event_store;
 mod idb;
 mod interop;
 mod live;
+mod marker;
 mod request;
 mod types;
 

@@ -1,0 +1,139 @@
+// A real full disk (issue 8): Chromium's profile on a 40 MB tmpfs, pushes of
+// 100 KB incompressible payloads until one fails. The failure must be
+// QUOTA_EXCEEDED and write nothing; later calls CLOSED (or QUOTA_EXCEEDED),
+// never STORAGE; after space is freed and the browser restarted, open says
+// DATA_LOST if the database was reset (or finds the events intact), and
+// opens with onDataLost. Needs root (mount); skipped with a message if not.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { serve } from "../../scripts/serve.mjs";
+
+const ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
+const FILLER_MB = 4;
+const MAX_PUSHES = 800; // 80 MB: twice the file system, so the loop always ends
+
+let dir, mounted = false, skip = "", server, context;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "eventstore-diskfull-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", dir], { stdio: "pipe" });
+    mounted = true;
+  } catch (e) {
+    skip = `cannot mount a tmpfs here (${String(e.stderr || e.message).trim()}): run as root to test a full disk`;
+    return;
+  }
+  // Room to free later: the disk is full until this file goes.
+  await writeFile(join(dir, "filler"), Buffer.alloc(FILLER_MB << 20, 1));
+  server = await serve();
+});
+
+after(async () => {
+  await context?.close().catch(() => {});
+  await server?.close();
+  if (mounted) execFileSync("umount", ["-l", dir]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+const launch = () =>
+  chromium.launchPersistentContext(join(dir, "profile"), { executablePath: "/usr/bin/chromium", args: ARGS, timeout: 60_000 });
+
+async function page() {
+  const p = await context.newPage();
+  p.setDefaultTimeout(120_000);
+  await p.goto(`${server.url}/tests/e2e/blank.html`);
+  await p.evaluate(() => loadEventStore());
+  return p;
+}
+
+test("a full disk: QUOTA_EXCEEDED, then CLOSED, then DATA_LOST or the events intact", { timeout: 600_000 }, async (t) => {
+  if (skip) return t.skip(skip);
+  context = await launch();
+  let p = await page();
+  const filled = await p.evaluate(async (max) => {
+    const payload = () => {
+      const bytes = crypto.getRandomValues(new Uint8Array(75_000));
+      let s = "";
+      for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+      return btoa(s); // 100 KB of incompressible text
+    };
+    const describe = (e) => ({ code: e?.code, name: e?.name, message: String(e?.message ?? e) });
+    window.store = await EventStore.open("full");
+    const ended = [];
+    store.subscribe(undefined, () => {}, { fromPosition: "end", onError: (e) => ended.push(describe(e)) });
+    let pushes = 0, failure = null;
+    while (pushes < max) {
+      try {
+        await store.push([{ aggregate: "fill.A", commands: [{ action: "fill.A.added", payload: payload() }] }]);
+        pushes++;
+      } catch (e) {
+        failure = describe(e);
+        break;
+      }
+    }
+    // Later calls on the same store.
+    const later = [];
+    for (const call of [
+      () => store.push([{ aggregate: "fill.B", commands: [{ action: "fill.B.added" }] }]),
+      () => store.filter({ limit: 1 }),
+      () => store.count ? store.count({}) : store.filter({}),
+      () => store.forget({ queries: [{ aggregate: "fill.B" }] }),
+    ]) {
+      try { await call(); later.push(null); } catch (e) { later.push(describe(e)); }
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    return { pushes, failure, later, ended };
+  }, MAX_PUSHES);
+  t.diagnostic(`full disk: ${JSON.stringify(filled)}`);
+  console.log("diskfull observed:", JSON.stringify(filled, null, 1));
+
+  assert.ok(filled.failure, `a push failed within ${MAX_PUSHES} pushes`);
+  assert.equal(filled.failure.code, "QUOTA_EXCEEDED", `the disk-full failure: ${JSON.stringify(filled.failure)}`);
+  for (const e of filled.later) {
+    if (e) assert.ok(["CLOSED", "QUOTA_EXCEEDED"].includes(e.code), `a later call: ${JSON.stringify(e)}`);
+  }
+  for (const e of filled.ended) assert.ok(["CLOSED", "QUOTA_EXCEEDED"].includes(e.code), `a subscription ended: ${JSON.stringify(e)}`);
+
+  // Free space, restart on the same profile.
+  await rm(join(dir, "filler"));
+  await context.close();
+  context = await launch();
+  p = await page();
+  const reopened = await p.evaluate(async () => {
+    const describe = (e) => ({ code: e?.code, name: e?.name, message: String(e?.message ?? e), lastPosition: e?.lastPosition, position: e?.position, reason: e?.reason });
+    let plain;
+    try {
+      const s = await EventStore.open("full");
+      plain = { events: (await s.filter({ queries: [{ aggregate: "fill.A" }] })).length };
+      s.close();
+    } catch (e) {
+      plain = describe(e);
+    }
+    const told = [];
+    const s = await EventStore.open("full", { onDataLost: (lost) => told.push(lost) });
+    const events = (await s.filter({ queries: [{ aggregate: "fill.A" }] })).length;
+    const pushed = await s.push([{ aggregate: "fill.C", commands: [{ action: "fill.C.added" }] }]);
+    s.close();
+    return { plain, told, events, afterPosition: pushed[0].position };
+  });
+  t.diagnostic(`after restart: ${JSON.stringify(reopened)}`);
+  console.log("diskfull after restart:", JSON.stringify(reopened, null, 1));
+
+  if (reopened.plain.code !== undefined) {
+    // Chromium reset the database: the loss is reported, not passed over.
+    assert.equal(reopened.plain.code, "DATA_LOST", JSON.stringify(reopened.plain));
+    assert.ok(reopened.plain.lastPosition >= 1, "the marker knew events");
+    assert.equal(reopened.told.length, 1, "onDataLost told once");
+    assert.equal(reopened.told[0].position, reopened.events);
+  } else {
+    // The database survived: every accepted push is there, the failed one is not.
+    assert.equal(reopened.plain.events, filled.pushes, "the accepted pushes, not the failed one");
+    assert.equal(reopened.told.length, 0);
+  }
+});
