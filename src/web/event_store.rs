@@ -208,7 +208,8 @@ impl EventStore {
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
-        let outcome = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
+        let db = &self.storage.0;
+        let read = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
             let events = tx.expand(page)?;
             match &reducer {
                 None => pages.push(events),
@@ -222,8 +223,8 @@ impl EventStore {
                 }
             }
             Ok(())
-        })
-        .await;
+        });
+        let outcome = db.unless_closed(read).await;
         if let Some(err) = thrown.into_inner() {
             return Err(err);
         }
@@ -249,7 +250,8 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let (erased, events) = match engine::forget(&self.storage, &filter).await {
+        let forget = engine::forget(&self.storage, &filter);
+        let (erased, events) = match self.storage.0.unless_closed(forget).await {
             Ok(done) => done,
             Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
         };
@@ -319,13 +321,13 @@ impl EventStore {
                         after: after as u64,
                         tail: false,
                     };
-                    let outcome = engine::filter(&storage, &filter, window, |tx, page| {
+                    let read = engine::filter(&storage, &filter, window, |tx, page| {
                         for e in tx.expand(page)?.iter() {
                             result.push(&e);
                         }
                         Ok(())
-                    })
-                    .await;
+                    });
+                    let outcome = storage.0.unless_closed(read).await;
                     if let Err(e) = outcome {
                         return Err(js_error(settle(&storage.0, e).await));
                     }
@@ -369,15 +371,15 @@ impl EventStore {
                 .into_uuid()
                 .to_string()
         };
-        let (batches, events) = engine::push(
+        let push = engine::push(
             &self.storage,
             &self.heads,
             &entries,
             now,
             new_id,
             |tx, _| tx.added_events(),
-        )
-        .await?;
+        );
+        let (batches, events) = self.storage.0.unless_closed(push).await?;
         if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
             if let Some(keeper) = &self.keeper {

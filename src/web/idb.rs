@@ -17,6 +17,7 @@ use web_sys::{
     IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
+use super::closing::Closing;
 use super::request::{Completion, Request};
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
@@ -141,6 +142,7 @@ pub struct Database {
     db: IdbDatabase,
     closed: Rc<RefCell<Option<String>>>,
     on_closed: Rc<OnClosed>,
+    closing: Rc<Closing>,
     _on_close: Closure<dyn FnMut()>,
     /// The last read transaction, for [`Database::read`].
     last_read: RefCell<Option<LastRead>>,
@@ -216,13 +218,16 @@ impl Database {
         // The browser closed the connection (not `close()`): a storage
         // failure such as a full disk, or site data cleared.
         let on_closed: Rc<OnClosed> = Rc::default();
+        let closing: Rc<Closing> = Rc::default();
         let on_close = Closure::<dyn FnMut()>::new({
             let closed = closed.clone();
             let on_closed = on_closed.clone();
+            let closing = closing.clone();
             move || {
                 if closed.borrow().is_none() {
                     closed.replace(Some(BROWSER_CLOSED.to_owned()));
                 }
+                closing.fire();
                 if let Some(f) = on_closed.borrow_mut().take() {
                     f(BROWSER_CLOSED);
                 }
@@ -233,6 +238,7 @@ impl Database {
             db,
             closed,
             on_closed,
+            closing,
             _on_close: on_close,
             last_read: RefCell::new(None),
             _on_version_change: on_version_change,
@@ -257,6 +263,22 @@ impl Database {
     /// Calls `f` (once) if the browser closes the connection by itself.
     pub fn on_closed(&self, f: impl Fn(&str) + 'static) {
         self.on_closed.replace(Some(Box::new(f)));
+    }
+
+    /// Runs `call`, unless the browser closes the connection first: then
+    /// `CLOSED` (see [`Closing`]).
+    pub async fn unless_closed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let call = std::pin::pin!(call);
+        match futures::future::select(call, self.closing.wait()).await {
+            futures::future::Either::Left((outcome, _)) => outcome,
+            futures::future::Either::Right(_) => Err(Error::Closed(
+                self.closed_reason()
+                    .unwrap_or_else(|| BROWSER_CLOSED.to_owned()),
+            )),
+        }
     }
 
     /// Why the connection is closed, if it is.
@@ -434,16 +456,19 @@ fn exception_name(e: &JsValue) -> Option<String> {
 }
 
 /// Whether a browser's message says the disk is full: Chromium's LevelDB
-/// (`UnknownError: … IO error: … FILE_ERROR_NO_SPACE`), SQLite under
-/// Firefox and WebKit (`database or disk is full`, `SQLITE_FULL`), the
-/// operating system's `ENOSPC` (`No space left on device`).
+/// (`UnknownError: … IO error: … FILE_ERROR_NO_SPACE`) and its files for
+/// large values (`DataError: Failed to write blobs (IOError)`, seen only on
+/// a full disk: Chromium gives no finer cause), SQLite under Firefox and
+/// WebKit (`database or disk is full`, `SQLITE_FULL`), the operating
+/// system's `ENOSPC` (`No space left on device`).
 fn says_disk_full(message: &str) -> bool {
-    const SIGNS: [&str; 5] = [
+    const SIGNS: [&str; 6] = [
         "NO_SPACE",
         "no space",
         "disk is full",
         "SQLITE_FULL",
         "ENOSPC",
+        "Failed to write blobs",
     ];
     let lower = message.to_ascii_lowercase();
     SIGNS

@@ -294,11 +294,10 @@ impl Live {
                     tail: sub.caught_up.get(),
                 };
                 let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-                let outcome =
-                    engine::filter_to_end(&self.storage, &sub.filter, window, |tx, page| {
-                        deliver(&sub, &tx.expand(page)?, &thrown)
-                    })
-                    .await;
+                let read = engine::filter_to_end(&self.storage, &sub.filter, window, |tx, page| {
+                    deliver(&sub, &tx.expand(page)?, &thrown)
+                });
+                let outcome = self.storage.0.unless_closed(read).await;
                 if let Some(e) = thrown.into_inner() {
                     sub.fail(e);
                     break;

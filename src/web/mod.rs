@@ -1,5 +1,6 @@
 //! The browser edge: IndexedDB storage, JS conversions and the exported class.
 
+mod closing;
 mod event_store;
 mod idb;
 mod interop;
