@@ -1,6 +1,7 @@
-// Completes pkg/package.json after wasm-pack: an ESM package with `exports`,
-// `types` and a `files` whitelist that also holds wasm-bindgen's snippets.
-import { readFile, writeFile, readdir } from "node:fs/promises";
+// Completes pkg/ after wasm-pack: the self-initialising entry (js/index.js)
+// with its types, the npm README and the licences, and a package.json with
+// `exports`, `types`, `files` (whitelist), `sideEffects` and keywords.
+import { copyFile, readFile, writeFile, readdir } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
@@ -35,22 +36,39 @@ const types = await readFile(dts, "utf8");
 const reference = '/// <reference lib="esnext.disposable" />\n';
 if (types.includes("Symbol.dispose") && !types.startsWith(reference)) await writeFile(dts, reference + types);
 
+// The package's own entry, types, README and licence (js/, npm/ and the
+// repository root), over what wasm-pack wrote.
+for (const [from, to] of [
+  ["../js/index.js", "index.js"],
+  ["../js/index.d.ts", "index.d.ts"],
+  ["../npm/README.md", "README.md"],
+  ["../LICENSE", "LICENSE"],
+]) {
+  await copyFile(new URL(from, import.meta.url), new URL(`../pkg/${to}`, import.meta.url));
+}
+
 const path = new URL("../pkg/package.json", import.meta.url);
 const pkg = JSON.parse(await readFile(path, "utf8"));
 const entries = await readdir(new URL("../pkg/", import.meta.url));
-const entry = pkg.module ?? pkg.main ?? "eventstore_wasm.js";
 pkg.type = "module";
-pkg.main = entry;
-pkg.module = entry;
+pkg.main = "index.js";
+pkg.module = "index.js";
+pkg.types = "index.d.ts";
 pkg.exports = {
-  ".": { types: `./${pkg.types}`, import: `./${entry}`, default: `./${entry}` },
+  ".": { types: "./index.d.ts", import: "./index.js", default: "./index.js" },
   "./eventstore_wasm_bg.wasm": "./eventstore_wasm_bg.wasm",
   "./package.json": "./package.json",
 };
-const files = new Set((pkg.files ?? []).map((f) => f.replace(/\/$/, "")));
+// What the tarball holds: the entry, the glue and its snippets, the wasm,
+// the types, README and licences (npm adds package.json itself).
+const files = new Set(["index.js", "index.d.ts", "README.md", "LICENSE"]);
 if (entries.includes("snippets")) files.add("snippets");
-for (const f of entries) if (/\.(js|d\.ts|wasm)$/.test(f)) files.add(f);
+for (const f of entries) if (/^eventstore_wasm.*\.(js|wasm)$/.test(f)) files.add(f); // the glue's .d.ts: index.d.ts replaces it
 pkg.files = [...files].sort();
-pkg.sideEffects = [`./${entry}`, "./snippets/*"];
+// The entry patches EventStore's statics (lazy loading): it and the glue it
+// patches must not be dropped as side-effect-free.
+pkg.sideEffects = ["./index.js", "./eventstore_wasm.js", "./snippets/*"];
+pkg.keywords = ["event-store", "event-sourcing", "indexeddb", "wasm", "webassembly", "offline-first", "cqrs", "gdpr"];
+delete pkg.repository;
 await writeFile(path, JSON.stringify(pkg, null, 2) + "\n");
-console.log(`pkg/package.json: ${pkg.name}@${pkg.version}, entry ${entry}`);
+console.log(`pkg/package.json: ${pkg.name}@${pkg.version}, entry ${pkg.module}`);

@@ -1,30 +1,76 @@
 #!/usr/bin/env bash
-# Every test layer of eventstore-wasm, after installing what is missing.
-set -euo pipefail
+# Every test layer of eventstore-wasm, after installing what is missing. Each
+# step runs even when an earlier one failed; the summary at the end lists the
+# failed steps and the exit code is non-zero when there is any.
+#
+#   bash scripts/test.sh                      everything, in Chromium, Firefox and WebKit
+#   ENGINES=firefox bash scripts/test.sh      the browser steps in the listed engines only
+#                                             (chromium, firefox, webkit)
+#   WEBKIT_BROWSER=minibrowser bash scripts/test.sh   the wasm-pack suite in WebKitGTK's
+#                                             MiniBrowser (IndexedDB in memory) instead of
+#                                             scripts/bin/webkit-persistent-browser (on disk)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$PWD/scripts/bin:$HOME/.cargo/bin:$PATH"
 
-bash scripts/setup.sh
+bash scripts/setup.sh || exit 1
 
-step() { printf '\n=== %s ===\n' "$*"; }
+ENGINES=${ENGINES:-chromium,firefox,webkit}
+export ENGINES
+has_engine() { [[ ",$ENGINES," == *",$1,"* ]]; }
 
-step "format and lints"
-cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+failed=()
+passed=()
+step() {
+  local name=$1
+  shift
+  printf '\n=== %s ===\n' "$name"
+  if "$@"; then passed+=("$name"); else failed+=("$name"); fi
+}
 
-step "native core (cargo test)"
-cargo test
+# The browser test files: those that configure wasm-bindgen-test (in a window
+# or in a worker).
+browser_tests=$(grep -l 'wasm_bindgen_test_configure!' tests/*.rs | xargs -n1 basename | sed 's/\.rs$//')
 
-step "IndexedDB in headless Chromium (wasm-pack test)"
-CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-120} \
-  wasm-pack test --headless --chrome
+# The wasm-pack suite in one engine, one test file at a time (so that a failure
+# in one file does not hide the others). The driver is given
+# explicitly, and no other driver variable may leak into the test runner
+# (it takes the first of GECKODRIVER, SAFARIDRIVER, CHROMEDRIVER it finds).
+wasm_pack_in() {
+  local engine=$1 flags=() wrap=() status=0 file
+  case $engine in
+    chromium) flags=(--chrome --chromedriver /usr/bin/chromedriver) ;;
+    firefox) flags=(--firefox --geckodriver "$(command -v geckodriver)") ;;
+    webkit)
+      # scripts/bin/safaridriver runs WebKitWebDriver, which needs an X display.
+      flags=(--safari --safaridriver "$PWD/scripts/bin/safaridriver")
+      wrap=(xvfb-run -a) ;;
+  esac
+  for file in $browser_tests; do
+    echo "--- tests/$file.rs in $engine"
+    env -u GECKODRIVER -u CHROMEDRIVER -u SAFARIDRIVER -u GECKODRIVER_REMOTE -u CHROMEDRIVER_REMOTE -u SAFARIDRIVER_REMOTE \
+      WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-120}" \
+      timeout 1200 "${wrap[@]}" wasm-pack test --headless --mode no-install "${flags[@]}" -- --test "$file" || status=1
+  done
+  return $status
+}
 
-step "npm package (wasm-pack build)"
-npm run build
+step "format" cargo fmt --all -- --check
+step "clippy (native)" cargo clippy --all-targets -- -D warnings
+step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+step "native core (cargo test)" cargo test
 
-step "TypeScript declarations (tsc --noEmit)"
-npx tsc -p tests/types/tsconfig.json
+for engine in chromium firefox webkit; do
+  has_engine "$engine" && step "IndexedDB in $engine (wasm-pack test: $(echo $browser_tests))" wasm_pack_in "$engine"
+done
 
-step "package, README example, several tabs (Playwright)"
-node --test --test-concurrency=1 tests/e2e/
+step "npm package (npm run build)" npm run build
+step "TypeScript declarations (tsc --noEmit)" npx tsc -p tests/types/tsconfig.json
+step "package, README example, several tabs in Chromium (Playwright)" node --test --test-concurrency=1 tests/e2e/
+step "npm package under Node with fake-indexeddb, npm pack (node:test)" node --test --test-concurrency=1 tests/node/
+step "several tabs in ${ENGINES//,/, } (W3C WebDriver)" timeout 1200 node --test --test-concurrency=1 tests/webdriver/
+
+printf '\n=== summary ===\n'
+for s in "${passed[@]}"; do printf 'pass  %s\n' "$s"; done
+for s in "${failed[@]}"; do printf 'FAIL  %s\n' "$s"; done
+[ ${#failed[@]} -eq 0 ]

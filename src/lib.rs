@@ -22,6 +22,10 @@ pub mod subject;
 mod web;
 
 pub use error::{Error, Result};
+/// Whether write transactions are committed explicitly in this engine: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::commits_early;
 /// IndexedDB transactions created so far in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

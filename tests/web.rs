@@ -863,3 +863,56 @@ async fn an_end_subscription_starts_after_the_calls_made_before_it() {
     .await;
     assert_eq!(JSON::stringify(&seen).unwrap(), r#"["doc.1.after"]"#);
 }
+
+#[wasm_bindgen_test]
+async fn a_freed_store_does_not_block_a_delete() {
+    let s = fresh("freed").await;
+    s.push(push_json("doc.1", 1)).await.unwrap();
+    // What `store.free()` and `using` (Symbol.dispose) do.
+    drop(s);
+    let deleted = with_timeout(EventStore::delete_store("freed".into()), 5000).await;
+    assert!(deleted, "delete went through");
+    let again = EventStore::open("freed".into()).await.unwrap();
+    assert_eq!(Array::from(&read(&again, "{}").await).length(), 0);
+    again.close();
+}
+
+/// Whether `future` completes within `ms`.
+async fn with_timeout<F: std::future::Future>(future: F, ms: i32) -> bool {
+    use futures::future::{select, Either};
+    let future = Box::pin(future);
+    let timer = Box::pin(sleep(ms));
+    matches!(select(future, timer).await, Either::Left(_))
+}
+
+#[wasm_bindgen_test]
+async fn a_stale_guess_of_several_records_is_redone_whole() {
+    let s = fresh("stale-several").await;
+    s.push(push_json("doc.1", 1)).await.unwrap();
+    let seen = with_store(
+        s,
+        r#"async (store) => {
+          // Another connection appends after this store's last push: the
+          // next push of three records guesses a stale end, collides on its
+          // first record, and must be redone whole, never half written.
+          const other = await store.constructor.open("stale-several");
+          await other.push([{ aggregate: "doc.2", commands: [{ action: "doc.2.x" }] }]);
+          const pushed = await store.push([
+            { aggregate: "doc.1", commands: [{ action: "doc.1.a" }, { action: "doc.1.b" }] },
+            { aggregate: "doc.3", commands: [{ action: "doc.3.a" }] },
+            { aggregate: "doc.4", commands: [{ action: "doc.4.a" }] },
+          ]);
+          const all = await other.filter({});
+          other.close();
+          return {
+            pushed: pushed.map((e) => `${e.position}:${e.action.join(".")}:${e.sequence}`),
+            all: all.map((e) => `${e.position}:${e.action.join(".")}:${e.sequence}`),
+          };
+        }"#,
+    )
+    .await;
+    assert_eq!(
+        JSON::stringify(&seen).unwrap(),
+        r#"{"pushed":["3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"],"all":["1:doc.1.e:1","2:doc.2.x:1","3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"]}"#
+    );
+}

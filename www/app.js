@@ -1,5 +1,5 @@
 // The playground: push, filter (with wildcards) and forget through the package.
-import init, { EventStore } from "../pkg/eventstore_wasm.js";
+import init, { EventStore } from "../pkg/index.js";
 
 await init();
 const store = await EventStore.open("playground");

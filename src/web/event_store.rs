@@ -348,6 +348,15 @@ impl EventStore {
     }
 }
 
+impl Drop for EventStore {
+    /// `store.free()` and `using store = …` (`Symbol.dispose`) drop the
+    /// store: its connection must not stay open, or `EventStore.delete` and
+    /// upgrades in other tabs would wait for it.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl EventStore {
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {
         self.storage.0.check_open()?;

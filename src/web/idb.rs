@@ -375,6 +375,16 @@ impl Database {
     }
 }
 
+impl Drop for Database {
+    /// A connection nobody can use any more is closed, so that it never
+    /// blocks a delete or an upgrade in another tab (its `versionchange`
+    /// handler goes with it).
+    fn drop(&mut self) {
+        self.db.set_onversionchange(None);
+        self.db.close();
+    }
+}
+
 fn not_ours(name: &str) -> Error {
     Error::Storage(format!(
         "database {name:?} exists but is not an eventstore-wasm database (no {STORE:?} object store)"
@@ -844,19 +854,17 @@ impl Transaction for IdbTx {
     async fn commit(mut self) -> Result<()> {
         let tx = self.current.borrow().0.clone();
         let done = self.done.take();
-        // An explicit commit saves waiting for the transaction to go idle.
-        #[allow(deprecated)] // web-sys marks it so only because it is newer than the rest
-        let _ = tx.commit();
+        super::request::commit_early(&tx);
         let Some(done) = done else {
             return Ok(());
         };
-        if done.await {
-            return Ok(());
+        match done.await {
+            Ok(()) => Ok(()),
+            Err(cause) if cause.is_null() || cause.is_undefined() => {
+                Err(Error::Storage("the transaction was aborted".into()))
+            }
+            Err(cause) => Err(storage_error(&cause)),
         }
-        Err(match tx.error() {
-            Some(e) => storage_error(&e.into()),
-            None => Error::Storage("the transaction was aborted".into()),
-        })
     }
 }
 

@@ -11,3 +11,4 @@ mod types;
 
 pub use event_store::EventStore;
 pub use idb::transactions_created;
+pub use request::commits_early;

@@ -1,4 +1,9 @@
-//! TypeScript declarations of the shapes the API takes and returns.
+//! TypeScript declarations of the shapes the API takes and returns, for
+//! the names the `unchecked_*_type`s of `event_store.rs` use in the glue's
+//! own `pkg/eventstore_wasm.d.ts`. That file is not shipped: the package's
+//! types are the hand-written `js/index.d.ts` (generic over an app's event
+//! map, `StoredEvent` instead of `Event`), which must be kept in step with
+//! the API by hand and is checked by `tests/types/`.
 
 use wasm_bindgen::prelude::*;
 

@@ -31,17 +31,46 @@ test("pkg/package.json describes an ESM package whose entry points exist", async
     await access(join(ROOT, "pkg", target)); // throws when missing
   }
   assert.match(root.types, /\.d\.ts$/);
+  assert.equal(pkg.main, root.import.replace(/^\.\//, ""), "main is the self-initialising entry");
+  assert.equal(pkg.module, pkg.main);
+  for (const f of ["LICENSE", "README.md", pkg.main, pkg.types, "eventstore_wasm_bg.wasm", "eventstore_wasm.js"]) {
+    assert.ok(pkg.files.includes(f), `files lists ${f}: ${JSON.stringify(pkg.files)}`);
+  }
+  assert.ok(pkg.sideEffects.includes(`./${pkg.main}`), "the entry (which patches EventStore) is a side effect");
+  assert.equal(pkg.license, "MIT OR Apache-2.0");
+  assert.ok(!JSON.stringify(pkg).includes("example.invalid"), "no placeholder URL");
+  assert.ok(pkg.keywords?.length > 0, "keywords");
 });
 
-test("the module exports the wasm initialiser as default and EventStore", { timeout: TIMEOUT }, async () => {
-  const shape = await page.evaluate(async () => {
-    const mod = await import("/pkg/eventstore_wasm.js");
+test("the entry exports the wasm initialiser as default, EventStore and the error helpers", { timeout: TIMEOUT }, async () => {
+  const pkg = JSON.parse(await readFile(join(ROOT, "pkg/package.json"), "utf8"));
+  const shape = await page.evaluate(async (entry) => {
+    const mod = await import(entry);
     const before = { default: typeof mod.default, EventStore: typeof mod.EventStore };
     await mod.default();
     window.EventStore = mod.EventStore;
-    return { ...before, open: typeof mod.EventStore.open, delete: typeof mod.EventStore.delete };
+    return {
+      ...before,
+      open: typeof mod.EventStore.open,
+      delete: typeof mod.EventStore.delete,
+      EventStoreError: typeof mod.EventStoreError,
+      isEventStoreError: typeof mod.isEventStoreError,
+      matches: typeof mod.matches,
+      codes: Object.keys(mod.ErrorCode),
+      Event: "Event" in mod,
+    };
+  }, `/pkg/${pkg.exports["."].import.replace(/^\.\//, "")}`);
+  assert.deepEqual(shape, {
+    default: "function",
+    EventStore: "function",
+    open: "function",
+    delete: "function",
+    EventStoreError: "function",
+    isEventStoreError: "function",
+    matches: "function",
+    codes: ["INVALID_SUBJECT", "INVALID_PAYLOAD", "INVALID_ARGUMENT", "SEQUENCE_MISMATCH", "QUOTA_EXCEEDED", "CLOSED", "VERSION_MISMATCH", "DATA_LOST", "STORAGE"],
+    Event: false,
   });
-  assert.deepEqual(shape, { default: "function", EventStore: "function", open: "function", delete: "function" });
 });
 
 test("one push of user.id, read back by pattern, array and string forms", { timeout: TIMEOUT }, async () => {

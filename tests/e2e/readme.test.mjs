@@ -35,8 +35,11 @@ after(() => env?.close());
 test("the README example runs without throwing", { timeout: TIMEOUT }, async () => {
   const source = await readmeExample();
   assert.match(source, /from\s*["']eventstore-wasm["']/, "the example imports eventstore-wasm");
-  // A blob: module cannot resolve "/pkg/...", so the import gets the absolute URL.
-  const code = source.replace(/(from\s*|import\s*\(\s*)(["'])eventstore-wasm\2/g, `$1"${env.url}/pkg/eventstore_wasm.js"`);
+  // A blob: module cannot resolve "/pkg/...", so the import gets the absolute
+  // URL of the package's entry (exports["."] of pkg/package.json).
+  const pkg = JSON.parse(await readFile(join(ROOT, "pkg/package.json"), "utf8"));
+  const entry = new URL(pkg.exports["."].import, `${env.url}/pkg/`).href;
+  const code = source.replace(/(from\s*|import\s*\(\s*)(["'])eventstore-wasm\2/g, `$1"${entry}"`);
   const err = await page.evaluate(async (code) => {
     const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
     try {

@@ -1,8 +1,8 @@
 // A module worker running the store, for tests/e2e/subscribe.test.mjs:
 // on { name, aggregate, count } it pushes `count` events and answers "done".
-import init, { EventStore } from "/pkg/eventstore_wasm.js";
+// No `init()`: the entry loads the module on the first EventStore.open.
+import { EventStore } from "/pkg/index.js";
 
-await init();
 self.onmessage = async ({ data: { name, aggregate, count } }) => {
   try {
     const store = await EventStore.open(name);

@@ -1,15 +1,15 @@
-// Compile-only check (tsc -p tests/types) that pkg/eventstore_wasm.d.ts types
+// Compile-only check (tsc -p tests/types) that the package types
 // the API of SPEC section 3 precisely: typical calls type-check, mistakes do not.
 import init, {
   EventStore,
-  type Event,
+  type StoredEvent,
   type PushEntry,
   type Filter,
   type Query,
   type Subject,
   type Pattern,
   type Command,
-} from "../../pkg/eventstore_wasm.js";
+} from "eventstore-wasm";
 
 export async function usage(): Promise<void> {
   await init();
@@ -22,7 +22,7 @@ export async function usage(): Promise<void> {
     { aggregate, expectedSequence: 0, commands: [added, changed] },
     { aggregate: "user.B", commands: [{ action: "user.B.added", payload: {} }, { action: "user.B.seen" }] },
   ];
-  const events: Event[] = await store.push(entries);
+  const events: StoredEvent[] = await store.push(entries);
 
   for (const event of events) {
     const id: string = event.id;
@@ -45,8 +45,8 @@ export async function usage(): Promise<void> {
     createdAt: { from: 0, to: Date.now() },
   };
   const filter: Filter = { queries: [query], limit: 100 };
-  const found: Event[] = await store.filter(filter);
-  const all: Event[] = await store.filter({});
+  const found: StoredEvent[] = await store.filter(filter);
+  const all: StoredEvent[] = await store.filter({});
 
   let total = 0;
   await store.filter({ queries: [{ aggregate: "user.A" }] }, (event) => {
@@ -60,7 +60,7 @@ export async function usage(): Promise<void> {
   await EventStore.delete("types-check");
 }
 
-export async function mistakes(store: EventStore, event: Event): Promise<void> {
+export async function mistakes(store: EventStore, event: StoredEvent): Promise<void> {
   // @ts-expect-error a sequence is a number, not a string
   const sequence: string = event.sequence;
   // @ts-expect-error a subject is a string or a string array, not a number
@@ -73,7 +73,7 @@ export async function mistakes(store: EventStore, event: Event): Promise<void> {
   await store.filter({ queries: [{ subjects: 7 }] });
   // @ts-expect-error limit is a number
   await store.filter({ limit: "10" });
-  // @ts-expect-error the reducer gets an Event, whose id is a string
+  // @ts-expect-error the reducer gets a StoredEvent, whose id is a string
   await store.filter({}, (e) => e.id.toFixed());
   // @ts-expect-error forget resolves to a number
   const erased: string = await store.forget({});
@@ -83,11 +83,11 @@ export async function mistakes(store: EventStore, event: Event): Promise<void> {
 }
 
 export async function live(store: EventStore): Promise<void> {
-  const seen: Event[] = [];
+  const seen: StoredEvent[] = [];
   const stop: () => void = store.subscribe({ queries: [{ subjects: "user.*.added" }] }, (e) => seen.push(e));
   const fromEnd = store.subscribe(undefined, (e) => void e.position, {
     fromPosition: "end",
-    onForget: (events: Event[]) => void events.length,
+    onForget: (events: StoredEvent[]) => void events.length,
     onError: (error) => void error,
   });
   for await (const event of store.events({ queries: [{ aggregate: "user.>" }] })) {
@@ -96,7 +96,7 @@ export async function live(store: EventStore): Promise<void> {
   }
   // @ts-expect-error fromPosition is a number or "end"
   store.subscribe({}, () => {}, { fromPosition: "start" });
-  // @ts-expect-error onEvent gets an Event
+  // @ts-expect-error onEvent gets a StoredEvent
   store.subscribe({}, (e: string) => void e);
   stop();
   fromEnd();

@@ -1,0 +1,143 @@
+// The package's entry (copied into pkg/ by scripts/finish-pkg.mjs): the
+// wasm-bindgen glue, which loads the WebAssembly module by itself on first
+// use, plus the runtime values its types name (EventStoreError, ErrorCode).
+//
+// `import { EventStore } from "eventstore-wasm"` is ready to use: the first
+// call of a static method (`EventStore.open`, `EventStore.delete`, ...)
+// awaits the module. `await init()` (the default export) still works, and
+// `init(url)` before the first call picks where the .wasm comes from. No
+// top-level await, so that bundlers' default targets accept the package.
+import initGlue, { EventStore } from "./eventstore_wasm.js";
+
+export * from "./eventstore_wasm.js";
+
+/** The wasm file, next to the glue. */
+const WASM = "eventstore_wasm_bg.wasm";
+
+let loading;
+
+/**
+ * Loads and instantiates the WebAssembly module, once: later calls return
+ * the same promise. `source` is what wasm-bindgen's loader takes (a URL, a
+ * `Response`, bytes, a `WebAssembly.Module`, or `{ module_or_path }`);
+ * without it the module is fetched next to this file, or read from the
+ * package directory under Node. A failed load may be retried.
+ */
+export default function init(source) {
+  loading ??= load(source).catch((e) => {
+    loading = undefined;
+    throw e;
+  });
+  return loading;
+}
+
+async function load(source) {
+  if (source !== undefined && Object.getPrototypeOf(source) === Object.prototype) return initGlue(source);
+  return initGlue({ module_or_path: source ?? (await nodeBytes()) });
+}
+
+/**
+ * Under Node (tests with fake-indexeddb), where `fetch` cannot read a
+ * `file:` URL: the .wasm bytes, read from this package's directory.
+ * Elsewhere `undefined`, so the glue fetches the file itself. The Node
+ * built-ins are reached through `process.getBuiltinModule` (Node 20.16+)
+ * or an import that bundlers are told to leave alone, so that browser
+ * builds never see a `node:` import.
+ */
+async function nodeBytes() {
+  const process = globalThis.process;
+  if (!process?.versions?.node || !import.meta.url.startsWith("file:")) return undefined;
+  const builtin = (id) =>
+    process.getBuiltinModule?.(id) ?? import(/* @vite-ignore */ /* webpackIgnore: true */ id);
+  const [fs, url] = await Promise.all([builtin("node:fs/promises"), builtin("node:url")]);
+  const here = url.fileURLToPath(import.meta.url);
+  return fs.readFile(here.slice(0, here.length - here.replace(/^.*[\\/]/, "").length) + WASM);
+}
+
+// Every static method of EventStore (open, delete, ...) first awaits the
+// module. wasm-bindgen's own helpers (`__wrap`) are left as they are.
+for (const name of Object.getOwnPropertyNames(EventStore)) {
+  const method = EventStore[name];
+  if (typeof method !== "function" || name.startsWith("__")) continue;
+  const ready = {
+    async [name](...args) {
+      await init();
+      return method.apply(this, args);
+    },
+  }[name];
+  Object.defineProperty(EventStore, name, { ...Object.getOwnPropertyDescriptor(EventStore, name), value: ready });
+}
+
+// A store that was freed (`store.free()`, `using store = ...`) has been
+// closed (its Rust side closes the connection when dropped); its methods
+// then answer like those of a closed store (CLOSED) instead of failing in
+// the glue with "null pointer passed to rust".
+const ASYNC = new Set(["push", "filter", "forget", "get", "count"]);
+for (const name of Object.getOwnPropertyNames(EventStore.prototype)) {
+  const method = EventStore.prototype[name];
+  if (typeof method !== "function" || name === "constructor" || name === "free") continue;
+  const guarded = {
+    [name](...args) {
+      if (this.__wbg_ptr !== 0) return method.apply(this, args);
+      if (name === "close") return undefined;
+      const error = new EventStoreError("CLOSED", "the store is closed: it was freed (free() or Symbol.dispose)");
+      if (ASYNC.has(name)) return Promise.reject(error);
+      throw error;
+    },
+  }[name];
+  Object.defineProperty(EventStore.prototype, name, { ...Object.getOwnPropertyDescriptor(EventStore.prototype, name), value: guarded });
+}
+
+/** The `code` of every error the store rejects with (SPEC section 6). */
+export const ErrorCode = Object.freeze({
+  INVALID_SUBJECT: "INVALID_SUBJECT",
+  INVALID_PAYLOAD: "INVALID_PAYLOAD",
+  INVALID_ARGUMENT: "INVALID_ARGUMENT",
+  SEQUENCE_MISMATCH: "SEQUENCE_MISMATCH",
+  QUOTA_EXCEEDED: "QUOTA_EXCEEDED",
+  CLOSED: "CLOSED",
+  VERSION_MISMATCH: "VERSION_MISMATCH",
+  DATA_LOST: "DATA_LOST",
+  STORAGE: "STORAGE",
+});
+
+const CODES = new Set(Object.values(ErrorCode));
+
+/**
+ * The errors the store rejects with. They are made in Rust as plain `Error`s
+ * with a `code`, so `instanceof EventStoreError` recognises any `Error` whose
+ * `code` is one of `ErrorCode`; `new EventStoreError(code, message)` makes
+ * one (for tests and fakes of the store).
+ */
+export class EventStoreError extends Error {
+  constructor(code, message = code, fields = {}) {
+    super(message);
+    this.name = "EventStoreError";
+    this.code = code;
+    Object.assign(this, fields);
+  }
+
+  static [Symbol.hasInstance](value) {
+    return value instanceof Error && CODES.has(value.code);
+  }
+}
+
+/** Whether `value` is an error of the store (with `code`, of that code). */
+export function isEventStoreError(value, code) {
+  return value instanceof EventStoreError && (code === undefined || value.code === code);
+}
+
+/**
+ * Whether `event.action` matches `pattern` (`*`: one token, a final `>`:
+ * one or more), the same rule as a query's `subjects`. With an event map it
+ * narrows the event's type to the actions the pattern names.
+ */
+export function matches(event, pattern) {
+  const tokens = typeof pattern === "string" ? pattern.split(".") : pattern;
+  const action = event.action;
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] === ">" && i === tokens.length - 1) return action.length > i;
+    if (i >= action.length || (tokens[i] !== "*" && tokens[i] !== action[i])) return false;
+  }
+  return action.length === tokens.length;
+}
