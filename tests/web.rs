@@ -872,7 +872,9 @@ async fn a_freed_store_does_not_block_a_delete() {
     drop(s);
     let deleted = with_timeout(EventStore::delete_store("freed".into()), 5000).await;
     assert!(deleted, "delete went through");
-    let again = EventStore::open("freed".into()).await.unwrap();
+    let again = EventStore::open("freed".into(), JsValue::UNDEFINED)
+        .await
+        .unwrap();
     assert_eq!(Array::from(&read(&again, "{}").await).length(), 0);
     again.close();
 }
