@@ -51,10 +51,25 @@ export async function readMarker(file) {
     return null;
   }
 }
-export async function writeMarker(file, text) {
+function withLock(file, run) {
+  const locks = globalThis.navigator?.locks;
+  return typeof locks?.request === "function" ? locks.request(`eventstore-wasm:marker:${file}`, run) : run();
+}
+export function writeMarker(file, text, merge, wanted) {
+  return withLock(file, () => writeLocked(file, text, merge, wanted));
+}
+async function writeLocked(file, text, merge, wanted) {
+  if (!wanted()) return true;
   const dir = await folder(true);
   if (!dir) return false;
   const handle = await dir.getFileHandle(file, { create: true });
+  if (merge) {
+    try {
+      const old = JSON.parse(await (await handle.getFile()).text());
+      const mine = JSON.parse(text);
+      if (old.format === mine.format && old.name === mine.name && old.firstId === mine.firstId && old.lastPosition >= mine.lastPosition) return true;
+    } catch {}
+  }
   if (typeof handle.createWritable === "function") {
     const stream = await handle.createWritable();
     await stream.write(text);
@@ -75,10 +90,12 @@ export async function writeMarker(file, text) {
   }
   return false;
 }
-export async function removeMarker(file) {
-  const dir = await folder(false);
-  if (!dir) return;
-  try { await dir.removeEntry(file); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
+export function removeMarker(file) {
+  return withLock(file, async () => {
+    const dir = await folder(false);
+    if (!dir) return;
+    try { await dir.removeEntry(file); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
+  });
 }
 export function later(f, ms) { setTimeout(f, ms); }
 export function onHidden(f) {
@@ -104,7 +121,12 @@ extern "C" {
     pub(super) async fn read_marker(file: &str) -> JsValue;
     /// Writes the marker; `false` if OPFS cannot be used here.
     #[wasm_bindgen(js_name = writeMarker, catch)]
-    pub(super) async fn write_marker(file: &str, text: &str) -> Result<JsValue, JsValue>;
+    pub(super) async fn write_marker(
+        file: &str,
+        text: &str,
+        merge: bool,
+        wanted: &Closure<dyn FnMut() -> bool>,
+    ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = removeMarker, catch)]
     pub(super) async fn remove_marker(file: &str) -> Result<JsValue, JsValue>;
     pub(super) fn later(f: JsValue, ms: f64);
@@ -173,6 +195,7 @@ impl EventStore {
     /// other tabs close themselves.
     #[wasm_bindgen(js_name = delete)]
     pub async fn delete_store(name: String) -> std::result::Result<(), JsValue> {
+        opfs::deleting(&name);
         Database::delete(&name).await.map_err(js_error)?;
         opfs::remove(&name).await;
         Ok(())

@@ -134,6 +134,9 @@ pub fn transactions_created() -> u64 {
 /// (IndexedDB's `close` event: a storage failure, the user clearing site data).
 pub const BROWSER_CLOSED: &str = "the browser closed the database (for example after a storage failure such as a full disk); open the store again with EventStore.open";
 
+/// Why later calls fail after another tab or worker deleted the database.
+pub const DELETED_ELSEWHERE: &str = "another tab deleted the database";
+
 /// Called once when the browser closes the connection by itself.
 type OnClosed = RefCell<Option<Box<dyn Fn(&str)>>>;
 
@@ -208,7 +211,7 @@ impl Database {
             move |event: IdbVersionChangeEvent| {
                 db.close();
                 let why = match event.new_version() {
-                    None => "another tab deleted the database",
+                    None => DELETED_ELSEWHERE,
                     Some(_) => "another tab upgraded the database",
                 };
                 closed.replace(Some(why.to_owned()));

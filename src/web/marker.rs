@@ -5,6 +5,7 @@
 //! by `EventStore.delete`. Where OPFS is missing the store runs without it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use wasm_bindgen::prelude::*;
@@ -30,17 +31,43 @@ pub async fn remove(name: &str) {
     let _ = remove_marker(&marker::file_name(name)).await;
 }
 
+thread_local! {
+    /// `EventStore.delete` calls per store name in this thread: a keeper
+    /// started before one never writes again (its write would bring back
+    /// the marker that the delete removes).
+    static DELETES: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+fn deletes(name: &str) -> u64 {
+    DELETES.with(|d| d.borrow().get(name).copied().unwrap_or(0))
+}
+
+/// Notes that `EventStore.delete(name)` was called (before it deletes).
+pub fn deleting(name: &str) {
+    DELETES.with(|d| *d.borrow_mut().entry(name.to_owned()).or_insert(0) += 1);
+}
+
 /// Writes a marker for what `found` says, or removes it for an empty log.
 pub async fn reset(name: &str, found: &Found) {
     match &found.first_id {
         Some(id) => {
-            let _ = write(name, id, found.last_position).await;
+            let _ = write(name, id, found.last_position, false, || true).await;
         }
         None => remove(name).await,
     }
 }
 
-async fn write(name: &str, first_id: &str, last_position: u64) -> bool {
+/// Writes the marker under a Web Lock per store (where there are Web
+/// Locks), so that writes and `delete`'s removal do not interleave across
+/// tabs and workers; `wanted` is asked under the lock. With `merge`, a
+/// marker of the same log with a higher position is kept.
+async fn write(
+    name: &str,
+    first_id: &str,
+    last_position: u64,
+    merge: bool,
+    wanted: impl FnMut() -> bool + 'static,
+) -> bool {
     let marker = Marker {
         format: marker::FORMAT,
         name: name.to_owned(),
@@ -50,7 +77,9 @@ async fn write(name: &str, first_id: &str, last_position: u64) -> bool {
     let Ok(text) = serde_json::to_string(&marker) else {
         return false;
     };
-    matches!(write_marker(&marker::file_name(name), &text).await, Ok(v) if v.is_truthy())
+    let wanted = Closure::<dyn FnMut() -> bool>::new(wanted);
+    let written = write_marker(&marker::file_name(name), &text, merge, &wanted).await;
+    matches!(written, Ok(v) if v.is_truthy())
 }
 
 /// Keeps one store's marker up to date as its pushes commit.
@@ -66,6 +95,8 @@ pub struct Keeper {
     again: Cell<bool>,
     /// Stops the `pagehide`/`visibilitychange` listeners.
     stop_listening: RefCell<Option<js_sys::Function>>,
+    /// [`deletes`] of the name when the keeper started.
+    generation: u64,
     _on_hidden: RefCell<Option<Closure<dyn FnMut()>>>,
 }
 
@@ -93,6 +124,7 @@ impl Keeper {
             writing: Cell::new(false),
             again: Cell::new(false),
             stop_listening: RefCell::new(None),
+            generation: deletes(name),
             _on_hidden: RefCell::new(None),
         });
         let weak = Rc::downgrade(&keeper);
@@ -187,8 +219,8 @@ impl Keeper {
         });
     }
 
-    /// Reads the first id if not known yet, merges with the marker on disk
-    /// (another tab may know a later position) and writes.
+    /// Reads the first id if not known yet and writes, keeping a higher
+    /// position that another tab or worker wrote.
     async fn write_once(&self) -> bool {
         let target = self.schedule.borrow().known;
         if self.first_id.borrow().is_none() {
@@ -200,12 +232,14 @@ impl Keeper {
         let Some(id) = self.first_id.borrow().clone() else {
             return false;
         };
-        let on_disk = read(&self.name).await.flatten();
-        let last = match on_disk {
-            Some(m) if m.first_id == id => m.last_position.max(target),
-            _ => target,
+        // Not after a delete: here (`EventStore.delete`) or in another
+        // context (this connection was closed for it).
+        let (name, generation, db) = (self.name.clone(), self.generation, self.storage.0.clone());
+        let wanted = move || {
+            deletes(&name) == generation
+                && db.closed_reason().as_deref() != Some(super::idb::DELETED_ELSEWHERE)
         };
-        if !write(&self.name, &id, last).await {
+        if !write(&self.name, &id, target, true, wanted).await {
             return false;
         }
         self.schedule

@@ -98,7 +98,7 @@ export interface EventStoreError extends Error {
 export type DataLostReason = "empty" | "replaced" | "shorter";
 
 /** What `onDataLost` is told. */
-export interface DataLost {
+export interface DataLostInfo {
   /** The store's name. */
   name: string;
   /** The last position the store knew of before the loss. */
@@ -115,7 +115,7 @@ export interface OpenOptions {
    * with what is left. Without it, `open` rejects with `DATA_LOST`. May
    * return a promise, which `open` waits for; if it throws, `open` rejects
    * with that and the loss is reported again next time. */
-  onDataLost?: (lost: DataLost) => void | Promise<void>;
+  onDataLost?: (info: DataLostInfo) => void | Promise<void>;
 }
 
 /** Options of `subscribe`. */
