@@ -144,6 +144,8 @@ pub struct EventStore {
     live: Rc<Live>,
     /// Keeps the loss marker (`None` where OPFS cannot be used).
     keeper: Option<Rc<Keeper>>,
+    /// The last push failed for lack of space (see [`EventStore::push`]).
+    out_of_space: std::cell::Cell<bool>,
 }
 
 #[wasm_bindgen]
@@ -187,6 +189,7 @@ impl EventStore {
             heads: HeadCache::new(),
             storage,
             keeper,
+            out_of_space: std::cell::Cell::new(false),
         })
     }
 
@@ -208,10 +211,24 @@ impl EventStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "PushEntry[]")] entries: JsValue,
     ) -> std::result::Result<JsValue, JsValue> {
-        match self.push_inner(&entries).await {
-            Ok(events) => Ok(events),
-            Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
-        }
+        let e = match self.push_inner(&entries).await {
+            Ok(events) => {
+                self.out_of_space.set(false);
+                return Ok(events);
+            }
+            Err(e) => settle(&self.storage.0, e).await,
+        };
+        // After a full disk, Firefox refuses the next writes with
+        // `InvalidStateError: A mutation operation was attempted on a
+        // database that did not allow mutations`: still no space.
+        let e = match e {
+            Error::Storage(m) if self.out_of_space.get() && m.starts_with("InvalidStateError") => {
+                Error::QuotaExceeded(format!("the disk is still full: {m}"))
+            }
+            e => e,
+        };
+        self.out_of_space.set(matches!(e, Error::QuotaExceeded(_)));
+        Err(js_error(e))
     }
 
     /// Events matching `filter` in position order; with a `reducer`, calls it
