@@ -863,9 +863,12 @@ impl Transaction for IdbTx {
         };
         match done.await {
             Ok(()) => Ok(()),
-            Err(cause) if cause.is_null() || cause.is_undefined() => {
-                Err(Error::Storage("the transaction was aborted".into()))
-            }
+            // No request failed and the transaction has no error: WebKit
+            // aborts so when SQLite cannot commit for lack of disk space
+            // (seen on a full disk, tests/e2e/diskfull-webdriver.test.mjs).
+            Err(cause) if cause.is_null() || cause.is_undefined() => Err(Error::QuotaExceeded(
+                "the browser aborted the write without giving a reason, as WebKit does when the disk is full".into(),
+            )),
             Err(cause) => Err(storage_error(&cause)),
         }
     }

@@ -1,9 +1,12 @@
-// A real full disk in Firefox (issue 8), as tests/e2e/diskfull.test.mjs does
-// in Chromium: Firefox ESR's profile on a 40 MB tmpfs, through geckodriver
-// (plain W3C WebDriver; Playwright cannot drive Debian's Firefox). The
-// filler is written after Firefox started, so that its quota (computed from
-// the free space at start) is larger than what is left and the disk fills
-// first. Skipped with a message without root (mount) or without geckodriver.
+// A real full disk in Firefox and WebKit (issue 8), as
+// tests/e2e/diskfull.test.mjs does in Chromium: the browser's profile on a
+// 40 MB tmpfs, through plain W3C WebDriver (Playwright cannot drive Debian's
+// Firefox or WebKitGTK): geckodriver with `-profile DIR`, WebKitWebDriver
+// with scripts/bin/webkit-persistent-browser `--data-dir=DIR` under a Xvfb
+// of its own. The filler is written after the browser started, so that its
+// quota (computed from the free space at start) is larger than what is left
+// and the disk fills first. Each engine is skipped with a message when its
+// driver or browser is missing, or without root (mount).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
@@ -12,37 +15,73 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { serve } from "../../scripts/serve.mjs";
 
 const FIREFOX = process.env.FIREFOX_BINARY ?? "/usr/bin/firefox-esr";
 const GECKODRIVER = [join(homedir(), ".cargo/bin/geckodriver"), "/usr/bin/geckodriver", "/usr/local/bin/geckodriver"].find(existsSync);
+const WEBKITDRIVER = "/usr/bin/WebKitWebDriver";
+const WEBKIT = fileURLToPath(new URL("../../scripts/bin/webkit-persistent-browser", import.meta.url));
 const MAX_PUSHES = 800;
 
-let dir, mounted = false, skip = "", server, driver;
+/** How each engine's driver starts and what its session is given. */
+const ENGINES = {
+  firefox: {
+    driver: GECKODRIVER,
+    missing: !GECKODRIVER || !existsSync(FIREFOX) ? `needs geckodriver and ${FIREFOX} (bash scripts/setup.sh installs them)` : "",
+    args: (port) => ["--port", String(port), "--host", "127.0.0.1"],
+    capabilities: (profile) => ({ browserName: "firefox", "moz:firefoxOptions": { binary: FIREFOX, args: ["-headless", "-profile", profile] } }),
+  },
+  webkit: {
+    driver: WEBKITDRIVER,
+    display: true,
+    missing: !existsSync(WEBKITDRIVER) || !existsSync("/usr/bin/Xvfb") ? "needs WebKitWebDriver and Xvfb (bash scripts/setup.sh installs them)" : "",
+    args: (port) => [`--port=${port}`, "--host=local"],
+    capabilities: (profile) => ({ "webkitgtk:browserOptions": { binary: WEBKIT, args: ["--automation", `--data-dir=${profile}`] } }),
+  },
+};
+
+let server, driver, xvfb;
+const mounts = [];
 
 before(async () => {
-  if (!GECKODRIVER || !existsSync(FIREFOX)) {
-    skip = `needs geckodriver and ${FIREFOX} (bash scripts/setup.sh installs them)`;
-    return;
-  }
-  dir = await mkdtemp(join(tmpdir(), "eventstore-diskfull-ff-"));
-  try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", dir], { stdio: "pipe" });
-    mounted = true;
-  } catch (e) {
-    skip = `cannot mount a tmpfs here (${String(e.stderr || e.message).trim()}): run as root to test a full disk`;
-    return;
-  }
-  await mkdir(join(dir, "profile"));
   server = await serve();
 });
 
 after(async () => {
   await driver?.close();
+  if (xvfb) try { process.kill(-xvfb.pid, "SIGTERM"); } catch {}
   await server?.close();
-  if (mounted) execFileSync("umount", ["-l", dir]);
-  if (dir) await rm(dir, { recursive: true, force: true });
+  for (const dir of mounts) {
+    execFileSync("umount", ["-l", dir]);
+    await rm(dir, { recursive: true, force: true });
+  }
 });
+
+/** A fresh 40 MB tmpfs with a profile directory; a reason to skip if mount is refused. */
+async function smallDisk() {
+  const dir = await mkdtemp(join(tmpdir(), "eventstore-diskfull-wd-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", dir], { stdio: "pipe" });
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true });
+    return { skip: `cannot mount a tmpfs here (${String(e.stderr || e.message).trim()}): run as root to test a full disk` };
+  }
+  mounts.push(dir);
+  await mkdir(join(dir, "profile"));
+  return { dir };
+}
+
+/** A display for WebKit: an Xvfb of this test's own, in its own process group. */
+async function display() {
+  if (!xvfb) {
+    const number = 200 + Math.floor(Math.random() * 500);
+    xvfb = spawn("Xvfb", [`:${number}`, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"], { detached: true, stdio: "ignore" });
+    xvfb.display = `:${number}`;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return xvfb.display;
+}
 
 const freePort = () =>
   new Promise((ok, fail) => {
@@ -65,10 +104,13 @@ async function call(base, method, path, body, ms = 60_000) {
   return json.value;
 }
 
-/** geckodriver and a Firefox session on `profile`; `run(fn, arg)` runs fn in the page. */
-async function firefox(profile) {
+/** The engine's driver and a session on `profile`; `run(fn, arg)` runs fn in the page. */
+async function browser(engine, profile) {
+  const spec = ENGINES[engine];
   const port = await freePort();
-  const child = spawn(GECKODRIVER, ["--port", String(port), "--host", "127.0.0.1"], { detached: true, stdio: "ignore" });
+  const env = { ...process.env };
+  if (spec.display) env.DISPLAY = await display();
+  const child = spawn(spec.driver, spec.args(port), { detached: true, stdio: "ignore", env });
   const base = `http://127.0.0.1:${port}`;
   const stop = () => {
     try { process.kill(-child.pid, "SIGTERM"); } catch {}
@@ -80,12 +122,12 @@ async function firefox(profile) {
       await new Promise((r) => setTimeout(r, 100));
     }
     const session = await call(base, "POST", "/session", {
-      capabilities: { alwaysMatch: { browserName: "firefox", "moz:firefoxOptions": { binary: FIREFOX, args: ["-headless", "-profile", profile] } } },
+      capabilities: { alwaysMatch: spec.capabilities(profile) },
     }, 90_000);
     const s = `/session/${session.sessionId}`;
     await call(base, "POST", `${s}/timeouts`, { script: 400_000 });
     return {
-      version: session.capabilities.browserVersion,
+      version: `${session.capabilities.browserName} ${session.capabilities.browserVersion}`,
       goto: (url) => call(base, "POST", `${s}/url`, { url }),
       async run(fn, arg) {
         const script = `const done = arguments[arguments.length - 1];
@@ -105,16 +147,18 @@ async function firefox(profile) {
   }
 }
 
-async function page() {
-  driver = await firefox(join(dir, "profile"));
+async function page(engine, dir) {
+  driver = await browser(engine, join(dir, "profile"));
   await driver.goto(`${server.url}/tests/e2e/blank.html`);
   await driver.run(async () => { await loadEventStore(); });
   return driver;
 }
 
-test("a full disk in Firefox: QUOTA_EXCEEDED, later calls never STORAGE, then what open finds", { timeout: 600_000 }, async (t) => {
+async function fillTheDisk(t, engine) {
+  if (ENGINES[engine].missing) return t.skip(ENGINES[engine].missing);
+  const { dir, skip } = await smallDisk();
   if (skip) return t.skip(skip);
-  let ff = await page();
+  let ff = await page(engine, dir);
   // Fill the disk behind Firefox's back, leaving ~8 MB.
   const free = Number(execFileSync("df", ["--output=avail", "-B1", dir]).toString().split("\n")[1]);
   await writeFile(join(dir, "filler"), Buffer.alloc(Math.max(0, free - (8 << 20)), 1));
@@ -148,14 +192,14 @@ test("a full disk in Firefox: QUOTA_EXCEEDED, later calls never STORAGE, then wh
     }
     return { pushes, events: pushes * 5, failure, later };
   }, MAX_PUSHES);
-  t.diagnostic(`Firefox ${ff.version}, full disk: ${JSON.stringify(filled)}`);
+  t.diagnostic(`${ff.version}, full disk: ${JSON.stringify(filled)}`);
   assert.ok(filled.failure, `a push failed within ${MAX_PUSHES} pushes`);
   assert.equal(filled.failure.code, "QUOTA_EXCEEDED", JSON.stringify(filled.failure));
   for (const e of filled.later) if (e) assert.ok(["CLOSED", "QUOTA_EXCEEDED"].includes(e.code), JSON.stringify(e));
 
   await rm(join(dir, "filler"));
   await ff.close();
-  ff = await page();
+  ff = await page(engine, dir);
   const reopened = await ff.run(async () => {
     const describe = (e) => ({ code: e?.code, message: String(e?.message ?? e), lastPosition: e?.lastPosition, position: e?.position });
     try {
@@ -172,4 +216,8 @@ test("a full disk in Firefox: QUOTA_EXCEEDED, later calls never STORAGE, then wh
   else assert.equal(reopened.events, filled.events, "the accepted pushes, not the failed one");
   await ff.close();
   driver = undefined;
-});
+}
+
+test("a full disk in Firefox: QUOTA_EXCEEDED, later calls never STORAGE, then what open finds", { timeout: 600_000 }, (t) => fillTheDisk(t, "firefox"));
+
+test("a full disk in WebKitGTK: the same", { timeout: 600_000 }, (t) => fillTheDisk(t, "webkit"));
