@@ -39,6 +39,8 @@ pub struct Query {
     pub sequence: Range<u64>,
     /// Range of `createdAt`, in ms since the epoch.
     pub created_at: Range<f64>,
+    /// Range of the log position.
+    pub position: Range<u64>,
 }
 
 /// Queries OR-ed together, with an optional cap on the result count.
@@ -47,6 +49,9 @@ pub struct Filter {
     /// Empty means every event.
     pub queries: Vec<Query>,
     pub limit: Option<usize>,
+    /// Newest first (descending position); `limit` then keeps the last
+    /// events of the log.
+    pub reverse: bool,
 }
 
 impl Query {
@@ -59,11 +64,17 @@ impl Query {
                 .sequence
                 .overlaps(batch.first_sequence, batch.last_sequence)
             && self.created_at.contains(batch.created_at as f64)
+            && self
+                .position
+                .overlaps(batch.first_position(), batch.last_position)
     }
 
     /// Whether the `index`-th event of `batch` matches (after [`Query::may_match`]).
     pub fn matches(&self, batch: &Batch, index: usize, event: &StoredEvent<'_>) -> bool {
         self.sequence.contains(batch.first_sequence + index as u64)
+            && self
+                .position
+                .contains(batch.first_position() + index as u64)
             && self
                 .subjects
                 .as_ref()
@@ -71,17 +82,17 @@ impl Query {
     }
 
     /// Whether an event, given by its fields, matches.
-    pub fn matches_fields(
-        &self,
-        aggregate: &str,
-        action: &str,
-        sequence: u64,
-        created_at: f64,
-    ) -> bool {
-        self.aggregate.as_ref().is_none_or(|p| p.matches(aggregate))
-            && self.subjects.as_ref().is_none_or(|p| p.matches(action))
-            && self.sequence.contains(sequence)
-            && self.created_at.contains(created_at)
+    pub fn matches_fields(&self, event: &Fields<'_>) -> bool {
+        self.aggregate
+            .as_ref()
+            .is_none_or(|p| p.matches(event.aggregate))
+            && self
+                .subjects
+                .as_ref()
+                .is_none_or(|p| p.matches(event.action))
+            && self.sequence.contains(event.sequence)
+            && self.created_at.contains(event.created_at)
+            && self.position.contains(event.position)
     }
 
     /// How this query is best answered.
@@ -149,18 +160,28 @@ impl Filter {
     }
 
     /// Whether an event, given by its fields, matches any query.
-    pub fn matches_fields(
-        &self,
-        aggregate: &str,
-        action: &str,
-        sequence: u64,
-        created_at: f64,
-    ) -> bool {
-        self.queries.is_empty()
-            || self
-                .queries
-                .iter()
-                .any(|q| q.matches_fields(aggregate, action, sequence, created_at))
+    pub fn matches_fields(&self, event: &Fields<'_>) -> bool {
+        self.queries.is_empty() || self.queries.iter().any(|q| q.matches_fields(event))
+    }
+
+    /// The positions any query can match, as `[from, to)`: the union of
+    /// the queries' `position` ranges (all of the log without queries or
+    /// when a query sets none). Reads are bounded to it.
+    pub fn positions(&self) -> (u64, u64) {
+        if self.queries.is_empty() {
+            return (1, u64::MAX);
+        }
+        let from = self
+            .queries
+            .iter()
+            .map(|q| q.position.from.unwrap_or(1).max(1))
+            .min();
+        let to = self
+            .queries
+            .iter()
+            .map(|q| q.position.to.unwrap_or(u64::MAX))
+            .max();
+        (from.unwrap_or(1), to.unwrap_or(u64::MAX))
     }
 
     /// The queries that may match events of `batch`, checked once per
@@ -176,6 +197,18 @@ impl Filter {
     }
 }
 
+/// The fields of one event that queries look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a> {
+    /// Dotted aggregate.
+    pub aggregate: &'a str,
+    /// Dotted action.
+    pub action: &'a str,
+    pub sequence: u64,
+    pub position: u64,
+    pub created_at: f64,
+}
+
 /// A [`Filter`] narrowed to one batch by [`Filter::for_batch`].
 pub struct BatchFilter<'a> {
     /// Empty: every event matches.
@@ -189,7 +222,10 @@ impl BatchFilter<'_> {
     pub fn takes_all(&self, batch: &Batch) -> bool {
         self.queries.is_empty()
             || self.queries.iter().any(|q| {
-                q.subjects.is_none() && q.sequence.covers(batch.first_sequence, batch.last_sequence)
+                q.subjects.is_none()
+                    && q.sequence.covers(batch.first_sequence, batch.last_sequence)
+                    && q.position
+                        .covers(batch.first_position(), batch.last_position)
             })
     }
 
@@ -247,7 +283,7 @@ mod tests {
     fn a_query_needing_a_scan_makes_the_filter_scan() {
         let f = Filter {
             queries: vec![query(Some("user.>"), None), query(Some("*.x"), None)],
-            limit: None,
+            ..Filter::default()
         };
         assert_eq!(f.plan(), None);
         assert_eq!(Filter::default().plan(), None);

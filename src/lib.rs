@@ -26,9 +26,13 @@ pub use error::{Error, Result};
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use web::commits_early;
+/// IndexedDB records read so far in this thread: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::records_read;
 /// IndexedDB transactions created so far in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use web::transactions_created;
 #[cfg(target_arch = "wasm32")]
-pub use web::EventStore;
+pub use web::{EventStore, OpenOptionsArg};

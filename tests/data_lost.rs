@@ -158,6 +158,7 @@ async fn raw_drop_last_record(name: &str) {
 }
 
 async fn open(name: &str, options: JsValue) -> Result<EventStore, JsValue> {
+    let options = (!options.is_undefined()).then(|| options.unchecked_into());
     EventStore::open(name.into(), options).await
 }
 

@@ -216,7 +216,7 @@ fn filters_by_ranges_limit_and_or() {
                 ..Query::default()
             },
         ],
-        limit: None,
+        ..Filter::default()
     };
     assert_eq!(
         seq(&or),
@@ -302,7 +302,16 @@ fn windows_resume_after_a_position_whatever_the_plan() {
                 .cloned()
                 .collect();
             for tail in [false, true] {
-                let (got, end) = s.window(&filter, Window { after, tail }).unwrap();
+                let (got, end) = s
+                    .window(
+                        &filter,
+                        Window {
+                            after,
+                            tail,
+                            ..Window::default()
+                        },
+                    )
+                    .unwrap();
                 assert_eq!(got, expected, "after {after}, tail {tail}");
                 assert_eq!(end, 9);
             }

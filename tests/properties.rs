@@ -106,18 +106,24 @@ proptest! {
     }
 
     /// Whatever the planner picks (index or scan), filter returns exactly the
-    /// events a naive filter over the whole log returns, in position order.
+    /// events a naive filter over the whole log returns, in position order
+    /// (descending with `reverse`, the limit then taken from the end);
+    /// count agrees with it, and get finds every event by its id.
     #[test]
     fn filter_matches_a_naive_scan(
         pushes in prop::collection::vec(
             prop::collection::vec((small_subject(), small_subject(), any::<bool>(), 1usize..4), 1..4), 1..6),
         queries in prop::collection::vec(
             (prop::option::of(small_pattern()), prop::option::of(small_pattern()),
-             prop::option::of((0u64..4, 0u64..6))), 0..3),
+             prop::option::of((0u64..4, 0u64..6)),
+             prop::option::of((prop::option::of(0u64..30), prop::option::of(0u64..30)))), 0..3),
         limit in prop::option::of(0usize..12),
+        reverse in any::<bool>(),
     ) {
         let mut s = Store::new();
-        for push in &pushes {
+        for (n, push) in pushes.iter().enumerate() {
+            // Two pushes share each millisecond: get must pick the right batch.
+            s.now = 1_000 + n as u64 / 2;
             // Half the actions start with their aggregate's tokens (SPEC's
             // convention, found through the aggregate index), half need not.
             let owned: Vec<(String, Vec<(String, String)>)> = push.iter().map(|(agg, act, own, n)| {
@@ -131,22 +137,34 @@ proptest! {
             s.push(&entries).unwrap();
         }
         let filter = Filter {
-            queries: queries.iter().map(|(subj, agg, seq)| Query {
+            queries: queries.iter().map(|(subj, agg, seq, pos)| Query {
                 subjects: subj.as_ref().map(|t| Pattern::from_tokens(t).unwrap()),
                 aggregate: agg.as_ref().map(|t| Pattern::from_tokens(t).unwrap()),
                 sequence: seq.map(|(from, to)| Range { from: Some(from), to: Some(to) }).unwrap_or_default(),
                 created_at: Range::default(),
+                position: pos.map(|(from, to)| Range { from, to }).unwrap_or_default(),
             }).collect(),
             limit,
+            reverse,
         };
         let all = s.filter(&Filter::default()).unwrap();
-        let expected: Vec<_> = all.iter().filter(|e| {
+        let mut matching: Vec<_> = all.iter().filter(|e| {
             filter.queries.is_empty() || filter.queries.iter().any(|q| {
                 q.subjects.as_ref().is_none_or(|p| p.matches(&action(e)))
                     && q.aggregate.as_ref().is_none_or(|p| p.matches(&dotted(&e["aggregate"])))
                     && q.sequence.contains(e["sequence"].as_u64().unwrap())
+                    && q.position.contains(e["position"].as_u64().unwrap())
             })
-        }).take(limit.unwrap_or(usize::MAX)).cloned().collect();
-        prop_assert_eq!(s.filter(&filter).unwrap(), expected);
+        }).cloned().collect();
+        if reverse {
+            matching.reverse();
+        }
+        let expected: Vec<_> = matching.iter().take(limit.unwrap_or(usize::MAX)).cloned().collect();
+        prop_assert_eq!(s.filter(&filter).unwrap(), expected.clone());
+        prop_assert_eq!(s.count(&filter).unwrap(), expected.len() as u64);
+        for e in &all {
+            let got = s.get(e["id"].as_str().unwrap()).unwrap();
+            prop_assert_eq!(got.as_ref(), Some(e));
+        }
     }
 }

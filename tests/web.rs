@@ -51,9 +51,7 @@ async fn count_subjects(s: &EventStore, pattern: &str) -> u32 {
 
 async fn fresh(name: &str) -> EventStore {
     EventStore::delete_store(name.into()).await.unwrap();
-    EventStore::open(name.into(), JsValue::UNDEFINED)
-        .await
-        .unwrap()
+    EventStore::open(name.into(), None).await.unwrap()
 }
 
 /// Every record of every object store of the database, via the raw IndexedDB API.
@@ -239,9 +237,7 @@ async fn data_and_heads_survive_reopen() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "CLOSED");
-    let s = EventStore::open("web-reopen".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let s = EventStore::open("web-reopen".into(), None).await.unwrap();
     let more = s
         .push(js(
             r#"[{"aggregate":"a.b","expectedSequence":2,"commands":[{"action":"a.b.z"}]}]"#,
@@ -328,13 +324,13 @@ async fn another_tab_upgrading_closes_this_connection() {
     .await
     .unwrap();
     // Stands in for a newer release in another tab: not blocked by us.
-    raw_open("web-versionchange", 3).await.unwrap();
+    raw_open("web-versionchange", 4).await.unwrap();
     let err = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
         .unwrap_err();
     assert_eq!(code(&err), "CLOSED");
-    let err = EventStore::open("web-versionchange".into(), JsValue::UNDEFINED)
+    let err = EventStore::open("web-versionchange".into(), None)
         .await
         .err()
         .unwrap();
@@ -350,7 +346,7 @@ async fn a_foreign_database_is_a_storage_error() {
         .await
         .unwrap();
     raw_open("web-foreign", 1).await.unwrap();
-    let err = EventStore::open("web-foreign".into(), JsValue::UNDEFINED)
+    let err = EventStore::open("web-foreign".into(), None)
         .await
         .err()
         .unwrap();
@@ -447,9 +443,7 @@ fn push_json(aggregate: &str, n: usize) -> JsValue {
 async fn subscriptions_catch_up_then_go_live_across_instances() {
     let a = fresh("web-live").await;
     // A second connection stands in for another tab: its own BroadcastChannel.
-    let b = EventStore::open("web-live".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let b = EventStore::open("web-live".into(), None).await.unwrap();
     a.push(push_json("s.one", 3)).await.unwrap();
     let (seen, on_event) = collector();
     let (tail, on_tail) = collector();
@@ -497,7 +491,7 @@ async fn subscriptions_catch_up_then_go_live_across_instances() {
 #[wasm_bindgen_test]
 async fn subscribers_hear_of_forgets_and_failures() {
     let a = fresh("web-live-forget").await;
-    let b = EventStore::open("web-live-forget".into(), JsValue::UNDEFINED)
+    let b = EventStore::open("web-live-forget".into(), None)
         .await
         .unwrap();
     a.push(push_json("f.one", 2)).await.unwrap();
@@ -798,9 +792,7 @@ async fn write_version_1(name: &str) {
 async fn a_version_1_database_is_upgraded_in_place() {
     EventStore::delete_store("web-v1".into()).await.unwrap();
     write_version_1("web-v1").await;
-    let s = EventStore::open("web-v1".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let s = EventStore::open("web-v1".into(), None).await.unwrap();
     let all = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
@@ -864,6 +856,489 @@ async fn an_end_subscription_starts_after_the_calls_made_before_it() {
     assert_eq!(JSON::stringify(&seen).unwrap(), r#"["doc.1.after"]"#);
 }
 
+/// Batch records read by `f`.
+async fn records_read_by<F: std::future::Future>(f: F) -> (F::Output, u64) {
+    let before = eventstore_wasm::records_read();
+    let out = f.await;
+    (out, eventstore_wasm::records_read() - before)
+}
+
+#[wasm_bindgen_test]
+async fn get_count_reverse_and_positions() {
+    let s = fresh("web-reads").await;
+    // 300 pushes of 2 events to 30 aggregates: 300 records.
+    for p in 0..300 {
+        let a = format!("user.u{}", p % 30);
+        s.push(js(&format!(
+            r#"[{{"aggregate":"{a}","commands":[{{"action":"{a}.added","payload":{p}}},{{"action":"team.t{}.joined"}}]}}]"#,
+            p % 7
+        )))
+        .await
+        .unwrap();
+    }
+    let all = read(&s, "{}").await;
+    let all = Array::from(&all);
+    assert_eq!(all.length(), 600);
+
+    // get: each event by its id, through its millisecond's records.
+    for i in [0u32, 1, 299, 598, 599] {
+        let e = all.get(i);
+        let (got, cost) = records_read_by(s.get(get(&e, "id"))).await;
+        let got = got.unwrap();
+        assert_eq!(JSON::stringify(&got).unwrap(), JSON::stringify(&e).unwrap());
+        assert!(cost <= 300, "{cost}");
+    }
+    let missing = s.get("not-an-id".into()).await.unwrap();
+    assert!(missing.is_null());
+    let err = s.get(JsValue::from(5)).await.unwrap_err();
+    assert_eq!(code(&err), "INVALID_ARGUMENT");
+
+    // count: as filter's length, capped by limit; without queries, from the end.
+    for (filter, n) in [
+        ("{}", 600),
+        (r#"{"limit":7}"#, 7),
+        (r#"{"queries":[{"aggregate":"user.u3"}]}"#, 20),
+        (r#"{"queries":[{"subjects":"team.t2.>"}]}"#, 43),
+        (r#"{"queries":[{"subjects":"*.u3.added"}],"limit":4}"#, 4),
+        (r#"{"queries":[{"position":{"from":11,"to":21}}]}"#, 10),
+    ] {
+        assert_eq!(s.count(js(filter)).await.unwrap(), n as f64, "{filter}");
+        let listed = Array::from(&read(&s, filter).await).length();
+        assert_eq!(listed, n, "{filter}");
+    }
+    let (n, cost) = records_read_by(s.count(JsValue::UNDEFINED)).await;
+    assert_eq!((n.unwrap(), cost), (600.0, 0));
+
+    // reverse with a limit: the last events, read from the end.
+    let (last, cost) =
+        records_read_by(s.filter(js(r#"{"reverse":true,"limit":20}"#), JsValue::UNDEFINED)).await;
+    let expected: Vec<String> = (581..=600).rev().map(|p| p.to_string()).collect();
+    assert_eq!(field_list(&last.unwrap(), "position"), expected);
+    assert!(cost <= 20, "the last 20 events read {cost} records of 300");
+    let (last, cost) = records_read_by(s.filter(
+        js(r#"{"queries":[{"aggregate":"user.u3"}],"reverse":true,"limit":3}"#),
+        JsValue::UNDEFINED,
+    ))
+    .await;
+    assert_eq!(field_list(&last.unwrap(), "sequence"), ["20", "19", "18"]);
+    assert!(cost <= 3, "{cost}");
+    let (last, cost) = records_read_by(s.filter(
+        js(r#"{"queries":[{"subjects":"team.t2.joined"}],"reverse":true,"limit":2}"#),
+        JsValue::UNDEFINED,
+    ))
+    .await;
+    assert_eq!(field_list(&last.unwrap(), "position"), ["594", "580"]);
+    assert!(cost <= 10, "{cost}");
+    // Reverse without a limit is filter backwards, whatever the plan.
+    for filter in [
+        r#"{"queries":[{"aggregate":"user.u3"}]}"#,
+        r#"{"queries":[{"subjects":"team.>"}]}"#,
+        r#"{"queries":[{"subjects":"*.u3.added"}]}"#,
+    ] {
+        let mut forward = field_list(&read(&s, filter).await, "position");
+        forward.reverse();
+        let backward = format!(r#"{{"reverse":true,{}"#, &filter[1..]);
+        assert_eq!(field_list(&read(&s, &backward).await, "position"), forward);
+    }
+
+    // position ranges: half-open, a resumed page reads what follows.
+    let (page, cost) = records_read_by(s.filter(
+        js(r#"{"queries":[{"position":{"from":591}}]}"#),
+        JsValue::UNDEFINED,
+    ))
+    .await;
+    let expected: Vec<String> = (591..=600).map(|p| p.to_string()).collect();
+    assert_eq!(field_list(&page.unwrap(), "position"), expected);
+    assert!(cost <= 6, "{cost}");
+    let page = read(
+        &s,
+        r#"{"queries":[{"position":{"from":3,"to":5},"subjects":"team.>"}]}"#,
+    )
+    .await;
+    assert_eq!(field_list(&page, "position"), ["4"]);
+    for bad in [
+        r#"{"reverse":1}"#,
+        r#"{"queries":[{"position":{"from":-1}}]}"#,
+        r#"{"queries":[{"position":{"after":3}}]}"#,
+    ] {
+        let err = s.filter(js(bad), JsValue::UNDEFINED).await.unwrap_err();
+        assert_eq!(code(&err), "INVALID_ARGUMENT", "{bad}");
+        let err = s.count(js(bad)).await.unwrap_err();
+        assert_eq!(code(&err), "INVALID_ARGUMENT", "{bad}");
+    }
+    let err = s.forget(js(r#"{"reverse":true}"#)).await.unwrap_err();
+    assert_eq!(code(&err), "INVALID_ARGUMENT");
+    let err = s
+        .subscribe(
+            js(r#"{"reverse":true}"#),
+            js_sys::Function::new_no_args("").into(),
+            JsValue::UNDEFINED,
+        )
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_ARGUMENT");
+    s.close();
+    let err = s.get("x".into()).await.unwrap_err();
+    assert_eq!(code(&err), "CLOSED");
+    let err = s.count(JsValue::UNDEFINED).await.unwrap_err();
+    assert_eq!(code(&err), "CLOSED");
+}
+
+#[wasm_bindgen_test]
+async fn async_iteration_goes_backwards() {
+    let s = fresh("web-iterate-back").await;
+    for _ in 0..3 {
+        s.push(push_json("it.a", 900)).await.unwrap();
+    }
+    s.push(push_json("it.b", 5)).await.unwrap();
+    let collect = js_sys::Function::new_with_args(
+        "iterable",
+        "return (async () => { const out = []; for await (const e of iterable) out.push(e.position); return out; })()",
+    );
+    for (filter, expected) in [
+        (
+            r#"{"reverse":true}"#,
+            (1..=2705).rev().collect::<Vec<u64>>(),
+        ),
+        (
+            r#"{"queries":[{"aggregate":"it.a"}],"reverse":true}"#,
+            (1..=2700).rev().collect(),
+        ),
+        (
+            r#"{"queries":[{"subjects":"it.*.e"}],"reverse":true,"limit":1500}"#,
+            (1206..=2705).rev().collect(),
+        ),
+    ] {
+        let iterable = s.events(js(filter)).unwrap();
+        let p: Promise = collect
+            .call1(&JsValue::NULL, &iterable)
+            .unwrap()
+            .unchecked_into();
+        let got: Vec<u64> = Array::from(&JsFuture::from(p).await.unwrap())
+            .iter()
+            .map(|p| p.as_f64().unwrap() as u64)
+            .collect();
+        assert_eq!(got, expected, "{filter}");
+    }
+    s.close();
+}
+
+/// The records of a version-2 database: version 1's, with `start` and its
+/// unique index, and ids that are UUIDv7s of their `createdAt`.
+async fn write_version_2(name: &str) {
+    let f = js_sys::Function::new_with_args(
+        "name",
+        r#"return new Promise((ok, fail) => {
+            const r = indexedDB.open(name, 2);
+            r.onupgradeneeded = () => {
+              const s = r.result.createObjectStore("batches", { keyPath: "lastPosition" });
+              s.createIndex("aggregate", ["aggregate", "lastSequence"], { unique: true });
+              s.createIndex("actions", "actions", { multiEntry: true });
+              s.createIndex("start", "start", { unique: true });
+              s.add({ lastPosition: 2, aggregate: "user.a", firstSequence: 1, lastSequence: 2, createdAt: 1700000000000, start: 1,
+                events: JSON.stringify([
+                  { id: "018bcfe5-6800-7000-8000-000000000001", action: "user.a.added", revision: 1, payload: { name: "Ada" } },
+                  { id: "018bcfe5-6800-7000-8000-000000000002", action: "user.a.renamed", revision: 2, payload: { name: "Ada L." } }]) });
+              s.add({ lastPosition: 3, aggregate: "user.b", firstSequence: 1, lastSequence: 1, createdAt: 1700000000001, start: 3,
+                actions: ["team.t.joined"],
+                events: JSON.stringify([{ id: "018bcfe5-6801-7000-8000-000000000003", action: "team.t.joined", revision: 1, payload: null }]) });
+            };
+            r.onerror = () => fail(r.error);
+            r.onsuccess = () => { r.result.close(); ok(); };
+          });"#,
+    );
+    let p: Promise = f
+        .call1(&JsValue::NULL, &name.into())
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap();
+}
+
+/// The database's version and the index names of `batches`, raw.
+async fn schema(name: &str) -> String {
+    let f = js_sys::Function::new_with_args(
+        "name",
+        r#"return new Promise((ok, fail) => {
+            const r = indexedDB.open(name);
+            r.onerror = () => fail(r.error);
+            r.onsuccess = () => {
+              const db = r.result;
+              const names = [...db.transaction("batches").objectStore("batches").indexNames];
+              db.close();
+              ok(`${db.version}:${names.sort().join(",")}`);
+            };
+          });"#,
+    );
+    let p: Promise = f
+        .call1(&JsValue::NULL, &name.into())
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap().as_string().unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn versions_1_and_2_are_upgraded_to_3_with_their_data() {
+    for (name, version) in [("web-v1-to-3", 1), ("web-v2-to-3", 2)] {
+        EventStore::delete_store(name.into()).await.unwrap();
+        if version == 1 {
+            write_version_1(name).await;
+        } else {
+            write_version_2(name).await;
+        }
+        let s = EventStore::open(name.into(), None).await.unwrap();
+        assert_eq!(
+            schema(name).await,
+            "3:actions,aggregate,createdAt,start",
+            "from {version}"
+        );
+        let all = s
+            .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
+            .await
+            .unwrap();
+        assert_eq!(field_list(&all, "position"), ["1", "2", "3"]);
+        assert_eq!(s.count(JsValue::UNDEFINED).await.unwrap(), 3.0);
+        // Every old event is found by its id (v1's are not UUIDv7s: a scan;
+        // v2's through the new index, reading only their millisecond).
+        for e in Array::from(&all).iter() {
+            let (got, cost) = records_read_by(s.get(get(&e, "id"))).await;
+            let got = got.unwrap();
+            assert_eq!(get(&got, "position"), get(&e, "position"), "from {version}");
+            if version == 2 {
+                assert_eq!(cost, 1, "from {version}: {cost} records read");
+            }
+        }
+        let back = s
+            .filter(js(r#"{"reverse":true,"limit":2}"#), JsValue::UNDEFINED)
+            .await
+            .unwrap();
+        assert_eq!(field_list(&back, "position"), ["3", "2"]);
+        // New pushes are found through the index too.
+        let e = s
+            .push(js(r#"[{"aggregate":"user.a","expectedSequence":2,"commands":[{"action":"user.a.removed"}]}]"#))
+            .await
+            .unwrap();
+        let id = get(&Array::from(&e).get(0), "id");
+        let (got, cost) = records_read_by(s.get(id)).await;
+        assert_eq!(get(&got.unwrap(), "position"), 4);
+        assert_eq!(cost, 1);
+        s.close();
+        EventStore::delete_store(name.into()).await.unwrap();
+    }
+}
+
+/// An upcaster entry as JS: `action`, `from`, `to`, and the body of
+/// `upcast(payload, event)`.
+fn upcaster(action: &str, from: u32, to: u32, body: &str) -> JsValue {
+    let entry = js(&format!(
+        r#"{{"action":"{action}","from":{from},"to":{to}}}"#
+    ));
+    let f = js_sys::Function::new_with_args("payload, event", body);
+    Reflect::set(&entry, &"upcast".into(), &f).unwrap();
+    entry
+}
+
+fn options(upcasters: &[JsValue]) -> Option<eventstore_wasm::OpenOptionsArg> {
+    let o = Object::new();
+    let list: Array = upcasters.iter().collect();
+    Reflect::set(&o, &"upcasters".into(), &list).unwrap();
+    Some(o.unchecked_into())
+}
+
+#[wasm_bindgen_test]
+async fn upcasters_apply_on_every_read() {
+    let name = "web-upcast";
+    let plain = fresh(name).await;
+    let pushed = plain
+        .push(js(r#"[{"aggregate":"user.a","commands":[
+            {"action":"user.a.added","revision":1,"payload":{"name":"Ada"}},
+            {"action":"user.a.added","revision":3,"payload":{"fullName":"Ada","tags":[]}},
+            {"action":"user.a.renamed","revision":1,"payload":"x"},
+            {"action":"user.a.added","revision":1,"payload":{"name":"Gone"}}]}]"#))
+        .await
+        .unwrap();
+    plain
+        .forget(js(r#"{"queries":[{"position":{"from":4}}]}"#))
+        .await
+        .unwrap();
+    plain.close();
+    let s = EventStore::open(
+        name.into(),
+        options(&[
+            upcaster(
+                "user.*.added",
+                1,
+                2,
+                "return { fullName: payload.name, rev: event.revision };",
+            ),
+            upcaster("user.*.added", 2, 3, "return { ...payload, tags: [] };"),
+        ]),
+    )
+    .await
+    .unwrap();
+    let all = read(&s, "{}").await;
+    assert_eq!(field_list(&all, "revision"), ["3", "3", "1", "1"]);
+    assert_eq!(
+        field_list(&all, "payload"),
+        [
+            r#"{"fullName":"Ada","rev":1,"tags":[]}"#,
+            r#"{"fullName":"Ada","tags":[]}"#,
+            r#""x""#,
+            "null"
+        ]
+    );
+    // get, events (backwards too) and subscribe see the same.
+    let first_id = get(&Array::from(&pushed).get(0), "id");
+    let got = s.get(first_id).await.unwrap();
+    assert_eq!(get(&got, "revision"), 3);
+    let (seen, on_event) = collector();
+    let stop = s
+        .subscribe(JsValue::UNDEFINED, on_event, JsValue::UNDEFINED)
+        .unwrap();
+    until_len(&seen, 4).await;
+    assert_eq!(
+        JSON::stringify(&seen).unwrap(),
+        JSON::stringify(&all).unwrap()
+    );
+    s.push(js(r#"[{"aggregate":"user.b","commands":[{"action":"user.b.added","payload":{"name":"Bo"}}]}]"#))
+        .await
+        .unwrap();
+    until_len(&seen, 5).await;
+    let live = seen.get(4);
+    assert_eq!(get(&live, "revision"), 3);
+    assert_eq!(
+        JSON::stringify(&get(&live, "payload")).unwrap(),
+        r#"{"fullName":"Bo","rev":1,"tags":[]}"#
+    );
+    stop.unchecked_into::<js_sys::Function>()
+        .call0(&JsValue::NULL)
+        .unwrap();
+    let back = read(&s, r#"{"reverse":true,"limit":1}"#).await;
+    assert_eq!(field_list(&back, "revision"), ["3"]);
+    s.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_failing_upcaster_rejects_the_read_naming_the_event() {
+    let name = "web-upcast-fail";
+    let plain = fresh(name).await;
+    let pushed = plain
+        .push(js(r#"[{"aggregate":"doc.1","commands":[{"action":"doc.1.made","payload":1},{"action":"doc.1.made","payload":2}]}]"#))
+        .await
+        .unwrap();
+    plain.close();
+    let id = get(&Array::from(&pushed).get(1), "id").as_string().unwrap();
+    let s = EventStore::open(
+        name.into(),
+        options(&[upcaster(
+            "doc.>",
+            1,
+            2,
+            "if (payload === 2) throw new RangeError('two'); return payload === 1 ? payload : () => 0;",
+        )]),
+    )
+    .await
+    .unwrap();
+    let err = s
+        .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_PAYLOAD");
+    let message = String::from(js_sys::Error::from(err.clone()).message());
+    for part in [
+        id.as_str(),
+        "doc.1.made",
+        "revision 1",
+        "position 2",
+        "upcaster 0",
+        "doc.>",
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    let cause = get(&err, "cause");
+    assert_eq!(String::from(js_sys::Error::from(cause).message()), "two");
+    let err = s.get(id.into()).await.unwrap_err();
+    assert_eq!(code(&err), "INVALID_PAYLOAD");
+    // A subscription ends and tells onError.
+    let errors = Array::new();
+    let on_error = js_sys::Function::new_with_args("e", "this.push(e)").bind0(&errors);
+    let opts = Object::new();
+    Reflect::set(&opts, &"onError".into(), &on_error).unwrap();
+    let (seen, on_event) = collector();
+    s.subscribe(JsValue::UNDEFINED, on_event, opts.into())
+        .unwrap();
+    until_len(&errors, 1).await;
+    assert_eq!(code(&errors.get(0)), "INVALID_PAYLOAD");
+    assert_eq!(
+        seen.length(),
+        0,
+        "a page is upcast before any of it is delivered"
+    );
+    s.close();
+    // A value JSON cannot represent.
+    let s = EventStore::open(
+        name.into(),
+        options(&[upcaster("doc.>", 1, 2, "return () => 0;")]),
+    )
+    .await
+    .unwrap();
+    let err = s
+        .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_PAYLOAD");
+    s.close();
+}
+
+#[wasm_bindgen_test]
+async fn bad_upcasters_are_refused_at_open() {
+    let noop = "return payload;";
+    for (list, expected, part) in [
+        (
+            vec![upcaster("user.*", 2, 2, noop)],
+            "INVALID_ARGUMENT",
+            "upcaster 0",
+        ),
+        (
+            vec![
+                upcaster("user.*", 1, 2, noop),
+                upcaster("user.*", 1, 3, noop),
+            ],
+            "INVALID_ARGUMENT",
+            "upcaster 1",
+        ),
+        (
+            vec![upcaster("user..x", 1, 2, noop)],
+            "INVALID_SUBJECT",
+            "upcaster 0",
+        ),
+        (
+            vec![js(r#"{"action":"a","from":1,"to":2}"#)],
+            "INVALID_ARGUMENT",
+            "upcast",
+        ),
+        (
+            vec![js(r#"{"action":"a","from":1,"to":70000,"upcast":null}"#)],
+            "INVALID_ARGUMENT",
+            "to",
+        ),
+    ] {
+        let err = EventStore::open("web-upcast-bad".into(), options(&list))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), expected);
+        let message = String::from(js_sys::Error::from(err).message());
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    let err = EventStore::open(
+        "web-upcast-bad".into(),
+        Some(js(r#"{"upcaster":[]}"#).unchecked_into()),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(code(&err), "INVALID_ARGUMENT");
+}
+
 #[wasm_bindgen_test]
 async fn a_freed_store_does_not_block_a_delete() {
     let s = fresh("freed").await;
@@ -872,9 +1347,7 @@ async fn a_freed_store_does_not_block_a_delete() {
     drop(s);
     let deleted = with_timeout(EventStore::delete_store("freed".into()), 5000).await;
     assert!(deleted, "delete went through");
-    let again = EventStore::open("freed".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let again = EventStore::open("freed".into(), None).await.unwrap();
     assert_eq!(Array::from(&read(&again, "{}").await).length(), 0);
     again.close();
 }
@@ -917,4 +1390,49 @@ async fn a_stale_guess_of_several_records_is_redone_whole() {
         JSON::stringify(&seen).unwrap(),
         r#"{"pushed":["3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"],"all":["1:doc.1.e:1","2:doc.2.x:1","3:doc.1.a:2","4:doc.1.b:3","5:doc.3.a:1","6:doc.4.a:1"]}"#
     );
+}
+
+/// Backwards reads use `getAllRecords` where the engine has it (Chromium
+/// 141+) and step a cursor elsewhere: both give the same pages.
+#[wasm_bindgen_test]
+async fn reverse_reads_step_a_cursor_without_get_all_records() {
+    let s = fresh("web-reverse-cursor").await;
+    for _ in 0..30 {
+        s.push(push_json("rev.a", 3)).await.unwrap();
+        s.push(push_json("rev.b", 2)).await.unwrap();
+    }
+    // The engine as it is, then without getAllRecords (if it has it).
+    let hide = js_sys::Function::new_no_args(
+        "const p = IDBObjectStore.prototype;
+         globalThis.__getAllRecords = p.getAllRecords;
+         delete p.getAllRecords;",
+    );
+    let restore = js_sys::Function::new_no_args(
+        "if (globalThis.__getAllRecords) IDBObjectStore.prototype.getAllRecords = globalThis.__getAllRecords;",
+    );
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            hide.call0(&JsValue::NULL).unwrap();
+        }
+        let mut pages = Vec::new();
+        for filter in [
+            r#"{"reverse":true}"#,
+            r#"{"reverse":true,"limit":7}"#,
+            r#"{"queries":[{"position":{"to":100}}],"reverse":true,"limit":4}"#,
+            r#"{"queries":[{"subjects":"*.a.e"}],"reverse":true,"limit":5}"#,
+        ] {
+            let (found, cost) = records_read_by(s.filter(js(filter), JsValue::UNDEFINED)).await;
+            pages.push(field_list(&found.unwrap(), "position"));
+            assert!(cost <= 60, "{filter}: {cost}");
+        }
+        seen.push(pages);
+    }
+    restore.call0(&JsValue::NULL).unwrap();
+    assert_eq!(seen[0], seen[1]);
+    let all: Vec<String> = (1..=150).rev().map(|p| p.to_string()).collect();
+    assert_eq!(seen[0][0], all);
+    assert_eq!(seen[0][1], all[..7]);
+    assert_eq!(seen[0][2], ["99", "98", "97", "96"]);
+    s.close();
 }

@@ -25,9 +25,7 @@ async fn push_filter_forget_and_subscribe_in_a_worker() {
     EventStore::delete_store("worker-store".into())
         .await
         .unwrap();
-    let s = EventStore::open("worker-store".into(), JsValue::UNDEFINED)
-        .await
-        .unwrap();
+    let s = EventStore::open("worker-store".into(), None).await.unwrap();
     let seen = Array::new();
     let on_event = js_sys::Function::new_with_args("seen", "return (e) => seen.push(e)")
         .call1(&JsValue::NULL, &seen)

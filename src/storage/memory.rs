@@ -98,6 +98,30 @@ impl Transaction for MemoryTx {
         ))
     }
 
+    async fn scan_back(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(self.counted(
+            self.data
+                .range(from..=to)
+                .rev()
+                .take(limit)
+                .map(|(_, b)| b.clone())
+                .collect(),
+        ))
+    }
+
+    async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>> {
+        Ok(self.counted(
+            self.data
+                .values()
+                .filter(|b| b.created_at == created_at)
+                .cloned()
+                .collect(),
+        ))
+    }
+
     async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>> {
         Ok(self.counted(
             self.data

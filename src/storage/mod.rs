@@ -1,10 +1,10 @@
 //! The storage seam: what the engine needs from a backend. IndexedDB in the
 //! browser (`web::idb`), [`memory::MemoryStorage`] for native tests.
 //!
-//! A backend stores [`Batch`]es keyed by their last position, with two
-//! indexes: `aggregate` on `(aggregate, lastSequence)` (unique) and
-//! `actions` on each action of the batch its aggregate does not own
-//! (multi-entry, sparse: see [`crate::subject::owns`]).
+//! A backend stores [`Batch`]es keyed by their last position, with three
+//! indexes: `aggregate` on `(aggregate, lastSequence)` (unique), `actions`
+//! on each action of the batch its aggregate does not own (multi-entry,
+//! sparse: see [`crate::subject::owns`]) and `createdAt` (for `get`).
 
 use std::borrow::Cow;
 
@@ -41,9 +41,15 @@ pub trait Transaction {
     async fn heads(&self, aggregates: &[&str]) -> Result<Vec<u64>>;
     /// Up to `limit` batches with a last position in `from..=to`, in position order.
     async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>>;
+    /// Up to `limit` batches with a last position in `from..=to`, in
+    /// descending position order: the log read backwards.
+    async fn scan_back(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>>;
     /// The batches of `aggregate` whose last sequence is at least
     /// `from_sequence`, in any order.
     async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>>;
+    /// The batches written at `created_at` (ms), in any order: where an
+    /// event whose UUIDv7 id carries that time is.
+    async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>>;
     /// Keys (last positions) of the batches whose aggregate lies in `range`;
     /// in any order.
     async fn keys_by_aggregate(&self, range: &KeyRange) -> Result<Vec<u64>>;
@@ -58,6 +64,12 @@ pub trait Transaction {
     /// [`crate::engine::page_json`]); the default is the batch's own text.
     fn text<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
         Ok(Cow::Borrowed(&batch.events))
+    }
+    /// Whether the events text of a batch this transaction read contains
+    /// `needle` (a cheap test before decoding; a backend may answer it
+    /// without copying the text).
+    fn text_contains(&self, batch: &Batch, needle: &str) -> Result<bool> {
+        Ok(batch.events.contains(needle))
     }
     /// Says that a batch this transaction read will not be used (its held
     /// text, if any, can go).

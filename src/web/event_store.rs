@@ -10,6 +10,7 @@ use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
 use super::live::Live;
 use super::marker::{self as opfs, Keeper};
+use super::upcast::{self, Upcasters};
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::heads::HeadCache;
@@ -18,13 +19,15 @@ use crate::heads::HeadCache;
 export function pagedEvents(fetchPage, limit) {
   return {
     async *[Symbol.asyncIterator]() {
-      let after = 0, left = limit;
+      // The last position handed out: the next page starts after it (before
+      // it, for a reverse read).
+      let last = 0, left = limit;
       while (left > 0) {
-        const page = await fetchPage(after, Math.min(left, 1000));
+        const page = await fetchPage(last, Math.min(left, 1000));
         for (const event of page) yield event;
         if (page.length === 0) return;
         left -= page.length;
-        after = page[page.length - 1].position;
+        last = page[page.length - 1].position;
       }
     },
   };
@@ -142,6 +145,7 @@ pub struct EventStore {
     storage: IdbStorage,
     heads: HeadCache,
     live: Rc<Live>,
+    upcasters: Option<Rc<Upcasters>>,
     /// Keeps the loss marker (`None` where OPFS cannot be used).
     keeper: Option<Rc<Keeper>>,
     /// The last push failed for lack of space (see [`EventStore::push`]).
@@ -151,6 +155,8 @@ pub struct EventStore {
 #[wasm_bindgen]
 impl EventStore {
     /// Opens the event store `name`, creating its IndexedDB database if needed.
+    /// `options.upcasters` turn old revisions' payloads into current ones
+    /// on every read.
     ///
     /// If the database lost events this origin had written (the browser
     /// reset it, as Chromium does after a full disk), rejects with
@@ -160,14 +166,17 @@ impl EventStore {
     ///
     /// ```ts
     /// const store = await EventStore.open("my-app", {
+    ///   upcasters: [{ action: "user.*.added", from: 1, to: 2, upcast: (p) => ({ ...p, tags: [] }) }],
     ///   onDataLost: ({ lastPosition, position }) => console.warn(`events ${position + 1}..${lastPosition} are gone`),
     /// });
     /// ```
     pub async fn open(
         name: String,
-        #[wasm_bindgen(unchecked_param_type = "OpenOptions | undefined")] options: JsValue,
+        options: Option<super::types::OpenOptionsArg>,
     ) -> std::result::Result<EventStore, JsValue> {
+        let options = options.map_or(JsValue::UNDEFINED, JsValue::from);
         let options = interop::open_options(&options).map_err(js_error)?;
+        let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
         let keeper = match guard(&name, &storage, options.on_data_lost.as_ref()).await {
@@ -177,7 +186,7 @@ impl EventStore {
                 return Err(e);
             }
         };
-        let live = Live::new(&name, storage.clone());
+        let live = Live::new(&name, storage.clone(), upcasters.clone());
         let weak = Rc::downgrade(&live);
         storage.0.on_closed(move |why| {
             if let Some(live) = weak.upgrade() {
@@ -188,6 +197,7 @@ impl EventStore {
             live,
             heads: HeadCache::new(),
             storage,
+            upcasters,
             keeper,
             out_of_space: std::cell::Cell::new(false),
         })
@@ -249,8 +259,9 @@ impl EventStore {
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
         let db = &self.storage.0;
+        let upcasters = self.upcasters.as_deref();
         let read = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
-            let events = tx.expand(page)?;
+            let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
             match &reducer {
                 None => pages.push(events),
                 Some(f) => {
@@ -324,6 +335,11 @@ impl EventStore {
                 "subscribe does not take a `limit`",
             )));
         }
+        if filter.reverse {
+            return Err(js_error(Error::argument(
+                "subscribe does not take `reverse`: events arrive in position order as they are committed",
+            )));
+        }
         let on_event =
             interop::function(&on_event, interop::At::root("onEvent")).map_err(js_error)?;
         let options = interop::subscribe_options(&options).map_err(js_error)?;
@@ -338,7 +354,8 @@ impl EventStore {
     }
 
     /// The events matching `filter` as an async iterable, read from
-    /// IndexedDB a page (1,000 events) at a time.
+    /// IndexedDB a page (1,000 events) at a time; newest first with
+    /// `reverse: true`.
     #[wasm_bindgen(unchecked_return_type = "AsyncIterable<Event>")]
     pub fn events(
         &self,
@@ -348,26 +365,47 @@ impl EventStore {
         let filter = interop::filter(&filter).map_err(js_error)?;
         let limit = filter.limit.map_or(f64::INFINITY, |l| l as f64);
         let storage = self.storage.clone();
+        let upcasters = self.upcasters.clone();
         let fetch =
-            Closure::<dyn Fn(f64, f64) -> js_sys::Promise>::new(move |after: f64, count: f64| {
+            Closure::<dyn Fn(f64, f64) -> js_sys::Promise>::new(move |last: f64, count: f64| {
                 let storage = storage.clone();
+                let upcasters = upcasters.clone();
                 let filter = crate::filter::Filter {
                     limit: Some(count as usize),
                     ..filter.clone()
                 };
                 wasm_bindgen_futures::future_to_promise(async move {
                     let result = Array::new();
-                    let window = Window {
-                        after: after as u64,
-                        tail: false,
+                    let last = last as u64;
+                    let window = match (filter.reverse, last) {
+                        (false, _) => Window {
+                            after: last,
+                            ..Window::default()
+                        },
+                        (true, 0) => Window::default(),
+                        (true, _) => Window {
+                            before: Some(last),
+                            ..Window::default()
+                        },
                     };
+                    let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
                     let read = engine::filter(&storage, &filter, window, |tx, page| {
-                        for e in tx.expand(page)?.iter() {
+                        let events = upcast::page_events(
+                            tx,
+                            page,
+                            filter.reverse,
+                            upcasters.as_deref(),
+                            &thrown,
+                        )?;
+                        for e in events.iter() {
                             result.push(&e);
                         }
                         Ok(())
                     });
                     let outcome = storage.0.unless_closed(read).await;
+                    if let Some(e) = thrown.into_inner() {
+                        return Err(e);
+                    }
                     if let Err(e) = outcome {
                         return Err(js_error(settle(&storage.0, e).await));
                     }
@@ -375,6 +413,43 @@ impl EventStore {
                 })
             });
         Ok(paged_events(&fetch.into_js_value(), limit))
+    }
+
+    /// The event with this id, or `null`.
+    #[wasm_bindgen(unchecked_return_type = "Event | null")]
+    pub async fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> std::result::Result<JsValue, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
+        let id = interop::event_id(&id).map_err(js_error)?;
+        let thrown = RefCell::new(None);
+        let upcasters = self.upcasters.as_deref();
+        let mut event = JsValue::NULL;
+        let outcome = engine::get(&self.storage, &id, |tx, page| {
+            event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
+            Ok(())
+        })
+        .await;
+        if let Some(e) = thrown.into_inner() {
+            return Err(e);
+        }
+        outcome.map_err(js_error)?;
+        Ok(event)
+    }
+
+    /// How many events match `filter` (at most its `limit`), without
+    /// reading them out.
+    pub async fn count(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Filter | undefined")] filter: JsValue,
+    ) -> std::result::Result<f64, JsValue> {
+        self.storage.0.check_open().map_err(js_error)?;
+        let filter = interop::filter(&filter).map_err(js_error)?;
+        let n = engine::count(&self.storage, &filter)
+            .await
+            .map_err(js_error)?;
+        Ok(n as f64)
     }
 
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.

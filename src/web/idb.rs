@@ -18,7 +18,7 @@ use web_sys::{
 };
 
 use super::closing::Closing;
-use super::request::{Completion, Request};
+use super::request::{open_backwards, Completion, CursorValues, Request};
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, Transaction};
@@ -26,7 +26,7 @@ use crate::subject::KeyRange;
 
 /// The IndexedDB version this library writes. A database at a higher
 /// version was written by a newer, incompatible release.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// The object store holding the batches.
 pub const STORE: &str = "batches";
 /// Index on `[aggregate, lastSequence]`, unique.
@@ -34,12 +34,15 @@ pub const BY_AGGREGATE: &str = "aggregate";
 /// Unique index on `start`, the first position of a push (on its first
 /// record only): two pushes can never start at the same position.
 pub const BY_START: &str = "start";
+/// Index on `createdAt` (since version 3): the records of one millisecond,
+/// where `get` finds an event by its UUIDv7 id.
+pub const BY_CREATED: &str = "createdAt";
 /// Multi-entry index on `actions`: the actions a batch's aggregate does not
 /// own (sparse: most records have none).
 pub const BY_ACTION: &str = "actions";
 
 #[wasm_bindgen(inline_js = r#"
-export function expandPage(parts) {
+export function expandPage(parts, reverse) {
   const out = [];
   for (const part of parts) {
     if (typeof part === "string") {
@@ -54,7 +57,8 @@ export function expandPage(parts) {
       throw new Error(`corrupt batch ${part.lastPosition}: ${events.length} events for ${count} sequences`);
     }
     const first = part.lastPosition - count + 1;
-    for (let i = 0; i < count; i++) {
+    for (let k = 0; k < count; k++) {
+      const i = reverse ? count - 1 - k : k;
       const e = events[i];
       out.push({
         id: e.id,
@@ -89,9 +93,9 @@ export function writeRecords(store, json, replace, added) {
 "#)]
 extern "C" {
     /// The public events of a page: JSON arrays (strings) and whole batch
-    /// records, in order, as one array.
+    /// records (their events backwards when `reverse`), in order, as one array.
     #[wasm_bindgen(js_name = expandPage, catch)]
-    fn expand_page(parts: &Array) -> std::result::Result<Array, JsValue>;
+    fn expand_page(parts: &Array, reverse: bool) -> std::result::Result<Array, JsValue>;
     /// Every field of the records but their events: `[numbers, texts]`,
     /// five numbers per record (`lastPosition`, `firstSequence`,
     /// `lastSequence`, `createdAt`, 1 if it has `start`) and per record
@@ -123,6 +127,13 @@ thread_local! {
     static GUESS_WAITERS: RefCell<Vec<std::task::Waker>> = const { RefCell::new(Vec::new()) };
     /// Transactions created in this thread (for tests of [`Database::read`]).
     static CREATED: Cell<u64> = const { Cell::new(0) };
+    /// Records read in this thread (for tests of what a read costs).
+    static READ: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many batch records this thread has read so far (for tests).
+pub fn records_read() -> u64 {
+    READ.with(Cell::get)
 }
 
 /// How many IndexedDB transactions this thread has created so far (for tests).
@@ -431,6 +442,15 @@ fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<bool, JsValue
         tx.object_store(STORE)?
             .create_index_with_str_and_optional_parameters(BY_START, "start", &unique)?;
     }
+    if old_version < 3.0 {
+        // Version 3: `createdAt`, for `get`. IndexedDB fills it from the
+        // records already stored, in this upgrade transaction.
+        let tx = request
+            .transaction()
+            .ok_or_else(|| JsValue::from_str("no upgrade transaction"))?;
+        tx.object_store(STORE)?
+            .create_index_with_str(BY_CREATED, "createdAt")?;
+    }
     Ok(true)
 }
 
@@ -578,8 +598,9 @@ pub struct IdbTx {
 impl IdbTx {
     /// The public events of a page of [`crate::engine::filter`], as a JS
     /// array: whole batches are expanded in JavaScript straight from their
-    /// records, without their text ever crossing into wasm.
-    pub fn expand(&self, page: Vec<Segment>) -> Result<Array> {
+    /// records, without their text ever crossing into wasm (their events
+    /// backwards for a `reverse` read).
+    pub fn expand(&self, page: Vec<Segment>, reverse: bool) -> Result<Array> {
         let parts = Array::new();
         for segment in page {
             match segment {
@@ -593,12 +614,13 @@ impl IdbTx {
                 }
             };
         }
-        expand_page(&parts).map_err(|e| storage_error(&e))
+        expand_page(&parts, reverse).map_err(|e| storage_error(&e))
     }
 
     /// Reads an array of batch records, holding their events text back.
     fn batches(&self, all: &JsValue) -> Result<Vec<Batch>> {
         let records = Array::from(all);
+        READ.with(|r| r.set(r.get() + u64::from(records.length())));
         let meta = records_meta(&records);
         let numbers = js_sys::Float64Array::from(meta.get(0)).to_vec();
         let texts = Array::from(&meta.get(1));
@@ -676,7 +698,7 @@ impl IdbTx {
     /// The public events of the records added in this transaction, made in
     /// JavaScript from the records themselves, as a read would make them.
     pub fn added_events(&self) -> Result<Array> {
-        expand_page(&self.added).map_err(|e| storage_error(&e))
+        expand_page(&self.added, false).map_err(|e| storage_error(&e))
     }
 
     /// Issues a request and waits for it; a failed request means the
@@ -790,6 +812,31 @@ impl Transaction for IdbTx {
         self.batches(&all)
     }
 
+    async fn scan_back(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let r = range(
+            &JsValue::from_f64(from as f64),
+            &JsValue::from_f64(to as f64),
+            false,
+        )?;
+        let limit = clamp(limit);
+        let request = self.request(&|store| open_backwards(store, &r, limit))?;
+        let all = CursorValues::new(request, limit)
+            .await
+            .map_err(|e| storage_error(&e))?;
+        self.batches(&all)
+    }
+
+    async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>> {
+        let key = JsValue::from_f64(created_at as f64);
+        let all = self
+            .call(&|store| store.index(BY_CREATED)?.get_all_with_key(&key))
+            .await?;
+        self.batches(&all)
+    }
+
     async fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Result<Vec<Batch>> {
         let r = sequences(aggregate, from_sequence as f64)?;
         let all = self
@@ -842,6 +889,18 @@ impl Transaction for IdbTx {
         }
     }
 
+    fn text_contains(&self, batch: &Batch, needle: &str) -> Result<bool> {
+        // Looked for in JavaScript: the text is not copied into wasm.
+        match self.held.borrow().get(&batch.last_position) {
+            Some(record) => Ok(get(record, "events")
+                .dyn_into::<js_sys::JsString>()
+                .map(|t| t.includes(needle, 0))
+                .unwrap_or(true)),
+            // Not held: decode it and see.
+            None => Ok(true),
+        }
+    }
+
     fn release(&self, batch: &Batch) {
         self.held.borrow_mut().remove(&batch.last_position);
     }
@@ -882,6 +941,11 @@ impl Drop for IdbTx {
             let _ = self.current.borrow().0.abort();
         }
     }
+}
+
+/// A count for IndexedDB (`u32`).
+fn clamp(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
 fn number(v: &JsValue) -> u64 {

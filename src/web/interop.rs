@@ -29,6 +29,45 @@ export function payloadJson(value) {
     return v;
   });
 }
+export function makeUpcasters(entries, chainOf) {
+  return { entries, chainOf, cache: new Map() };
+}
+export function upcastEvents(events, state) {
+  const cache = state.cache;
+  for (const event of events) {
+    if (event.forgotten) continue;
+    const action = event.action.join(".");
+    let chain = cache.get(action);
+    if (chain === undefined) {
+      // Which upcasters apply to this action: asked of the core's matcher
+      // once per distinct action; the first registered wins per revision.
+      chain = null;
+      for (const i of state.chainOf(action)) {
+        const u = state.entries[i];
+        chain ??= new Map();
+        if (!chain.has(u.from)) chain.set(u.from, u);
+      }
+      if (cache.size >= 10000) cache.clear();
+      cache.set(action, chain);
+    }
+    if (chain === null) continue;
+    for (let u = chain.get(event.revision); u !== undefined; u = chain.get(event.revision)) {
+      let payload;
+      try {
+        payload = u.upcast(event.payload, event);
+        if (payload === undefined) throw new TypeError("it returned undefined (return null for no payload)");
+        payload = JSON.parse(payloadJson(payload));
+      } catch (cause) {
+        const why = cause instanceof Error ? cause.message : describe(cause);
+        const error = new Error(`upcaster ${u.index} (${u.action}, revision ${u.from} to ${u.to}) failed on event ${event.id} (action ${action}, revision ${event.revision}, position ${event.position}): ${why}`, { cause });
+        error.code = "INVALID_PAYLOAD";
+        throw error;
+      }
+      event.payload = payload;
+      event.revision = u.to;
+    }
+  }
+}
 export function describe(v) {
   switch (typeof v) {
     case "string": return JSON.stringify(v);
@@ -52,6 +91,15 @@ export function unknownKey(v, allowed) {
 extern "C" {
     #[wasm_bindgen(js_name = payloadJson, catch)]
     fn payload_json(value: &JsValue) -> std::result::Result<String, JsValue>;
+    /// The state `upcastEvents` works on: the entries (`{ index, action,
+    /// from, to, upcast }`), `chainOf(action)` (indices of the entries
+    /// whose pattern matches) and a cache of chains per action.
+    #[wasm_bindgen(js_name = makeUpcasters)]
+    pub fn make_upcasters(entries: &Array, chain_of: &JsValue) -> JsValue;
+    /// Upcasts the events in place; throws an `INVALID_PAYLOAD` error
+    /// naming the event and the upcaster when one fails.
+    #[wasm_bindgen(js_name = upcastEvents, catch)]
+    pub fn upcast_events(events: &Array, state: &JsValue) -> std::result::Result<(), JsValue>;
     #[wasm_bindgen(js_name = describe)]
     pub fn describe_value(value: &JsValue) -> String;
     /// The first own enumerable property of `v` not in `allowed` (names
@@ -348,8 +396,19 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
     if absent(v) {
         return Ok(Filter::default());
     }
-    check_keys(v, At::root("the filter"), "queries,limit")?;
+    check_keys(v, At::root("the filter"), "queries,limit,reverse")?;
     let limit = uint(&field(v, "limit"), At::root("limit"))?.map(|n| n as usize);
+    let reverse = field(v, "reverse");
+    let reverse = match reverse.as_bool() {
+        Some(b) => b,
+        None if absent(&reverse) => false,
+        None => {
+            return Err(Error::argument(format!(
+                "reverse must be a boolean, got {}",
+                describe_value(&reverse)
+            )))
+        }
+    };
     let queries = field(v, "queries");
     let queries = if absent(&queries) {
         Vec::new()
@@ -365,11 +424,15 @@ pub fn filter(v: &JsValue) -> Result<Filter> {
             describe_value(&queries)
         )));
     };
-    Ok(Filter { queries, limit })
+    Ok(Filter {
+        queries,
+        limit,
+        reverse,
+    })
 }
 
 fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
-    check_keys(v, what, "subjects,aggregate,sequence,createdAt")?;
+    check_keys(v, what, "subjects,aggregate,sequence,createdAt,position")?;
     let optional_pattern = |key: &'static str| {
         let p = field(v, key);
         if absent(&p) {
@@ -378,17 +441,20 @@ fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
             pattern(&p, what.field(key)).map(Some)
         }
     };
-    let sequence = field(v, "sequence");
-    let sequence = if absent(&sequence) {
-        Range::default()
-    } else {
-        let at = what.field("sequence");
-        check_keys(&sequence, at, "from,to")?;
-        Range {
-            from: uint(&field(&sequence, "from"), at.field("from"))?,
-            to: uint(&field(&sequence, "to"), at.field("to"))?,
+    let int_range = |key: &'static str| {
+        let range = field(v, key);
+        if absent(&range) {
+            return Ok(Range::default());
         }
+        let at = what.field(key);
+        check_keys(&range, at, "from,to")?;
+        Ok::<_, Error>(Range {
+            from: uint(&field(&range, "from"), at.field("from"))?,
+            to: uint(&field(&range, "to"), at.field("to"))?,
+        })
     };
+    let sequence = int_range("sequence")?;
+    let position = int_range("position")?;
     let created = field(v, "createdAt");
     let created_at = if absent(&created) {
         Range::default()
@@ -417,6 +483,7 @@ fn query(v: &JsValue, what: At<'_>) -> Result<Query> {
         aggregate: optional_pattern("aggregate")?,
         sequence,
         created_at,
+        position,
     })
 }
 
@@ -474,22 +541,94 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
 /// The options of `EventStore.open`.
 #[derive(Default)]
 pub struct OpenOptions {
+    pub upcasters: Vec<Upcaster>,
     /// Told when events this origin had written are gone (see `DATA_LOST`).
     pub on_data_lost: Option<js_sys::Function>,
 }
 
-/// Reads `{ onDataLost? }` (absent: the defaults).
+/// One entry of `upcasters`: turns payloads of `action` at revision
+/// `from` into revision `to`.
+pub struct Upcaster {
+    pub action: Pattern,
+    /// Revisions, 0..=65535.
+    pub from: u64,
+    pub to: u64,
+    pub upcast: js_sys::Function,
+}
+
+/// Reads `{ upcasters?, onDataLost? }` (`undefined` = no options).
 pub fn open_options(v: &JsValue) -> Result<OpenOptions> {
     let mut options = OpenOptions::default();
     if absent(v) {
         return Ok(options);
     }
-    check_keys(v, At::root("the open options"), "onDataLost")?;
+    check_keys(v, At::root("the open options"), "upcasters,onDataLost")?;
     let f = field(v, "onDataLost");
     if !absent(&f) {
         options.on_data_lost = Some(function(&f, At::root("onDataLost"))?);
     }
+    let list = field(v, "upcasters");
+    if absent(&list) {
+        return Ok(options);
+    }
+    if !Array::is_array(&list) {
+        return Err(Error::argument(format!(
+            "upcasters must be an array, got {}",
+            describe_value(&list)
+        )));
+    }
+    for (i, entry) in Array::from(&list).iter().enumerate() {
+        let what = At::item(None, "upcaster", i);
+        check_keys(&entry, what, "action,from,to,upcast")?;
+        let action = pattern(&field(&entry, "action"), what.field("action"))?;
+        let revision = |key: &'static str| -> Result<u64> {
+            let value = field(&entry, key);
+            uint(&value, what.field(key))
+                .ok()
+                .flatten()
+                .filter(|r| *r <= u64::from(crate::push::MAX_REVISION))
+                .ok_or_else(|| {
+                    Error::argument(format!(
+                        "{}: a revision (0..=65535) is required, got {}",
+                        what.field(key),
+                        describe_value(&value)
+                    ))
+                })
+        };
+        let (from, to) = (revision("from")?, revision("to")?);
+        if to <= from {
+            return Err(Error::argument(format!(
+                "{what} ({action}): to ({to}) must be greater than from ({from})"
+            )));
+        }
+        let upcast = function(&field(&entry, "upcast"), what.field("upcast"))?;
+        if let Some(j) = options
+            .upcasters
+            .iter()
+            .position(|u| u.action == action && u.from == from)
+        {
+            return Err(Error::argument(format!(
+                "{what} and upcaster {j} both upcast {action} from revision {from}"
+            )));
+        }
+        options.upcasters.push(Upcaster {
+            action,
+            from,
+            to,
+            upcast,
+        });
+    }
     Ok(options)
+}
+
+/// The argument of `get`: an event id.
+pub fn event_id(v: &JsValue) -> Result<String> {
+    v.as_string().ok_or_else(|| {
+        Error::argument(format!(
+            "get takes an event id (a string), got {}",
+            describe_value(v)
+        ))
+    })
 }
 
 /// What `onDataLost` receives: `{ name, lastPosition, position, reason }`.
@@ -510,12 +649,13 @@ pub fn data_lost_info(name: &str, last_position: u64, position: u64, reason: &st
 pub fn event_matches(filter: &Filter, event: &JsValue) -> bool {
     let dotted = |key: &'static str| String::from(Array::from(&field(event, key)).join("."));
     let number = |key: &'static str| field(event, key).as_f64().unwrap_or(0.0);
-    filter.matches_fields(
-        &dotted("aggregate"),
-        &dotted("action"),
-        number("sequence") as u64,
-        number("createdAt"),
-    )
+    filter.matches_fields(&crate::filter::Fields {
+        aggregate: &dotted("aggregate"),
+        action: &dotted("action"),
+        sequence: number("sequence") as u64,
+        position: number("position") as u64,
+        created_at: number("createdAt"),
+    })
 }
 
 /// Fills a buffer with random bytes from the platform's CSPRNG (window or worker).

@@ -23,6 +23,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{BroadcastChannel, EventTarget, MessageEvent};
 
 use super::idb::IdbStorage;
+use super::upcast::{self, Upcasters};
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -40,6 +41,7 @@ pub enum Start {
 /// The subscriptions of one `EventStore` and the channel that wakes them.
 pub struct Live {
     storage: IdbStorage,
+    upcasters: Option<Rc<Upcasters>>,
     channel: Option<BroadcastChannel>,
     subscriptions: RefCell<Vec<Rc<Subscription>>>,
     listeners: RefCell<Vec<Listener>>,
@@ -68,10 +70,11 @@ struct Subscription {
 impl Live {
     /// Listens on the channel `eventstore-wasm:<name>` and to the page
     /// coming back (visible, shown, focused, online).
-    pub fn new(name: &str, storage: IdbStorage) -> Rc<Live> {
+    pub fn new(name: &str, storage: IdbStorage, upcasters: Option<Rc<Upcasters>>) -> Rc<Live> {
         let channel = BroadcastChannel::new(&format!("eventstore-wasm:{name}")).ok();
         let live = Rc::new(Live {
             storage,
+            upcasters,
             channel,
             subscriptions: RefCell::new(Vec::new()),
             listeners: RefCell::new(Vec::new()),
@@ -291,11 +294,14 @@ impl Live {
                 sub.again.set(false);
                 let window = Window {
                     after: sub.after.get(),
+                    before: None,
                     tail: sub.caught_up.get(),
                 };
                 let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
                 let read = engine::filter_to_end(&self.storage, &sub.filter, window, |tx, page| {
-                    deliver(&sub, &tx.expand(page)?, &thrown)
+                    let upcasters = self.upcasters.as_deref();
+                    let events = upcast::page_events(tx, page, false, upcasters, &thrown)?;
+                    deliver(&sub, &events, &thrown)
                 });
                 let outcome = self.storage.0.unless_closed(read).await;
                 if let Some(e) = thrown.into_inner() {

@@ -8,7 +8,9 @@ mod live;
 mod marker;
 mod request;
 mod types;
+mod upcast;
 
 pub use event_store::EventStore;
-pub use idb::transactions_created;
+pub use idb::{records_read, transactions_created};
 pub use request::commits_early;
+pub use types::OpenOptionsArg;

@@ -33,6 +33,28 @@ export function listenTransaction(tx, id) {
   tx.onerror = (e) => { if (!failures.has(id)) failures.set(id, e.target.error); };
   tx.onabort = () => wake(id, false);
 }
+export function openBackwards(source, range, limit) {
+  // getAllRecords (Chromium 141+) reads a page backwards in one request;
+  // elsewhere a cursor is stepped.
+  return typeof source.getAllRecords === "function"
+    ? source.getAllRecords({ query: range, count: limit, direction: "prev" })
+    : source.openCursor(range, "prev");
+}
+export function listenCursor(request, id, limit) {
+  const out = [];
+  request.onsuccess = () => {
+    const cursor = request.result;
+    if (Array.isArray(cursor)) {
+      for (const record of cursor) out.push(record.value);
+    } else if (cursor) {
+      out.push(cursor.value);
+      if (out.length < limit) return cursor.continue();
+    }
+    wake(id, true);
+  };
+  request.onerror = () => wake(id, true);
+  return out;
+}
 // An explicit commit() sends the commit with the writes instead of after
 // their results, which saves about a fifth of a small push in Chromium. It
 // is only safe where a request that fails after commit() still aborts the
@@ -64,6 +86,20 @@ extern "C" {
     /// Calls `wake(id, completed)` when the transaction completes or aborts.
     #[wasm_bindgen(js_name = listenTransaction)]
     fn listen_transaction(tx: &IdbTransaction, id: u32);
+    /// A backwards read of up to `limit` values of `source` (a store or an
+    /// index) in `range`: `getAllRecords` where there is one, else a
+    /// cursor; for [`CursorValues`].
+    #[wasm_bindgen(js_name = openBackwards, catch)]
+    pub fn open_backwards(
+        source: &JsValue,
+        range: &JsValue,
+        limit: u32,
+    ) -> Result<IdbRequest, JsValue>;
+    /// Collects the values of a backwards read (a cursor stepped up to
+    /// `limit`, or `getAllRecords`' records) into the array it returns;
+    /// calls `wake(id, true)` when done or failed.
+    #[wasm_bindgen(js_name = listenCursor)]
+    fn listen_cursor(request: &IdbRequest, id: u32, limit: u32) -> js_sys::Array;
     /// Why a transaction listened to as `id` aborted: the first failed
     /// request's error, else the transaction's own `error` (may be null).
     #[wasm_bindgen(js_name = abortCause)]
@@ -229,5 +265,40 @@ impl Future for Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         forget_failure(self.signal.0);
+    }
+}
+
+/// Resolves to the values a backwards read returns (up to a limit), newest
+/// first, in one wait: `getAllRecords`' records, or a cursor stepped in
+/// JavaScript.
+pub struct CursorValues {
+    request: IdbRequest,
+    values: js_sys::Array,
+    signal: Signal,
+}
+
+impl CursorValues {
+    /// `request` must come from [`open_backwards`], just made.
+    pub fn new(request: IdbRequest, limit: u32) -> Self {
+        let id = next_id();
+        let signal = Signal::new(id);
+        let values = listen_cursor(&request, id, limit.max(1));
+        CursorValues {
+            request,
+            values,
+            signal,
+        }
+    }
+}
+
+impl Future for CursorValues {
+    type Output = Result<js_sys::Array, JsValue>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.signal.poll_fired(cx).is_pending() {
+            return Poll::Pending;
+        }
+        outcome(&self.request)?;
+        Poll::Ready(Ok(self.values.clone()))
     }
 }

@@ -63,6 +63,8 @@ export interface Query {
   sequence?: Range;
   /** Milliseconds since the epoch. */
   createdAt?: Range;
+  /** Range of log positions, e.g. `{ from: saved + 1 }` to resume. */
+  position?: Range;
 }
 
 /** Queries OR-ed together; empty or absent matches every event. */
@@ -70,6 +72,23 @@ export interface Filter {
   queries?: Query[];
   /** Most events to return (not allowed on `forget`). */
   limit?: number;
+  /** Newest first; with `limit`, the last events (not allowed on `forget` and `subscribe`). */
+  reverse?: boolean;
+}
+
+/** Turns payloads of `action` at revision `from` into revision `to`, on every read. */
+export interface Upcaster {
+  /** Pattern on the action, e.g. `"user.*.added"`. */
+  action: Pattern;
+  from: number;
+  /** Greater than `from`. */
+  to: number;
+  upcast: (payload: Json, event: Event) => Json;
+}
+
+/** Options of `EventStore.open`. */
+export interface OpenOptions {
+  upcasters?: Upcaster[];
 }
 
 /** The `code` of every error the store rejects with. */
@@ -137,5 +156,15 @@ export interface EventStore {
   subscribe(filter: Filter | undefined, onEvent: (event: Event) => void, options?: SubscribeOptions): () => void;
   /** The matching events, streamed from IndexedDB. */
   events(filter?: Filter): AsyncIterable<Event>;
+  /** How many events match `filter` (at most its `limit`). */
+  count(filter?: Filter): Promise<number>;
 }
 "#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The options argument of `EventStore.open`, typed for the `.d.ts`
+    /// (checked by `interop::open_options`, not by its type).
+    #[wasm_bindgen(typescript_type = "OpenOptions")]
+    pub type OpenOptionsArg;
+}

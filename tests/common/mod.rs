@@ -34,6 +34,9 @@ pub struct Store {
     pub storage: MemoryStorage,
     pub cache: HeadCache,
     pub now: u64,
+    /// Ids as the browser makes them (UUIDv7 of `now`); `false`: `id-N`,
+    /// as events imported with ids made elsewhere.
+    pub uuid_ids: bool,
     next_id: u64,
 }
 
@@ -43,6 +46,7 @@ impl Store {
             storage: MemoryStorage::new(),
             cache: HeadCache::new(),
             now: 1_000,
+            uuid_ids: true,
             next_id: 0,
         }
     }
@@ -53,6 +57,7 @@ impl Store {
             storage: self.storage.clone(),
             cache: HeadCache::new(),
             now: self.now,
+            uuid_ids: self.uuid_ids,
             next_id: 1_000_000,
         }
     }
@@ -60,6 +65,7 @@ impl Store {
     /// Pushes and returns the public events as JSON values.
     pub fn push(&mut self, entries: &[PushEntry]) -> Result<Vec<Value>> {
         let mut id = self.next_id;
+        let (now, uuid_ids) = (self.now, self.uuid_ids);
         let (_, events) = block_on(engine::push(
             &self.storage,
             &self.cache,
@@ -67,11 +73,19 @@ impl Store {
             self.now,
             || {
                 id += 1;
-                format!("id-{id}")
+                if uuid_ids {
+                    let mut random = [0u8; 10];
+                    random[2..].copy_from_slice(&id.to_be_bytes());
+                    uuid::Builder::from_unix_timestamp_millis(now, &random)
+                        .into_uuid()
+                        .to_string()
+                } else {
+                    format!("id-{id}")
+                }
             },
             |tx, batches| {
                 let whole = batches.iter().cloned().map(Segment::Whole).collect();
-                engine::page_json(tx, whole)
+                engine::page_json(tx, whole, false)
             },
         ))?;
         self.next_id = id;
@@ -87,9 +101,23 @@ impl Store {
             &self.storage,
             filter,
             engine::Window::default(),
-            |tx, page| collect(&mut all, tx, page),
+            |tx, page| collect(&mut all, tx, page, filter.reverse),
         ))?;
         Ok(all)
+    }
+
+    pub fn count(&self, filter: &Filter) -> Result<u64> {
+        block_on(engine::count(&self.storage, filter))
+    }
+
+    /// The event with this id, as a JSON value.
+    pub fn get(&self, id: &str) -> Result<Option<Value>> {
+        let mut all = Vec::new();
+        let found = block_on(engine::get(&self.storage, id, |tx, page| {
+            collect(&mut all, tx, page, false)
+        }))?;
+        assert_eq!(found, all.len() == 1);
+        Ok(all.pop())
     }
 
     pub fn forget(&self, filter: &Filter) -> Result<u64> {
@@ -109,7 +137,7 @@ impl Store {
             &self.storage,
             filter,
             window,
-            |tx, page| collect(&mut all, tx, page),
+            |tx, page| collect(&mut all, tx, page, filter.reverse),
         ))?;
         Ok((all, end))
     }
@@ -120,8 +148,13 @@ impl Store {
 }
 
 /// A filter sink that appends each page's events to `all`.
-fn collect<T: Transaction>(all: &mut Vec<Value>, tx: &T, page: Vec<Segment>) -> Result<()> {
-    let events: Vec<Value> = serde_json::from_str(&engine::page_json(tx, page)?).unwrap();
+fn collect<T: Transaction>(
+    all: &mut Vec<Value>,
+    tx: &T,
+    page: Vec<Segment>,
+    reverse: bool,
+) -> Result<()> {
+    let events: Vec<Value> = serde_json::from_str(&engine::page_json(tx, page, reverse)?).unwrap();
     all.extend(events);
     Ok(())
 }
@@ -148,7 +181,7 @@ pub fn aggregate(pattern: &str) -> Filter {
 pub fn query(q: Query) -> Filter {
     Filter {
         queries: vec![q],
-        limit: None,
+        ..Filter::default()
     }
 }
 

@@ -123,3 +123,32 @@ test("data outlives close; calls after close reject with CLOSED", async () => {
   second.close();
   await EventStore.delete(name);
 });
+
+test("get, count, reverse, positions and upcasters under fake-indexeddb", async () => {
+  const name = uniqueName("reads");
+  const plain = await EventStore.open(name);
+  const pushed = [];
+  for (let i = 0; i < 30; i++) pushed.push(...(await plain.push([user(`u${i % 3}`, "added", "renamed")])));
+  plain.close();
+  const store = await EventStore.open(name, {
+    upcasters: [{ action: "user.*.renamed", from: 1, to: 2, upcast: (p) => ({ ...p, v: 2 }) }],
+  });
+  try {
+    const got = await store.get(pushed[41].id);
+    assert.deepEqual([got.position, got.revision, got.payload.v], [42, 2, 2]);
+    assert.equal(await store.get("no-such-id"), null);
+    assert.equal(await store.count(), 60);
+    assert.equal(await store.count({ queries: [{ aggregate: "user.u1" }] }), 20);
+    assert.equal(await store.count({ queries: [{ subjects: "user.*.added" }], limit: 4 }), 4);
+    const last = await store.filter({ queries: [{ aggregate: "user.>" }], reverse: true, limit: 3 });
+    assert.deepEqual(last.map((e) => e.position), [60, 59, 58]);
+    const back = [];
+    for await (const e of store.events({ reverse: true, limit: 1500 })) back.push(e.position);
+    assert.deepEqual(back, pushed.map((e) => e.position).reverse());
+    const since = await store.filter({ queries: [{ position: { from: 56 } }] });
+    assert.deepEqual(since.map((e) => e.position), [56, 57, 58, 59, 60]);
+  } finally {
+    store.close();
+    await EventStore.delete(name);
+  }
+});
