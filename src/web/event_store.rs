@@ -426,15 +426,17 @@ impl EventStore {
         let thrown = RefCell::new(None);
         let upcasters = self.upcasters.as_deref();
         let mut event = JsValue::NULL;
-        let outcome = engine::get(&self.storage, &id, |tx, page| {
+        let read = engine::get(&self.storage, &id, |tx, page| {
             event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
             Ok(())
-        })
-        .await;
+        });
+        let outcome = self.storage.0.unless_closed(read).await;
         if let Some(e) = thrown.into_inner() {
             return Err(e);
         }
-        outcome.map_err(js_error)?;
+        if let Err(e) = outcome {
+            return Err(js_error(settle(&self.storage.0, e).await));
+        }
         Ok(event)
     }
 
@@ -446,10 +448,11 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let n = engine::count(&self.storage, &filter)
-            .await
-            .map_err(js_error)?;
-        Ok(n as f64)
+        let count = engine::count(&self.storage, &filter);
+        match self.storage.0.unless_closed(count).await {
+            Ok(n) => Ok(n as f64),
+            Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
+        }
     }
 
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
