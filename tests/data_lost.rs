@@ -87,16 +87,21 @@ async fn works_without_a_marker(name: &str) {
     EventStore::delete_store(name.into()).await.unwrap();
 }
 
-/// The marker's JSON in OPFS, or `null` (names here need no encoding).
+/// The marker in OPFS (the later of its two copies), or `null` (names here
+/// need no encoding).
 async fn marker(name: &str) -> JsValue {
     run(
         r#"return (async () => {
-            try {
-              const root = await navigator.storage.getDirectory();
-              const dir = await root.getDirectoryHandle("eventstore-wasm");
-              const file = await (await dir.getFileHandle(`${name}.json`)).getFile();
-              return JSON.parse(await file.text());
-            } catch { return null; }
+            let best = null;
+            for (const f of [`${name}.json`, `${name}.2.json`]) {
+              try {
+                const root = await navigator.storage.getDirectory();
+                const dir = await root.getDirectoryHandle("eventstore-wasm");
+                const m = JSON.parse(await (await (await dir.getFileHandle(f)).getFile()).text());
+                if (!best || m.lastPosition > best.lastPosition) best = m;
+              } catch {}
+            }
+            return best;
           })();"#,
         name,
     )
@@ -297,8 +302,10 @@ async fn another_log_under_the_same_name_is_data_lost() {
         &format!(
             r#"return (async () => {{
                 const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("eventstore-wasm");
-                const w = await (await dir.getFileHandle(`${{name}}.json`)).createWritable();
-                await w.write({}); await w.close();
+                for (const f of [`${{name}}.json`, `${{name}}.2.json`]) {{
+                  const w = await (await dir.getFileHandle(f, {{ create: true }})).createWritable();
+                  await w.write({}); await w.close();
+                }}
               }})();"#,
             JSON::stringify(&text.into()).unwrap().as_string().unwrap()
         ),
@@ -370,5 +377,38 @@ async fn open_options_are_checked() {
     let s = open(name, js("{}")).await.unwrap();
     s.close();
     assert!(marker(name).await.is_null());
+    EventStore::delete_store(name.into()).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_marker_write_cut_short_leaves_the_other_copy() {
+    let name = "lost-damaged";
+    if !opfs_writable().await {
+        return works_without_a_marker(name).await;
+    }
+    written(name, 3).await;
+    // Empty both copies but one, as a write cut short by a full disk could.
+    let kept = run(
+        r#"return (async () => {
+            const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("eventstore-wasm");
+            const copies = [];
+            for (const f of [`${name}.json`, `${name}.2.json`]) {
+              try { copies.push({ f, m: JSON.parse(await (await (await dir.getFileHandle(f)).getFile()).text()) }); } catch {}
+            }
+            copies.sort((a, b) => b.m.lastPosition - a.m.lastPosition);
+            const w = await (await dir.getFileHandle(copies[0].f)).createWritable();
+            await w.write(""); await w.close();
+            return copies.length > 1 ? copies[1].m.lastPosition : 0;
+          })();"#,
+        name,
+    )
+    .await
+    .as_f64()
+    .unwrap();
+    assert!(kept >= 1.0, "two copies were written");
+    raw_delete(name).await;
+    let err = open(name, JsValue::UNDEFINED).await.err().unwrap();
+    assert_eq!(code(&err), "DATA_LOST", "{err:?}");
+    assert_eq!(number(&err, "lastPosition"), kept);
     EventStore::delete_store(name.into()).await.unwrap();
 }

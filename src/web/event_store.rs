@@ -45,14 +45,25 @@ async function folder(create) {
     return e?.name === "NotFoundError" ? null : undefined;
   }
 }
+// Two copies, NAME.json and NAME.2.json; a write replaces the one that does
+// not hold the latest marker, so a write cut short (a full disk) leaves it.
+const copies = (file) => [file, file.replace(/\.json$/, ".2.json")];
+async function readCopies(dir, file) {
+  const found = [];
+  for (const f of copies(file)) {
+    let text;
+    try { text = await (await (await dir.getFileHandle(f)).getFile()).text(); } catch { continue; }
+    let m = null;
+    try { m = JSON.parse(text); } catch {}
+    found.push({ f, text, m: typeof m?.lastPosition === "number" ? m : null });
+  }
+  return found;
+}
+const latest = (found) => found.filter((c) => c.m).sort((a, b) => b.m.lastPosition - a.m.lastPosition)[0];
 export async function readMarker(file) {
   const dir = await folder(false);
   if (!dir) return dir;
-  try {
-    return await (await (await dir.getFileHandle(file)).getFile()).text();
-  } catch {
-    return null;
-  }
+  return latest(await readCopies(dir, file))?.text ?? null;
 }
 function withLock(file, run) {
   const locks = globalThis.navigator?.locks;
@@ -65,14 +76,18 @@ async function writeLocked(file, text, merge, wanted) {
   if (!wanted()) return true;
   const dir = await folder(true);
   if (!dir) return false;
-  const handle = await dir.getFileHandle(file, { create: true });
-  if (merge) {
-    try {
-      const old = JSON.parse(await (await handle.getFile()).text());
-      const mine = JSON.parse(text);
-      if (old.format === mine.format && old.name === mine.name && old.firstId === mine.firstId && old.lastPosition >= mine.lastPosition) return true;
-    } catch {}
+  const found = await readCopies(dir, file);
+  const top = latest(found);
+  const mine = JSON.parse(text);
+  const same = top && top.m.format === mine.format && top.m.name === mine.name && top.m.firstId === mine.firstId;
+  if (merge && same && top.m.lastPosition >= mine.lastPosition) return true;
+  const [a, b] = copies(file);
+  const target = top?.f === a ? b : a;
+  if (!merge) {
+    // A reset: the other copy may hold the lost log's marker.
+    for (const c of found) if (c.f !== target) await dir.removeEntry(c.f).catch(() => {});
   }
+  const handle = await dir.getFileHandle(target, { create: true });
   if (typeof handle.createWritable === "function") {
     const stream = await handle.createWritable();
     await stream.write(text);
@@ -97,7 +112,9 @@ export function removeMarker(file) {
   return withLock(file, async () => {
     const dir = await folder(false);
     if (!dir) return;
-    try { await dir.removeEntry(file); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
+    for (const f of copies(file)) {
+      try { await dir.removeEntry(f); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
+    }
   });
 }
 export function later(f, ms) { setTimeout(f, ms); }

@@ -59,6 +59,18 @@ async function page() {
   p.setDefaultTimeout(120_000);
   await p.goto(`${server.url}/tests/e2e/blank.html`);
   await p.evaluate(() => loadEventStore());
+  // The store's loss marker as it is in OPFS (docs/storage.md), for the diagnostics.
+  await p.evaluate(() => {
+    window.readMarker = async () => {
+      try {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("eventstore-wasm");
+        const read = (f) => dir.getFileHandle(f).then((h) => h.getFile()).then((f) => f.text(), (e) => String(e));
+        return [await read("full.json"), await read("full.2.json")];
+      } catch (e) {
+        return String(e);
+      }
+    };
+  });
   return p;
 }
 
@@ -100,8 +112,8 @@ async function fillTheDisk(t, { commands, bytes }) {
     ]) {
       try { await withTimeout(call(), 20_000, String(call)); later.push(null); } catch (e) { later.push(describe(e)); }
     }
-    await new Promise((r) => setTimeout(r, 500));
-    return { pushes, events: pushes * commands, failure, later, ended };
+    await new Promise((r) => setTimeout(r, 1500));
+    return { pushes, events: pushes * commands, failure, later, ended, marker: await readMarker() };
   }, { max: MAX_PUSHES, commands, size: (bytes * 3) / 4 });
   t.diagnostic(`full disk: ${JSON.stringify(filled)}`);
 
@@ -119,6 +131,7 @@ async function fillTheDisk(t, { commands, bytes }) {
   p = await page();
   const reopened = await p.evaluate(async () => {
     const describe = (e) => ({ code: e?.code, name: e?.name, message: String(e?.message ?? e), lastPosition: e?.lastPosition, position: e?.position, reason: e?.reason });
+    const marker = await readMarker();
     let plain;
     try {
       const s = await EventStore.open("full");
@@ -137,7 +150,7 @@ async function fillTheDisk(t, { commands, bytes }) {
       next = describe(e);
     }
     s.close();
-    return { plain, told, events, next };
+    return { marker, plain, told, events, next };
   });
   t.diagnostic(`after restart: ${JSON.stringify(reopened)}`);
 
