@@ -281,11 +281,14 @@ impl Database {
 
     /// Runs `call`, unless the browser closes the connection first: then
     /// `CLOSED` (see [`Closing`]).
-    pub async fn unless_closed<T>(
+    pub async fn unless_closed<'a, T>(
         &self,
-        call: impl std::future::Future<Output = Result<T>>,
+        call: impl std::future::Future<Output = Result<T>> + 'a,
     ) -> Result<T> {
-        let call = std::pin::pin!(call);
+        // Boxed: the call's state machine is then compiled once, not once
+        // more inside every select (12 KB of wasm otherwise).
+        let call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + 'a>> =
+            Box::pin(call);
         match futures::future::select(call, self.closing.wait()).await {
             futures::future::Either::Left((outcome, _)) => outcome,
             futures::future::Either::Right(_) => Err(Error::Closed(
