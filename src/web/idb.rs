@@ -927,7 +927,7 @@ impl Transaction for IdbTx {
             Ok(()) => Ok(()),
             // No request failed and the transaction has no error: WebKit
             // aborts so when SQLite cannot commit for lack of disk space
-            // (seen on a full disk, tests/e2e/diskfull-webdriver.test.mjs).
+            // (seen on a full disk, tests/webdriver/diskfull.test.mjs).
             Err(cause) if cause.is_null() || cause.is_undefined() => Err(Error::QuotaExceeded(
                 "the browser aborted the write without giving a reason, as WebKit does when the disk is full".into(),
             )),
