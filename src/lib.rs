@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod heads;
+pub mod marker;
 pub mod presence;
 pub mod push;
 pub mod storage;
