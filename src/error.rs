@@ -37,6 +37,21 @@ pub enum Error {
         found: String,
         supported: u32,
     },
+    /// On open: events this origin had written are gone (the browser reset
+    /// the database, as Chromium does after an I/O error such as a full
+    /// disk), and no `onDataLost` option was given.
+    #[error("database {name:?} lost events: it held events up to position {last_position}, now it {found} ({reason}); the browser reset it (for example after a full disk). Pass `onDataLost` to `EventStore.open` to be told and open what is left")]
+    DataLost {
+        name: String,
+        /// The last position the marker remembers.
+        last_position: u64,
+        /// The last position found now (0: empty).
+        position: u64,
+        /// `empty`, `replaced` or `shorter` (see `marker::Loss`).
+        reason: &'static str,
+        /// How the database was found, for the message.
+        found: String,
+    },
     /// Any other storage failure; carries the browser's own message.
     #[error("storage error: {0}")]
     Storage(String),
@@ -61,6 +76,7 @@ impl Error {
             Error::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             Error::Closed(_) => "CLOSED",
             Error::VersionMismatch { .. } => "VERSION_MISMATCH",
+            Error::DataLost { .. } => "DATA_LOST",
             Error::Storage(_) | Error::Constraint(_) => "STORAGE",
         }
     }

@@ -13,10 +13,12 @@ pub mod error;
 pub mod filter;
 pub mod heads;
 pub mod log;
+pub mod marker;
 pub mod presence;
 pub mod push;
 pub mod storage;
 pub mod subject;
+pub mod sync;
 
 #[cfg(target_arch = "wasm32")]
 mod web;

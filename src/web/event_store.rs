@@ -3,13 +3,14 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Function};
+use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::fold::{fold_once, Folder};
 use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
 use super::live::Live;
+use super::marker::{self as opfs, Keeper};
 use super::upcast::{self, Upcasters};
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
@@ -32,10 +33,128 @@ export function pagedEvents(fetchPage, limit) {
     },
   };
 }
+export function nextTask() { return new Promise((r) => setTimeout(r, 0)); }
+
+const DIR = "eventstore-wasm";
+async function folder(create) {
+  const storage = globalThis.navigator?.storage;
+  if (typeof storage?.getDirectory !== "function") return undefined;
+  try {
+    const root = await storage.getDirectory();
+    return await root.getDirectoryHandle(DIR, { create });
+  } catch (e) {
+    return e?.name === "NotFoundError" ? null : undefined;
+  }
+}
+// Two copies, NAME.json and NAME.2.json; a write replaces the one that does
+// not hold the latest marker, so a write cut short (a full disk) leaves it.
+const copies = (file) => [file, file.replace(/\.json$/, ".2.json")];
+async function readCopies(dir, file) {
+  const found = [];
+  for (const f of copies(file)) {
+    let text;
+    try { text = await (await (await dir.getFileHandle(f)).getFile()).text(); } catch { continue; }
+    let m = null;
+    try { m = JSON.parse(text); } catch {}
+    found.push({ f, text, m: typeof m?.lastPosition === "number" ? m : null });
+  }
+  return found;
+}
+const latest = (found) => found.filter((c) => c.m).sort((a, b) => b.m.lastPosition - a.m.lastPosition)[0];
+export async function readMarker(file) {
+  const dir = await folder(false);
+  if (!dir) return dir;
+  return latest(await readCopies(dir, file))?.text ?? null;
+}
+function withLock(file, run) {
+  const locks = globalThis.navigator?.locks;
+  return typeof locks?.request === "function" ? locks.request(`eventstore-wasm:marker:${file}`, run) : run();
+}
+export function writeMarker(file, text, merge, wanted) {
+  return withLock(file, () => writeLocked(file, text, merge, wanted));
+}
+async function writeLocked(file, text, merge, wanted) {
+  if (!wanted()) return true;
+  const dir = await folder(true);
+  if (!dir) return false;
+  const found = await readCopies(dir, file);
+  const top = latest(found);
+  const mine = JSON.parse(text);
+  const same = top && top.m.format === mine.format && top.m.name === mine.name && top.m.firstId === mine.firstId;
+  if (merge && same && top.m.lastPosition >= mine.lastPosition) return true;
+  const [a, b] = copies(file);
+  const target = top?.f === a ? b : a;
+  if (!merge) {
+    // A reset: the other copy may hold the lost log's marker.
+    for (const c of found) if (c.f !== target) await dir.removeEntry(c.f).catch(() => {});
+  }
+  const handle = await dir.getFileHandle(target, { create: true });
+  if (typeof handle.createWritable === "function") {
+    const stream = await handle.createWritable();
+    await stream.write(text);
+    await stream.close();
+    return true;
+  }
+  if (typeof handle.createSyncAccessHandle === "function") {
+    const access = await handle.createSyncAccessHandle();
+    try {
+      const bytes = new TextEncoder().encode(text);
+      access.truncate(0);
+      access.write(bytes, { at: 0 });
+      access.flush();
+    } finally {
+      access.close();
+    }
+    return true;
+  }
+  return false;
+}
+export function removeMarker(file) {
+  return withLock(file, async () => {
+    const dir = await folder(false);
+    if (!dir) return;
+    for (const f of copies(file)) {
+      try { await dir.removeEntry(f); } catch (e) { if (e?.name !== "NotFoundError") throw e; }
+    }
+  });
+}
+export function later(f, ms) { setTimeout(f, ms); }
+export function onHidden(f) {
+  const doc = globalThis.document;
+  const hidden = () => { if (doc.visibilityState === "hidden") f(); };
+  if (!doc || typeof globalThis.addEventListener !== "function") return () => {};
+  globalThis.addEventListener("pagehide", f);
+  doc.addEventListener("visibilitychange", hidden);
+  return () => {
+    globalThis.removeEventListener("pagehide", f);
+    doc.removeEventListener("visibilitychange", hidden);
+  };
+}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = pagedEvents)]
     fn paged_events(fetch_page: &JsValue, limit: f64) -> JsValue;
+    #[wasm_bindgen(js_name = nextTask)]
+    async fn next_task();
+    /// The marker's text; `null` if there is none, `undefined` if OPFS
+    /// cannot be used here.
+    #[wasm_bindgen(js_name = readMarker)]
+    pub(super) async fn read_marker(file: &str) -> JsValue;
+    /// Writes the marker; `false` if OPFS cannot be used here.
+    #[wasm_bindgen(js_name = writeMarker, catch)]
+    pub(super) async fn write_marker(
+        file: &str,
+        text: &str,
+        merge: bool,
+        wanted: &Closure<dyn FnMut() -> bool>,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = removeMarker, catch)]
+    pub(super) async fn remove_marker(file: &str) -> Result<JsValue, JsValue>;
+    pub(super) fn later(f: JsValue, ms: f64);
+    /// Calls `f` on `pagehide` and when the document turns hidden; returns
+    /// the function that stops listening.
+    #[wasm_bindgen(js_name = onHidden)]
+    pub(super) fn on_hidden(f: &Closure<dyn FnMut()>) -> js_sys::Function;
 }
 
 /// An event store on one IndexedDB database. Open it with `EventStore.open(name)`.
@@ -46,6 +165,10 @@ pub struct EventStore {
     live: Rc<Live>,
     folder: Rc<Folder>,
     upcasters: Option<Rc<Upcasters>>,
+    /// Keeps the loss marker (`None` where OPFS cannot be used).
+    keeper: Option<Rc<Keeper>>,
+    /// The last push failed for lack of space (see [`EventStore::push`]).
+    out_of_space: std::cell::Cell<bool>,
 }
 
 #[wasm_bindgen]
@@ -54,9 +177,16 @@ impl EventStore {
     /// `options.upcasters` turn old revisions' payloads into current ones
     /// on every read.
     ///
+    /// If the database lost events this origin had written (the browser
+    /// reset it, as Chromium does after a full disk), rejects with
+    /// `DATA_LOST`, unless `options.onDataLost` is given: then it is called
+    /// with `{ name, lastPosition, position, reason }` (awaited if it
+    /// returns a promise) and the store opens with what is left.
+    ///
     /// ```ts
     /// const store = await EventStore.open("my-app", {
     ///   upcasters: [{ action: "user.*.added", from: 1, to: 2, upcast: (p) => ({ ...p, tags: [] }) }],
+    ///   onDataLost: ({ lastPosition, position }) => console.warn(`events ${position + 1}..${lastPosition} are gone`),
     /// });
     /// ```
     pub async fn open(
@@ -68,23 +198,43 @@ impl EventStore {
         let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
+        let keeper = match guard(&name, &storage, options.on_data_lost.as_ref()).await {
+            Ok(keeper) => keeper,
+            Err(e) => {
+                storage.0.close();
+                return Err(e);
+            }
+        };
+        let live = Live::new(&name, storage.clone(), upcasters.clone());
+        let weak = Rc::downgrade(&live);
+        storage.0.on_closed(move |why| {
+            if let Some(live) = weak.upgrade() {
+                live.fail_all(why);
+            }
+        });
         let folder = Folder::new(storage.clone());
         // Records another tab left unfolded are folded once this page is quiet.
         folder.pushed();
         Ok(EventStore {
-            live: Live::new(&name, storage.clone(), upcasters.clone()),
+            live,
             folder,
             heads: HeadCache::new(),
             storage,
             upcasters,
+            keeper,
+            out_of_space: std::cell::Cell::new(false),
         })
     }
 
-    /// Deletes the event store `name` and all its events. Open connections in
+    /// Deletes the event store `name` and all its events (and its loss
+    /// marker: a deliberate delete is not a loss). Open connections in
     /// other tabs close themselves.
     #[wasm_bindgen(js_name = delete)]
     pub async fn delete_store(name: String) -> std::result::Result<(), JsValue> {
-        Database::delete(&name).await.map_err(js_error)
+        opfs::deleting(&name);
+        Database::delete(&name).await.map_err(js_error)?;
+        opfs::remove(&name).await;
+        Ok(())
     }
 
     /// Appends events atomically: all entries in one transaction, or none.
@@ -94,7 +244,24 @@ impl EventStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "PushEntry[]")] entries: JsValue,
     ) -> std::result::Result<JsValue, JsValue> {
-        self.push_inner(&entries).await.map_err(js_error)
+        let e = match self.push_inner(&entries).await {
+            Ok(events) => {
+                self.out_of_space.set(false);
+                return Ok(events);
+            }
+            Err(e) => settle(&self.storage.0, e).await,
+        };
+        // After a full disk, Firefox refuses the next writes with
+        // `InvalidStateError: A mutation operation was attempted on a
+        // database that did not allow mutations`: still no space.
+        let e = match e {
+            Error::Storage(m) if self.out_of_space.get() && m.starts_with("InvalidStateError") => {
+                Error::QuotaExceeded(format!("the disk is still full: {m}"))
+            }
+            e => e,
+        };
+        self.out_of_space.set(matches!(e, Error::QuotaExceeded(_)));
+        Err(js_error(e))
     }
 
     /// Events matching `filter` in position order; with a `reducer`, calls it
@@ -114,8 +281,9 @@ impl EventStore {
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
+        let db = &self.storage.0;
         let upcasters = self.upcasters.as_deref();
-        let outcome = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
+        let read = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
             let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
             match &reducer {
                 None => pages.push(events),
@@ -129,12 +297,14 @@ impl EventStore {
                 }
             }
             Ok(())
-        })
-        .await;
+        });
+        let outcome = db.unless_closed(read).await;
         if let Some(err) = thrown.into_inner() {
             return Err(err);
         }
-        outcome.map_err(js_error)?;
+        if let Err(e) = outcome {
+            return Err(js_error(settle(&self.storage.0, e).await));
+        }
         if reducer.is_some() {
             return Ok(JsValue::UNDEFINED);
         }
@@ -154,9 +324,11 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let (erased, events) = engine::forget(&self.storage, &filter)
-            .await
-            .map_err(js_error)?;
+        let forget = engine::forget(&self.storage, &filter);
+        let (erased, events) = match self.storage.0.unless_closed(forget).await {
+            Ok(done) => done,
+            Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
+        };
         if erased > 0 {
             self.live.forgot(&parse(&events).map_err(js_error)?);
         }
@@ -240,7 +412,7 @@ impl EventStore {
                         },
                     };
                     let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-                    let outcome = engine::filter(&storage, &filter, window, |tx, page| {
+                    let read = engine::filter(&storage, &filter, window, |tx, page| {
                         let events = upcast::page_events(
                             tx,
                             page,
@@ -252,12 +424,14 @@ impl EventStore {
                             result.push(&e);
                         }
                         Ok(())
-                    })
-                    .await;
+                    });
+                    let outcome = storage.0.unless_closed(read).await;
                     if let Some(e) = thrown.into_inner() {
                         return Err(e);
                     }
-                    outcome.map_err(js_error)?;
+                    if let Err(e) = outcome {
+                        return Err(js_error(settle(&storage.0, e).await));
+                    }
                     Ok(result.into())
                 })
             });
@@ -275,15 +449,17 @@ impl EventStore {
         let thrown = RefCell::new(None);
         let upcasters = self.upcasters.as_deref();
         let mut event = JsValue::NULL;
-        let outcome = engine::get(&self.storage, &id, |tx, page| {
+        let read = engine::get(&self.storage, &id, |tx, page| {
             event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
             Ok(())
-        })
-        .await;
+        });
+        let outcome = self.storage.0.unless_closed(read).await;
         if let Some(e) = thrown.into_inner() {
             return Err(e);
         }
-        outcome.map_err(js_error)?;
+        if let Err(e) = outcome {
+            return Err(js_error(settle(&self.storage.0, e).await));
+        }
         Ok(event)
     }
 
@@ -295,14 +471,19 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let n = engine::count(&self.storage, &filter)
-            .await
-            .map_err(js_error)?;
-        Ok(n as f64)
+        let count = engine::count(&self.storage, &filter);
+        match self.storage.0.unless_closed(count).await {
+            Ok(n) => Ok(n as f64),
+            Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
+        }
     }
 
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
     pub fn close(&self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.flush_if_due();
+            keeper.stop();
+        }
         self.live.close();
         self.storage.0.close();
     }
@@ -365,21 +546,102 @@ impl EventStore {
                 .into_uuid()
                 .to_string()
         };
-        let (batches, events) = engine::push(
+        let push = engine::push(
             &self.storage,
             &self.heads,
             &entries,
             now,
             new_id,
             |tx, _| tx.added_events(),
-        )
-        .await?;
-        if !batches.is_empty() {
+        );
+        let (batches, events) = self.storage.0.unless_closed(push).await?;
+        if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
             self.folder.pushed();
+            if let Some(keeper) = &self.keeper {
+                if keeper.needs_first_id() {
+                    // The log's first push: its first event may be position 1.
+                    let first = events.get(0);
+                    let position = Reflect::get(&first, &interop::key("position"));
+                    if position.ok().and_then(|p| p.as_f64()) == Some(1.0) {
+                        let id = Reflect::get(&first, &interop::key("id"));
+                        if let Some(id) = id.ok().and_then(|i| i.as_string()) {
+                            keeper.first_id(id);
+                        }
+                    }
+                }
+                keeper.committed(last);
+            }
         }
         Ok(events.into())
     }
+}
+
+/// A storage failure after the browser closed the connection is `CLOSED`,
+/// not a bare `STORAGE: AbortError`: the transactions it aborts fail before
+/// its `close` event, so a storage error waits one task for that event.
+pub async fn settle(db: &Database, e: Error) -> Error {
+    if !matches!(e, Error::Storage(_) | Error::Constraint(_)) {
+        return e;
+    }
+    if db.closed_reason().is_none() {
+        next_task().await;
+    }
+    match db.closed_reason() {
+        Some(why) => Error::Closed(why),
+        None => e,
+    }
+}
+
+/// Checks the database against its loss marker (see `crate::marker`):
+/// `DATA_LOST`, or `onDataLost` told and the marker reset. Returns the
+/// keeper of the marker, `None` where OPFS cannot be used.
+async fn guard(
+    name: &str,
+    storage: &IdbStorage,
+    on_data_lost: Option<&Function>,
+) -> std::result::Result<Option<Rc<Keeper>>, JsValue> {
+    let Some(mut marker) = opfs::read(name).await else {
+        return Ok(None);
+    };
+    let found = crate::marker::found(storage).await.map_err(js_error)?;
+    if let Some((m, loss)) = marker
+        .as_ref()
+        .and_then(|m| crate::marker::check(m, &found).map(|loss| (m, loss)))
+    {
+        let Some(f) = on_data_lost else {
+            return Err(js_error(Error::DataLost {
+                name: name.to_owned(),
+                last_position: m.last_position,
+                position: found.last_position,
+                reason: loss.as_str(),
+                found: match (loss, &found.first_id) {
+                    (crate::marker::Loss::Replaced, Some(id)) => {
+                        format!("holds another log (its first event is {id})")
+                    }
+                    (_, Some(_)) => format!("ends at position {}", found.last_position),
+                    (_, None) => "is empty".into(),
+                },
+            }));
+        };
+        let info =
+            interop::data_lost_info(name, m.last_position, found.last_position, loss.as_str());
+        let answer = f.call1(&JsValue::UNDEFINED, &info)?;
+        wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&answer)).await?;
+        opfs::reset(name, &found).await;
+        marker = found.first_id.clone().map(|id| crate::marker::Marker {
+            format: crate::marker::FORMAT,
+            name: name.to_owned(),
+            first_id: id,
+            last_position: found.last_position,
+        });
+    }
+    Ok(Some(Keeper::start(
+        name,
+        storage.clone(),
+        &found,
+        marker.as_ref(),
+    )))
 }
 
 fn parse(json: &str) -> Result<Array> {

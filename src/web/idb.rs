@@ -18,6 +18,7 @@ use web_sys::{
     IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
+use super::closing::Closing;
 use super::request::{open_backwards, Completion, CursorValues, Request};
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
@@ -193,10 +194,23 @@ pub fn transactions_created() -> u64 {
     CREATED.with(Cell::get)
 }
 
+/// Why later calls fail after the browser closed the connection by itself
+/// (IndexedDB's `close` event: a storage failure, the user clearing site data).
+pub const BROWSER_CLOSED: &str = "the browser closed the database (for example after a storage failure such as a full disk); open the store again with EventStore.open";
+
+/// Why later calls fail after another tab or worker deleted the database.
+pub const DELETED_ELSEWHERE: &str = "another tab deleted the database";
+
+/// Called once when the browser closes the connection by itself.
+type OnClosed = RefCell<Option<Box<dyn Fn(&str)>>>;
+
 /// An open database shared by the store and its transactions.
 pub struct Database {
     db: IdbDatabase,
     closed: Rc<RefCell<Option<String>>>,
+    on_closed: Rc<OnClosed>,
+    closing: Rc<Closing>,
+    _on_close: Closure<dyn FnMut()>,
     /// The last read transaction, for [`Database::read`].
     last_read: RefCell<Option<LastRead>>,
     /// Unfolded records decoded so far, by key. They never change while
@@ -268,16 +282,38 @@ impl Database {
             move |event: IdbVersionChangeEvent| {
                 db.close();
                 let why = match event.new_version() {
-                    None => "another tab deleted the database",
+                    None => DELETED_ELSEWHERE,
                     Some(_) => "another tab upgraded the database",
                 };
                 closed.replace(Some(why.to_owned()));
             }
         });
         db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        // The browser closed the connection (not `close()`): a storage
+        // failure such as a full disk, or site data cleared.
+        let on_closed: Rc<OnClosed> = Rc::default();
+        let closing: Rc<Closing> = Rc::default();
+        let on_close = Closure::<dyn FnMut()>::new({
+            let closed = closed.clone();
+            let on_closed = on_closed.clone();
+            let closing = closing.clone();
+            move || {
+                if closed.borrow().is_none() {
+                    closed.replace(Some(BROWSER_CLOSED.to_owned()));
+                }
+                closing.fire();
+                if let Some(f) = on_closed.borrow_mut().take() {
+                    f(BROWSER_CLOSED);
+                }
+            }
+        });
+        db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         Ok(Database {
             db,
             closed,
+            on_closed,
+            closing,
+            _on_close: on_close,
             last_read: RefCell::new(None),
             unfolded: RefCell::default(),
             last_pending: RefCell::new(None),
@@ -298,6 +334,35 @@ impl Database {
     pub fn close(&self) {
         self.closed.replace(Some("close() was called".to_owned()));
         self.db.close();
+    }
+
+    /// Calls `f` (once) if the browser closes the connection by itself.
+    pub fn on_closed(&self, f: impl Fn(&str) + 'static) {
+        self.on_closed.replace(Some(Box::new(f)));
+    }
+
+    /// Runs `call`, unless the browser closes the connection first: then
+    /// `CLOSED` (see [`Closing`]).
+    pub async fn unless_closed<'a, T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>> + 'a,
+    ) -> Result<T> {
+        // Boxed: the call's state machine is then compiled once, not once
+        // more inside every select (12 KB of wasm otherwise).
+        let call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + 'a>> =
+            Box::pin(call);
+        match futures::future::select(call, self.closing.wait()).await {
+            futures::future::Either::Left((outcome, _)) => outcome,
+            futures::future::Either::Right(_) => Err(Error::Closed(
+                self.closed_reason()
+                    .unwrap_or_else(|| BROWSER_CLOSED.to_owned()),
+            )),
+        }
+    }
+
+    /// Why the connection is closed, if it is.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.closed.borrow().clone()
     }
 
     /// `CLOSED` once the connection is closed.
@@ -365,7 +430,12 @@ impl Database {
             .db
             .transaction_with_str_and_mode(STORE, mode)
             .map_err(|e| match exception_name(&e).as_deref() {
-                Some("InvalidStateError") => Error::Closed("the connection is closing".into()),
+                // The connection is closing: `close()`, another tab's
+                // upgrade, or the browser after a storage failure.
+                Some("InvalidStateError") => Error::Closed(
+                    self.closed_reason()
+                        .unwrap_or_else(|| BROWSER_CLOSED.to_owned()),
+                ),
                 _ => storage_error(&e),
             })?;
         let store = tx.object_store(STORE).map_err(|e| storage_error(&e))?;
@@ -529,10 +599,34 @@ fn exception_name(e: &JsValue) -> Option<String> {
     e.dyn_ref::<DomException>().map(|d| d.name())
 }
 
+/// Whether a browser's message says the disk is full: Chromium's LevelDB
+/// (`UnknownError: … IO error: … FILE_ERROR_NO_SPACE`) and its files for
+/// large values (`DataError: Failed to write blobs (IOError)`, seen only on
+/// a full disk: Chromium gives no finer cause), SQLite under Firefox and
+/// WebKit (`database or disk is full`, `SQLITE_FULL`), the operating
+/// system's `ENOSPC` (`No space left on device`).
+fn says_disk_full(message: &str) -> bool {
+    const SIGNS: [&str; 6] = [
+        "NO_SPACE",
+        "no space",
+        "disk is full",
+        "SQLITE_FULL",
+        "ENOSPC",
+        "Failed to write blobs",
+    ];
+    let lower = message.to_ascii_lowercase();
+    SIGNS
+        .iter()
+        .any(|s| lower.contains(&s.to_ascii_lowercase()))
+}
+
 /// Maps a DOMException (or anything thrown) to the error codes of SPEC section 6.
 pub fn storage_error(e: &JsValue) -> Error {
     match e.dyn_ref::<DomException>() {
         Some(d) if d.name() == "QuotaExceededError" => Error::QuotaExceeded(d.message()),
+        Some(d) if says_disk_full(&d.message()) => {
+            Error::QuotaExceeded(format!("{}: {}", d.name(), d.message()))
+        }
         Some(d) if d.name() == "ConstraintError" => {
             Error::Constraint(format!("{}: {}", d.name(), d.message()))
         }
@@ -1144,9 +1238,12 @@ impl Transaction for IdbTx {
                 }
                 Ok(())
             }
-            Err(cause) if cause.is_null() || cause.is_undefined() => {
-                Err(Error::Storage("the transaction was aborted".into()))
-            }
+            // No request failed and the transaction has no error: WebKit
+            // aborts so when SQLite cannot commit for lack of disk space
+            // (seen on a full disk, tests/webdriver/diskfull.test.mjs).
+            Err(cause) if cause.is_null() || cause.is_undefined() => Err(Error::QuotaExceeded(
+                "the browser aborted the write without giving a reason, as WebKit does when the disk is full".into(),
+            )),
             Err(cause) => Err(storage_error(&cause)),
         }
     }

@@ -110,7 +110,8 @@ extern "C" {
 }
 
 /// A core error as a JavaScript `Error` with `code` (and, for
-/// `SEQUENCE_MISMATCH`, `aggregate`, `expected` and `actual`).
+/// `SEQUENCE_MISMATCH`, `aggregate`, `expected` and `actual`; for
+/// `DATA_LOST`, `lastPosition`, `position` and `reason`).
 pub fn js_error(e: Error) -> JsValue {
     let error = js_sys::Error::new(&e.to_string());
     let _ = Reflect::set(&error, &"code".into(), &e.code().into());
@@ -124,6 +125,21 @@ pub fn js_error(e: Error) -> JsValue {
         let _ = Reflect::set(&error, &"aggregate".into(), &tokens);
         let _ = Reflect::set(&error, &"expected".into(), &(*expected as f64).into());
         let _ = Reflect::set(&error, &"actual".into(), &(*actual as f64).into());
+    }
+    if let Error::DataLost {
+        last_position,
+        position,
+        reason,
+        ..
+    } = &e
+    {
+        let _ = Reflect::set(
+            &error,
+            &"lastPosition".into(),
+            &(*last_position as f64).into(),
+        );
+        let _ = Reflect::set(&error, &"position".into(), &(*position as f64).into());
+        let _ = Reflect::set(&error, &"reason".into(), &(*reason).into());
     }
     error.into()
 }
@@ -526,6 +542,8 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
 #[derive(Default)]
 pub struct OpenOptions {
     pub upcasters: Vec<Upcaster>,
+    /// Told when events this origin had written are gone (see `DATA_LOST`).
+    pub on_data_lost: Option<js_sys::Function>,
 }
 
 /// One entry of `upcasters`: turns payloads of `action` at revision
@@ -538,13 +556,17 @@ pub struct Upcaster {
     pub upcast: js_sys::Function,
 }
 
-/// Reads `{ upcasters? }` (`undefined` = no options).
+/// Reads `{ upcasters?, onDataLost? }` (`undefined` = no options).
 pub fn open_options(v: &JsValue) -> Result<OpenOptions> {
     let mut options = OpenOptions::default();
     if absent(v) {
         return Ok(options);
     }
-    check_keys(v, At::root("the open options"), "upcasters")?;
+    check_keys(v, At::root("the open options"), "upcasters,onDataLost")?;
+    let f = field(v, "onDataLost");
+    if !absent(&f) {
+        options.on_data_lost = Some(function(&f, At::root("onDataLost"))?);
+    }
     let list = field(v, "upcasters");
     if absent(&list) {
         return Ok(options);
@@ -607,6 +629,20 @@ pub fn event_id(v: &JsValue) -> Result<String> {
             describe_value(v)
         ))
     })
+}
+
+/// What `onDataLost` receives: `{ name, lastPosition, position, reason }`.
+pub fn data_lost_info(name: &str, last_position: u64, position: u64, reason: &str) -> JsValue {
+    let info = js_sys::Object::new();
+    let _ = Reflect::set(&info, &"name".into(), &name.into());
+    let _ = Reflect::set(
+        &info,
+        &"lastPosition".into(),
+        &(last_position as f64).into(),
+    );
+    let _ = Reflect::set(&info, &"position".into(), &(position as f64).into());
+    let _ = Reflect::set(&info, &"reason".into(), &reason.into());
+    info.into()
 }
 
 /// Whether a public event object (as `filter` returns them) matches `filter`.

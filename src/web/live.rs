@@ -227,6 +227,15 @@ impl Live {
         self.forgotten(events);
     }
 
+    /// Ends every subscription with `CLOSED` (the browser closed the
+    /// database by itself).
+    pub fn fail_all(&self, why: &str) {
+        let subs: Vec<_> = self.subscriptions.borrow_mut().drain(..).collect();
+        for sub in subs {
+            sub.fail(Error::Closed(why.to_owned()).into_js());
+        }
+    }
+
     /// Ends every subscription and stops listening.
     pub fn close(&self) {
         for sub in self.subscriptions.borrow_mut().drain(..) {
@@ -289,13 +298,12 @@ impl Live {
                     tail: sub.caught_up.get(),
                 };
                 let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-                let outcome =
-                    engine::filter_to_end(&self.storage, &sub.filter, window, |tx, page| {
-                        let upcasters = self.upcasters.as_deref();
-                        let events = upcast::page_events(tx, page, false, upcasters, &thrown)?;
-                        deliver(&sub, &events, &thrown)
-                    })
-                    .await;
+                let read = engine::filter_to_end(&self.storage, &sub.filter, window, |tx, page| {
+                    let upcasters = self.upcasters.as_deref();
+                    let events = upcast::page_events(tx, page, false, upcasters, &thrown)?;
+                    deliver(&sub, &events, &thrown)
+                });
+                let outcome = self.storage.0.unless_closed(read).await;
                 if let Some(e) = thrown.into_inner() {
                     sub.fail(e);
                     break;
@@ -306,6 +314,7 @@ impl Live {
                         sub.caught_up.set(true);
                     }
                     Err(e) => {
+                        let e = super::event_store::settle(&self.storage.0, e).await;
                         sub.fail(e.into_js());
                         break;
                     }

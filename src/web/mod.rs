@@ -1,10 +1,12 @@
 //! The browser edge: IndexedDB storage, JS conversions and the exported class.
 
+mod closing;
 mod event_store;
 mod fold;
 mod idb;
 mod interop;
 mod live;
+mod marker;
 mod request;
 mod types;
 mod upcast;

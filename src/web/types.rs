@@ -94,7 +94,7 @@ export interface OpenOptions {
 /** The `code` of every error the store rejects with. */
 export type ErrorCode =
   | "INVALID_SUBJECT" | "INVALID_PAYLOAD" | "INVALID_ARGUMENT" | "SEQUENCE_MISMATCH"
-  | "QUOTA_EXCEEDED" | "CLOSED" | "VERSION_MISMATCH" | "STORAGE";
+  | "QUOTA_EXCEEDED" | "CLOSED" | "VERSION_MISMATCH" | "DATA_LOST" | "STORAGE";
 
 /** What every method rejects with. */
 export interface EventStoreError extends Error {
@@ -103,6 +103,38 @@ export interface EventStoreError extends Error {
   aggregate?: string[];
   expected?: number;
   actual?: number;
+  /** With `DATA_LOST`: the last position the store knew of. */
+  lastPosition?: number;
+  /** With `DATA_LOST`: the last position found now (0: empty). */
+  position?: number;
+  /** With `DATA_LOST`: how the database differs. */
+  reason?: DataLostReason;
+}
+
+/** How a database that lost events differs from what the store knew:
+ * no events at all, another log (its first event is another), or the same
+ * log ending earlier. */
+export type DataLostReason = "empty" | "replaced" | "shorter";
+
+/** What `onDataLost` is told. */
+export interface DataLostInfo {
+  /** The store's name. */
+  name: string;
+  /** The last position the store knew of before the loss. */
+  lastPosition: number;
+  /** The last position found now (0: empty); the store opens with these events. */
+  position: number;
+  reason: DataLostReason;
+}
+
+/** Options of `EventStore.open`. */
+export interface OpenOptions {
+  /** Called when the browser lost events this origin had written (for
+   * example it reset the database after a full disk); the store then opens
+   * with what is left. Without it, `open` rejects with `DATA_LOST`. May
+   * return a promise, which `open` waits for; if it throws, `open` rejects
+   * with that and the loss is reported again next time. */
+  onDataLost?: (info: DataLostInfo) => void | Promise<void>;
 }
 
 /** Options of `subscribe`. */
