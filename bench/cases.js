@@ -343,3 +343,59 @@ export function forget(key, aggregate) {
     return { ms, erased: n };
   });
 }
+
+/**
+ * Case 1s: append 10,000 events in 100 pushes of `aggs` aggregates × `per`
+ * events each, on a fresh database; then (timed apart) 200 aggregate loads
+ * right after the appends, and for eventstore-wasm the time until the
+ * background fold has caught up and the same loads again.
+ */
+export function appendShape(key, aggs, per) {
+  return safely(async (fails) => {
+    const m = mod(key);
+    const name = `bench-shape-${aggs}x${per}-${key}`;
+    await openFresh(m, name);
+    const batches = Array.from({ length: PUSHES_10K }, (_, p) => W.shapeEvents(aggs, per, p));
+    const t0 = now();
+    for (const b of batches) await m.appendBatch(b);
+    const ms = now() - t0;
+    const loads = async (label) => {
+      const aggsLoaded = Array.from({ length: 200 }, (_, i) => (5 * i) % W.AGGREGATES);
+      const results = [];
+      const t = now();
+      for (const a of aggsLoaded) results.push(await m.loadAggregate(W.aggName(a)));
+      const took = now() - t;
+      aggsLoaded.forEach((a, i) => checkHistory(fails, label, W.aggName(a), results[i], W.shapeCount(a, aggs, per, PUSHES_10K)));
+      return took;
+    };
+    const loadsNow = await loads("loads right after");
+    let foldMs = null, loadsFolded = null;
+    if (m.unfoldedLeft) {
+      const t = now();
+      while ((await m.unfoldedLeft(name)) > 0) {
+        if (now() - t > 60_000) { fail(fails, "not folded after 60 s"); break; }
+        await new Promise((ok) => setTimeout(ok, 10));
+      }
+      foldMs = now() - t0 - ms - loadsNow;
+      loadsFolded = await loads("loads after folding");
+    }
+    await checkCount(m, fails, "shape append", PUSHES_10K * aggs * per);
+    await m.destroy(name);
+    return { ms, loadsNow, foldMs, loadsFolded };
+  });
+}
+
+/** The floor: raw IndexedDB, one record per push of 100 events, no index (raw only). */
+export function appendFloor(key) {
+  return safely(async () => {
+    const m = mod(key);
+    const name = `bench-floor-${key}`;
+    await m.openFloor(name);
+    const batches = Array.from({ length: PUSHES_10K }, (_, p) => W.shapeEvents(100, 1, p));
+    const t0 = now();
+    for (const b of batches) await m.appendFloor(b);
+    const ms = now() - t0;
+    await m.closeFloor(name);
+    return { ms };
+  });
+}

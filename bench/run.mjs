@@ -201,6 +201,14 @@ async function main() {
     if (!wantRun(r)) { skip(`case 1 runs ${r + 1}..${RUNS}`); break; }
     for (const k of rotate(keys, r)) await sess.run("append", k, "appendLog", [k], 180_000);
   }
+  // Case 1s: the push shapes of issue 9, and the floor (raw, one record per push).
+  for (let r = 0; r < RUNS && inTime(); r++) {
+    if (!wantRun(r)) { skip(`case 1s runs ${r + 1}..${RUNS}`); break; }
+    for (const [aggs, per] of SHAPES) {
+      for (const k of rotate(keys, r)) await sess.run(`shape${aggs}x${per}`, k, "appendShape", [k, aggs, per], 180_000);
+    }
+    if (keys.includes("raw")) await sess.run("floor", "raw", "appendFloor", ["raw"], 60_000);
+  }
   for (let r = 0; r < RUNS && inTime(); r++) {
     if (!wantRun(r)) { skip(`case 2 runs ${r + 1}..${RUNS}`); break; }
     for (const k of rotate(keys, r)) await sess.run("single", k, "singlePushes", [k], 120_000);
@@ -263,6 +271,8 @@ async function main() {
 
 // ---- report ---------------------------------------------------------------------------------
 
+/** Push shapes of case 1s: [aggregates per push, events per aggregate]. */
+const SHAPES = [[100, 1], [10, 10], [25, 4]];
 const TARGETS = {
   append: [["dexie", 0.25], ["raw", 0.5]],
   single: [["raw", 1.2]],
@@ -305,6 +315,24 @@ function report() {
   };
 
   timed("1", "append 10,000 events, 100 per push", "append", TARGETS.append);
+  {
+    const floor = med("floor", "raw");
+    rows.push(["1f", "floor: raw IndexedDB, 1 record per push of 100 events, no index", "", "", floor == null ? "–" : `${floor.toFixed(0)} ms`, "", "", "", ""]);
+    for (const [aggs, per] of SHAPES) {
+      const c = `shape${aggs}x${per}`;
+      const e = med(c, E), d = med(c, "dexie");
+      const vsD = e != null && d ? e / d : null;
+      const vsF = e != null && floor ? e / floor : null;
+      const met = vsD == null || vsF == null ? "n/a" : !ok(c, E) ? "read-back failed" : vsD <= 0.25 && vsF <= 3 ? "yes" : "**no**";
+      rows.push([`1s`, `append 10,000 events, pushes of ${aggs} aggregates × ${per}`, cell(c, E), cell(c, "dexie"), cell(c, "raw"), fmtX(vsD), fmtX(vsF) + " of floor", "≤ 0.25x Dexie, ≤ 3x floor", met]);
+      const x = (k, f) => median((results[c]?.[k]?.extra ?? []).map((r) => r[f]).filter((v) => typeof v === "number"));
+      const fmt = (v) => (v == null ? "–" : `${v.toFixed(1)} ms`);
+      const ln = x(E, "loadsNow"), lf = x(E, "loadsFolded"), ld = x("dexie", "loadsNow");
+      rows.push([`1s`, `… 200 aggregate loads right after / after folding (${aggs} × ${per})`, `${fmt(ln)} / ${fmt(lf)}`, fmt(ld), fmt(x("raw", "loadsNow")),
+        ld && ln != null && lf != null ? `${fmtX(ln / ld)} / ${fmtX(lf / ld)}` : "–", "", "≤ 0.5x Dexie", ld && ln != null && lf != null ? (Math.max(ln, lf) / ld <= 0.5 ? "yes" : "**no**") : "n/a"]);
+      rows.push([`1s`, `… time until folding caught up (${aggs} × ${per})`, fmt(x(E, "foldMs")), "", "", "", "", "", ""]);
+    }
+  }
   timed("2", "500 pushes of one event (1 transaction each)", "single", TARGETS.single);
   timed("3", "200 aggregate loads (full history)", "loads", TARGETS.loads);
   timed("4", "filter `user.*.added`, 10,000-event log", "added", TARGETS.added);

@@ -9,7 +9,7 @@
 //! if they were folded: a backend keeps a [`Pending`] view of them per
 //! transaction and merges it into every answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::batch::{Batch, MAX_BATCH_BYTES};
 use crate::error::{Error, Result};
+use crate::subject::KeyRange;
 
 /// Batches folded per fold transaction, about: a fold holds back pushes
 /// and reads of other tabs for that long (~0.1 ms per batch).
@@ -146,7 +147,11 @@ pub struct Pending {
     records: BTreeMap<u64, Arc<Unfolded>>,
     /// Last position of each batch → (record key, index in the record).
     batches: BTreeMap<u64, (u64, usize)>,
-    heads: HashMap<String, u64>,
+    /// Each aggregate's head and batch keys (in position order), by
+    /// aggregate: exact and prefix lookups without a pass over every batch.
+    aggregates: BTreeMap<String, (u64, Vec<u64>)>,
+    /// Keys of the batches listing foreign actions (usually none).
+    with_actions: Vec<u64>,
 }
 
 impl Pending {
@@ -155,8 +160,12 @@ impl Pending {
         for r in records {
             for (i, b) in r.batches.iter().enumerate() {
                 p.batches.insert(b.last_position, (r.key, i));
-                let head = p.heads.entry(b.aggregate.clone()).or_insert(0);
+                let (head, keys) = p.aggregates.entry(b.aggregate.clone()).or_default();
                 *head = (*head).max(b.last_sequence);
+                keys.push(b.last_position);
+                if !b.actions.is_empty() {
+                    p.with_actions.push(b.last_position);
+                }
             }
             p.records.insert(r.key, r);
         }
@@ -179,7 +188,51 @@ impl Pending {
 
     /// The aggregate's last sequence in the unfolded records (0: none).
     pub fn head(&self, aggregate: &str) -> u64 {
-        self.heads.get(aggregate).copied().unwrap_or(0)
+        self.aggregates.get(aggregate).map_or(0, |a| a.0)
+    }
+
+    /// The keys of the unfolded records, in order.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.records.keys().copied()
+    }
+
+    /// The batches of `aggregate` whose last sequence is at least `from_sequence`.
+    pub fn by_aggregate(&self, aggregate: &str, from_sequence: u64) -> Vec<Batch> {
+        let Some((_, keys)) = self.aggregates.get(aggregate) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|k| self.batches.get(k).and_then(|at| self.batch(at)))
+            .filter(|b| b.last_sequence >= from_sequence)
+            .cloned()
+            .collect()
+    }
+
+    /// The keys of the batches whose aggregate lies in `range`.
+    pub fn keys_by_aggregate(&self, range: &KeyRange) -> Vec<u64> {
+        let (lo, _) = range.bounds();
+        self.aggregates
+            .range(lo..)
+            .take_while(|(a, _)| match range {
+                KeyRange::Exact(e) => a.as_str() == e.as_str(),
+                KeyRange::Prefix(p) => a.starts_with(p.as_str()),
+            })
+            .flat_map(|(_, (_, keys))| keys.iter().copied())
+            .collect()
+    }
+
+    /// The keys of the batches listing an action in `range`.
+    pub fn keys_by_action(&self, range: &KeyRange) -> Vec<u64> {
+        self.with_actions
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.batches
+                    .get(k)
+                    .and_then(|at| self.batch(at))
+                    .is_some_and(|b| b.actions.iter().any(|a| range.contains(a)))
+            })
+            .collect()
     }
 
     fn batch(&self, at: &(u64, usize)) -> Option<&Batch> {

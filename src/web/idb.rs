@@ -815,6 +815,22 @@ impl IdbTx {
             .call(&|store| store.index(BY_UNFOLDED)?.get_all_keys())
             .await?;
         let keys: Vec<u64> = Array::from(&keys).iter().map(|k| number(&k)).collect();
+        // The same records as the last view built: the same view.
+        let same = self
+            .db
+            .last_pending
+            .borrow()
+            .as_ref()
+            .and_then(|(_, p)| p.keys().eq(keys.iter().copied()).then(|| p.clone()));
+        if let Some(p) = same {
+            if self.done.is_none() {
+                self.db
+                    .last_pending
+                    .replace(Some((self.current.borrow().0.clone(), p.clone())));
+            }
+            self.pending.replace(Some(p.clone()));
+            return Ok(p);
+        }
         let missing: Vec<u64> = {
             let cache = self.db.unfolded.borrow();
             keys.iter()
@@ -1076,10 +1092,7 @@ impl Transaction for IdbTx {
         let make = |store: &IdbObjectStore| store.index(BY_AGGREGATE)?.get_all_with_key(&r);
         let (all, pending) = futures::join!(self.call(&make), self.pending());
         let mut batches = self.batches(&all?)?;
-        batches.extend(
-            pending?
-                .batches_where(|b| b.aggregate == aggregate && b.last_sequence >= from_sequence),
-        );
+        batches.extend(pending?.by_aggregate(aggregate, from_sequence));
         Ok(batches)
     }
 
@@ -1088,7 +1101,7 @@ impl Transaction for IdbTx {
         let make = |store: &IdbObjectStore| store.index(BY_AGGREGATE)?.get_all_keys_with_key(&r);
         let (keys, pending) = futures::join!(self.call(&make), self.pending());
         let mut keys: Vec<u64> = Array::from(&keys?).iter().map(|k| number(&k)).collect();
-        keys.extend(pending?.keys_where(|b| key.contains(&b.aggregate)));
+        keys.extend(pending?.keys_by_aggregate(key));
         Ok(keys)
     }
 
@@ -1097,7 +1110,7 @@ impl Transaction for IdbTx {
         let make = |store: &IdbObjectStore| store.index(BY_ACTION)?.get_all_keys_with_key(&r);
         let (keys, pending) = futures::join!(self.call(&make), self.pending());
         let mut keys: Vec<u64> = Array::from(&keys?).iter().map(|k| number(&k)).collect();
-        keys.extend(pending?.keys_where(|b| b.actions.iter().any(|a| key.contains(a))));
+        keys.extend(pending?.keys_by_action(key));
         Ok(keys)
     }
 
