@@ -275,7 +275,6 @@ impl EventStore {
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
-        let db = &self.storage.0;
         let upcasters = self.upcasters.as_deref();
         let read = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
             let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
@@ -292,7 +291,7 @@ impl EventStore {
             }
             Ok(())
         });
-        let outcome = db.unless_closed(read).await;
+        let outcome = read.await;
         if let Some(err) = thrown.into_inner() {
             return Err(err);
         }
@@ -319,7 +318,7 @@ impl EventStore {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
         let forget = engine::forget(&self.storage, &filter);
-        let (erased, events) = match self.storage.0.unless_closed(forget).await {
+        let (erased, events) = match forget.await {
             Ok(done) => done,
             Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
         };
@@ -419,7 +418,7 @@ impl EventStore {
                         }
                         Ok(())
                     });
-                    let outcome = storage.0.unless_closed(read).await;
+                    let outcome = read.await;
                     if let Some(e) = thrown.into_inner() {
                         return Err(e);
                     }
@@ -447,7 +446,7 @@ impl EventStore {
             event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
             Ok(())
         });
-        let outcome = self.storage.0.unless_closed(read).await;
+        let outcome = read.await;
         if let Some(e) = thrown.into_inner() {
             return Err(e);
         }
@@ -466,7 +465,7 @@ impl EventStore {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
         let count = engine::count(&self.storage, &filter);
-        match self.storage.0.unless_closed(count).await {
+        match count.await {
             Ok(n) => Ok(n as f64),
             Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
         }
@@ -523,7 +522,7 @@ impl EventStore {
             new_id,
             |tx, _| tx.added_events(),
         );
-        let (batches, events) = self.storage.0.unless_closed(push).await?;
+        let (batches, events) = push.await?;
         if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
             if let Some(keeper) = &self.keeper {

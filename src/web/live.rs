@@ -303,7 +303,7 @@ impl Live {
                     let events = upcast::page_events(tx, page, false, upcasters, &thrown)?;
                     deliver(&sub, &events, &thrown)
                 });
-                let outcome = self.storage.0.unless_closed(read).await;
+                let outcome = read.await;
                 if let Some(e) = thrown.into_inner() {
                     sub.fail(e);
                     break;
