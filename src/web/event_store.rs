@@ -63,7 +63,7 @@ const latest = (found) => found.filter((c) => c.m).sort((a, b) => b.m.lastPositi
 export async function readMarker(file) {
   const dir = await folder(false);
   if (!dir) return dir;
-  return latest(await readCopies(dir, file))?.text ?? null;
+  return latest(await readCopies(dir, file))?.m ?? null;
 }
 function withLock(file, run) {
   const locks = globalThis.navigator?.locks;
@@ -135,8 +135,8 @@ extern "C" {
     fn paged_events(fetch_page: &JsValue, limit: f64) -> JsValue;
     #[wasm_bindgen(js_name = nextTask)]
     async fn next_task();
-    /// The marker's text; `null` if there is none, `undefined` if OPFS
-    /// cannot be used here.
+    /// The latest marker, as parsed from its file; `null` if there is
+    /// none, `undefined` if OPFS cannot be used here.
     #[wasm_bindgen(js_name = readMarker)]
     pub(super) async fn read_marker(file: &str) -> JsValue;
     /// Writes the marker; `false` if OPFS cannot be used here.
