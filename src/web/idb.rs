@@ -476,18 +476,20 @@ fn exception_name(e: &JsValue) -> Option<String> {
 /// WebKit (`database or disk is full`, `SQLITE_FULL`), the operating
 /// system's `ENOSPC` (`No space left on device`).
 fn says_disk_full(message: &str) -> bool {
-    const SIGNS: [&str; 6] = [
-        "NO_SPACE",
-        "no space",
-        "disk is full",
-        "SQLITE_FULL",
-        "ENOSPC",
-        "Failed to write blobs",
+    // Lower case, compared byte by byte: `str::contains` brings a 2 KB
+    // substring searcher into the module for these few short messages.
+    const SIGNS: [&[u8]; 6] = [
+        b"no_space",
+        b"no space",
+        b"disk is full",
+        b"sqlite_full",
+        b"enospc",
+        b"failed to write blobs",
     ];
     let lower = message.to_ascii_lowercase();
     SIGNS
         .iter()
-        .any(|s| lower.contains(&s.to_ascii_lowercase()))
+        .any(|s| lower.as_bytes().windows(s.len()).any(|w| w == *s))
 }
 
 /// Maps a DOMException (or anything thrown) to the error codes of SPEC section 6.
