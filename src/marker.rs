@@ -5,8 +5,6 @@
 //! comparing the marker with what an open finds tells such a loss from a new
 //! store. Format and rules: `docs/storage.md`, "The loss marker".
 
-use serde::Serialize;
-
 use crate::error::Result;
 use crate::storage::{Storage, Transaction};
 
@@ -17,9 +15,9 @@ pub const FORMAT: u32 = 1;
 /// (milliseconds). The first events of a log are written at once.
 pub const WRITE_EVERY_MS: f64 = 1000.0;
 
-/// What the marker file holds (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What the marker file holds: JSON `{ format, name, firstId, lastPosition }`,
+/// written and parsed by the web layer in JavaScript.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
     /// [`FORMAT`].
     pub format: u32,
@@ -237,8 +235,6 @@ mod tests {
 
     #[test]
     fn markers_of_other_stores_and_formats_are_refused() {
-        let text = serde_json::to_string(&marker("a", 3)).expect("json");
-        assert!(text.contains("\"firstId\":\"a\"") && text.contains("\"lastPosition\":3"));
         assert!(marker("a", 3).is_for("app"));
         assert!(!marker("a", 3).is_for("other"));
         let other_format = Marker {

@@ -69,16 +69,16 @@ function withLock(file, run) {
   const locks = globalThis.navigator?.locks;
   return typeof locks?.request === "function" ? locks.request(`eventstore-wasm:marker:${file}`, run) : run();
 }
-export function writeMarker(file, text, merge, wanted) {
-  return withLock(file, () => writeLocked(file, text, merge, wanted));
+export function writeMarker(file, format, name, firstId, lastPosition, merge, wanted) {
+  const mine = { format, name, firstId, lastPosition };
+  return withLock(file, () => writeLocked(file, mine, merge, wanted));
 }
-async function writeLocked(file, text, merge, wanted) {
+async function writeLocked(file, mine, merge, wanted) {
   if (!wanted()) return true;
   const dir = await folder(true);
   if (!dir) return false;
   const found = await readCopies(dir, file);
   const top = latest(found);
-  const mine = JSON.parse(text);
   const same = top && top.m.format === mine.format && top.m.name === mine.name && top.m.firstId === mine.firstId;
   if (merge && same && top.m.lastPosition >= mine.lastPosition) return true;
   const [a, b] = copies(file);
@@ -87,6 +87,7 @@ async function writeLocked(file, text, merge, wanted) {
     // A reset: the other copy may hold the lost log's marker.
     for (const c of found) if (c.f !== target) await dir.removeEntry(c.f).catch(() => {});
   }
+  const text = JSON.stringify(mine);
   const handle = await dir.getFileHandle(target, { create: true });
   if (typeof handle.createWritable === "function") {
     const stream = await handle.createWritable();
@@ -143,7 +144,10 @@ extern "C" {
     #[wasm_bindgen(js_name = writeMarker, catch)]
     pub(super) async fn write_marker(
         file: &str,
-        text: &str,
+        format: u32,
+        name: &str,
+        first_id: &str,
+        last_position: f64,
         merge: bool,
         wanted: &Closure<dyn FnMut() -> bool>,
     ) -> Result<JsValue, JsValue>;

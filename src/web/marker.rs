@@ -92,17 +92,20 @@ async fn write(
     merge: bool,
     wanted: impl FnMut() -> bool + 'static,
 ) -> bool {
-    let marker = Marker {
-        format: marker::FORMAT,
-        name: name.to_owned(),
-        first_id: first_id.to_owned(),
-        last_position,
-    };
-    let Ok(text) = serde_json::to_string(&marker) else {
-        return false;
-    };
+    // JavaScript writes the JSON (`{ format, name, firstId, lastPosition }`):
+    // it parses the other copy there anyway (see `event_store`'s snippet).
     let wanted = Closure::<dyn FnMut() -> bool>::new(wanted);
-    let written = write_marker(&marker::file_name(name), &text, merge, &wanted).await;
+    let file = marker::file_name(name);
+    let written = write_marker(
+        &file,
+        marker::FORMAT,
+        name,
+        first_id,
+        last_position as f64,
+        merge,
+        &wanted,
+    )
+    .await;
     matches!(written, Ok(v) if v.is_truthy())
 }
 
