@@ -6,7 +6,7 @@
 //! position of its last event. See `docs/storage.md`.
 
 use serde::ser::{SerializeSeq, SerializeStruct};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -45,7 +45,8 @@ pub struct Batch {
 }
 
 /// An event as stored inside a batch: what is not implied by the batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// (Read by [`crate::decode`], not by serde: see there.)
+#[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
@@ -92,7 +93,7 @@ impl Batch {
     /// Decodes the events from `text`, this batch's events as the backend
     /// holds them (see [`crate::storage::Transaction::text`]).
     pub fn decode_text<'t>(&self, text: &'t str) -> Result<Vec<StoredEvent<'t>>> {
-        let events: Vec<StoredEvent<'t>> = serde_json::from_str(text)
+        let events = crate::decode::events(text)
             .map_err(|e| Error::Storage(format!("corrupt batch {}: {e}", self.last_position)))?;
         if events.len() as u64 != self.len() {
             return Err(Error::Storage(format!(
