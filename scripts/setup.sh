@@ -74,6 +74,22 @@ if [ "$mode" = all ]; then
   fi
 fi
 
+# ---- the sync server's tests ---------------------------------------------------------
+
+# PostgreSQL and nats-server for the sync server's tests (they start a
+# throwaway cluster with initdb/pg_ctl as the postgres user, and a
+# nats-server, on 127.0.0.1; SQLite needs nothing).
+if [ "$mode" = all ]; then
+  sync_missing=()
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || sync_missing+=(postgresql)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || sync_missing+=(nats-server)
+  if [ ${#sync_missing[@]} -gt 0 ]; then
+    log "installing Debian's ${sync_missing[*]} (for the sync server's tests)"
+    apt_get update -qq
+    apt_get install -y -qq "${sync_missing[@]}" >/dev/null
+  fi
+fi
+
 # ---- npm packages ----------------------------------------------------------------------
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -59,6 +59,8 @@ step "format" cargo fmt --all -- --check
 step "clippy (native)" cargo clippy --all-targets -- -D warnings
 step "clippy (wasm32)" cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 step "native core (cargo test)" cargo test
+step "clippy (sync server)" cargo clippy -p eventstore-server --all-targets -- -D warnings
+step "sync server on SQLite, PostgreSQL and NATS (cargo test -p eventstore-server)" cargo test -p eventstore-server
 
 for engine in chromium firefox webkit; do
   has_engine "$engine" && step "IndexedDB in $engine (wasm-pack test: $(echo $browser_tests))" wasm_pack_in "$engine"

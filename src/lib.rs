@@ -18,6 +18,7 @@ pub mod presence;
 pub mod push;
 pub mod storage;
 pub mod subject;
+pub mod sync;
 
 #[cfg(target_arch = "wasm32")]
 mod web;
