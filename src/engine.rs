@@ -1,7 +1,7 @@
 //! push, filter and forget over any [`Storage`]: the whole behaviour of SPEC
 //! section 4, free of the browser so that it is tested natively.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -611,37 +611,6 @@ impl Lookup {
     }
 }
 
-/// Sorts keys in place with a heap sort: a few hundred bytes of wasm, where
-/// the standard library's sort weighs about 4 KB. It is slower than that
-/// sort (O(n log n) still: milliseconds for 100,000 keys), which is small
-/// beside reading those keys from IndexedDB.
-fn sort_keys(keys: &mut [u64]) {
-    fn sift(keys: &mut [u64], mut root: usize, end: usize) {
-        loop {
-            let mut child = 2 * root + 1;
-            if child >= end {
-                return;
-            }
-            if child + 1 < end && keys[child] < keys[child + 1] {
-                child += 1;
-            }
-            if keys[root] >= keys[child] {
-                return;
-            }
-            keys.swap(root, child);
-            root = child;
-        }
-    }
-    let n = keys.len();
-    for start in (0..n / 2).rev() {
-        sift(keys, start, n);
-    }
-    for end in (1..n).rev() {
-        keys.swap(0, end);
-        sift(keys, 0, end);
-    }
-}
-
 /// Below this share of candidates among the batches of a key range, reading
 /// them one by one beats reading the range.
 const DENSE: f64 = 0.25;
@@ -765,22 +734,21 @@ impl Candidates {
                 }
             }
         }
-        let mut keys = Vec::new();
+        let mut keys = HashSet::new();
         let mut loaded = HashMap::new();
         for found in join_all(lookups.iter().map(|l| l.run(tx)).collect()).await {
             match found? {
                 Found::Batches(batches) => {
                     for batch in batches {
-                        keys.push(batch.last_position);
+                        keys.insert(batch.last_position);
                         loaded.insert(batch.last_position, batch);
                     }
                 }
                 Found::Keys(found) => keys.extend(found),
             }
         }
-        keys.retain(|k| *k >= lo);
-        sort_keys(&mut keys);
-        keys.dedup();
+        let mut keys: Vec<u64> = keys.into_iter().filter(|k| *k >= lo).collect();
+        keys.sort_unstable();
         // Batches are disjoint runs of positions: of the keys at or after
         // `hi`, only the first can hold a position below it.
         let past = keys.partition_point(|k| *k < hi);
@@ -889,28 +857,6 @@ impl Candidates {
                 }
                 Ok(Some(page))
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn keys_sort_like_the_standard_sort() {
-        let mut seed = 7u64;
-        for len in [0, 1, 2, 3, 10, 100, 1000] {
-            let mut keys: Vec<u64> = (0..len)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (seed >> 33) % 500
-                })
-                .collect();
-            let mut expected = keys.clone();
-            expected.sort_unstable();
-            super::sort_keys(&mut keys);
-            assert_eq!(keys, expected);
         }
     }
 }
