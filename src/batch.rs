@@ -6,7 +6,7 @@
 //! position of its last event. See `docs/storage.md`.
 
 use serde::ser::{SerializeSeq, SerializeStruct};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -45,8 +45,7 @@ pub struct Batch {
 }
 
 /// An event as stored inside a batch: what is not implied by the batch.
-/// (Read by [`crate::decode`], not by serde: see there.)
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
@@ -93,7 +92,7 @@ impl Batch {
     /// Decodes the events from `text`, this batch's events as the backend
     /// holds them (see [`crate::storage::Transaction::text`]).
     pub fn decode_text<'t>(&self, text: &'t str) -> Result<Vec<StoredEvent<'t>>> {
-        let events = crate::decode::events(text)
+        let events: Vec<StoredEvent<'t>> = serde_json::from_str(text)
             .map_err(|e| Error::Storage(format!("corrupt batch {}: {e}", self.last_position)))?;
         if events.len() as u64 != self.len() {
             return Err(Error::Storage(format!(

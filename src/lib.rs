@@ -8,7 +8,6 @@
 //! browser glue lives in `web` and is only built for `wasm32`.
 
 pub mod batch;
-pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod filter;
