@@ -27,7 +27,13 @@ export function watch(db) {
   waits.set(db, ids);
   db.addEventListener("close", () => {
     waits.set(db, null);
-    for (const id of ids) wake(id, 2);
+    // A transaction's own abort, with its error (a full disk, say), may
+    // follow the close event: it is given a moment to arrive, so that the
+    // push that hit the full disk says QUOTA_EXCEEDED, not CLOSED.
+    setTimeout(() => {
+      for (const id of ids) wake(id, 2);
+      ids.clear();
+    }, 100);
   });
 }
 function track(db, id) {
