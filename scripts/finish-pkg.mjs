@@ -3,29 +3,42 @@
 // `exports`, `types`, `files` (whitelist), `sideEffects` and keywords.
 import { copyFile, readFile, writeFile, readdir } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
+import { minifySync } from "rolldown/utils";
 import { fileURLToPath } from "node:url";
 
 // wasm-pack runs no wasm-opt here (it would download binaryen); the binaryen
-// npm package's wasm-opt shrinks the module instead.
+// npm package's wasm-opt shrinks the module instead. The module's memory
+// starts zeroed and Rust puts nothing below 1 MiB (its stack, then its
+// data): --zero-filled-memory and --low-memory-unused let wasm-opt use
+// that (0.7 KB less gzipped). --merge-similar-functions (not part of -Oz)
+// merges functions that differ only in constants (0.45 KB).
 const wasm = fileURLToPath(new URL("../pkg/eventstore_wasm_bg.wasm", import.meta.url));
 const wasmOpt = fileURLToPath(new URL("../node_modules/.bin/wasm-opt", import.meta.url));
 const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue"];
 execFileSync(
   wasmOpt,
-  ["-Oz", "--converge", "--strip-producers", "--strip-target-features", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm],
+  ["--merge-similar-functions", "-Oz", "--converge", "--zero-filled-memory", "--low-memory-unused", "--strip-producers", "--strip-target-features", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm],
   { stdio: "inherit" },
 );
 
-// The glue's doc comments repeat the .d.ts, which keeps them for editors;
-// whole-line comments of the snippets explain the Rust source they come
-// from. Neither needs to be downloaded.
-const glue = new URL("../pkg/eventstore_wasm.js", import.meta.url);
-await writeFile(glue, (await readFile(glue, "utf8")).replace(/^[ \t]*\/\*\*[\s\S]*?\*\/\n/gm, ""));
+// The glue and the snippets are minified (Rolldown's minifier, the one Vite
+// uses): their comments repeat the .d.ts or explain the Rust source, and
+// their local names are internal. Function and class names are kept
+// (`EventStore.name`, stack traces). 3 KB less gzipped.
+async function minify(file) {
+  const { code, errors } = minifySync(fileURLToPath(file), await readFile(file, "utf8"), {
+    module: true,
+    compress: true,
+    mangle: { keepNames: true },
+  });
+  if (errors.length > 0) throw new Error(`minifying ${file}: ${errors.map((e) => e.message).join("; ")}`);
+  await writeFile(file, code);
+}
+await minify(new URL("../pkg/eventstore_wasm.js", import.meta.url));
 const snippetsDir = new URL("../pkg/snippets/", import.meta.url);
 for (const dir of await readdir(snippetsDir).catch(() => [])) {
   for (const f of await readdir(new URL(`${dir}/`, snippetsDir))) {
-    const file = new URL(`${dir}/${f}`, snippetsDir);
-    await writeFile(file, (await readFile(file, "utf8")).replace(/^[ \t]*\/\/.*\n/gm, ""));
+    await minify(new URL(`${dir}/${f}`, snippetsDir));
   }
 }
 
@@ -46,6 +59,13 @@ for (const [from, to] of [
 ]) {
   await copyFile(new URL(from, import.meta.url), new URL(`../pkg/${to}`, import.meta.url));
 }
+// The entry keeps its code as written (its import() carries comments that
+// bundlers read), without its whole-line comments: 1 KB less gzipped.
+const entry = new URL("../pkg/index.js", import.meta.url);
+await writeFile(
+  entry,
+  (await readFile(entry, "utf8")).replace(/^[ \t]*\/\*\*[\s\S]*?\*\/\n/gm, "").replace(/^[ \t]*\/\/.*\n/gm, ""),
+);
 
 const path = new URL("../pkg/package.json", import.meta.url);
 const pkg = JSON.parse(await readFile(path, "utf8"));

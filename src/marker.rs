@@ -5,8 +5,6 @@
 //! comparing the marker with what an open finds tells such a loss from a new
 //! store. Format and rules: `docs/storage.md`, "The loss marker".
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::Result;
 use crate::storage::{Storage, Transaction};
 
@@ -17,9 +15,9 @@ pub const FORMAT: u32 = 1;
 /// (milliseconds). The first events of a log are written at once.
 pub const WRITE_EVERY_MS: f64 = 1000.0;
 
-/// What the marker file holds (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What the marker file holds: JSON `{ format, name, firstId, lastPosition }`,
+/// written and parsed by the web layer in JavaScript.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
     /// [`FORMAT`].
     pub format: u32,
@@ -103,12 +101,15 @@ pub fn check(marker: &Marker, found: &Found) -> Option<Loss> {
     }
 }
 
-/// Reads a marker file; `None` for anything unreadable or of another store
-/// (a damaged marker must never stop an open).
-pub fn parse(text: &str, name: &str) -> Option<Marker> {
-    serde_json::from_str::<Marker>(text)
-        .ok()
-        .filter(|m| m.format == FORMAT && m.name == name)
+impl Marker {
+    /// Whether a marker read from a file is of this format and of the
+    /// store `name` (one of another store, or unreadable, is ignored: a
+    /// damaged marker must never stop an open). The web layer reads the
+    /// file's JSON in JavaScript, which it parses anyway to pick the
+    /// latest copy (a serde parser here weighed about 2 KB of wasm).
+    pub fn is_for(&self, name: &str) -> bool {
+        self.format == FORMAT && self.name == name
+    }
 }
 
 /// The marker's file name for a store: the name with every byte outside
@@ -233,16 +234,14 @@ mod tests {
     }
 
     #[test]
-    fn parse_refuses_other_stores_and_formats() {
-        let text = serde_json::to_string(&marker("a", 3)).expect("json");
-        assert!(text.contains("\"firstId\":\"a\"") && text.contains("\"lastPosition\":3"));
-        assert_eq!(parse(&text, "app"), Some(marker("a", 3)));
-        assert_eq!(parse(&text, "other"), None);
-        assert_eq!(
-            parse(&text.replace("\"format\":1", "\"format\":2"), "app"),
-            None
-        );
-        assert_eq!(parse("not json", "app"), None);
+    fn markers_of_other_stores_and_formats_are_refused() {
+        assert!(marker("a", 3).is_for("app"));
+        assert!(!marker("a", 3).is_for("other"));
+        let other_format = Marker {
+            format: FORMAT + 1,
+            ..marker("a", 3)
+        };
+        assert!(!other_format.is_for("app"));
     }
 
     #[test]

@@ -64,22 +64,22 @@ const latest = (found) => found.filter((c) => c.m).sort((a, b) => b.m.lastPositi
 export async function readMarker(file) {
   const dir = await folder(false);
   if (!dir) return dir;
-  return latest(await readCopies(dir, file))?.text ?? null;
+  return latest(await readCopies(dir, file))?.m ?? null;
 }
 function withLock(file, run) {
   const locks = globalThis.navigator?.locks;
   return typeof locks?.request === "function" ? locks.request(`eventstore-wasm:marker:${file}`, run) : run();
 }
-export function writeMarker(file, text, merge, wanted) {
-  return withLock(file, () => writeLocked(file, text, merge, wanted));
+export function writeMarker(file, format, name, firstId, lastPosition, merge, wanted) {
+  const mine = { format, name, firstId, lastPosition };
+  return withLock(file, () => writeLocked(file, mine, merge, wanted));
 }
-async function writeLocked(file, text, merge, wanted) {
+async function writeLocked(file, mine, merge, wanted) {
   if (!wanted()) return true;
   const dir = await folder(true);
   if (!dir) return false;
   const found = await readCopies(dir, file);
   const top = latest(found);
-  const mine = JSON.parse(text);
   const same = top && top.m.format === mine.format && top.m.name === mine.name && top.m.firstId === mine.firstId;
   if (merge && same && top.m.lastPosition >= mine.lastPosition) return true;
   const [a, b] = copies(file);
@@ -88,6 +88,7 @@ async function writeLocked(file, text, merge, wanted) {
     // A reset: the other copy may hold the lost log's marker.
     for (const c of found) if (c.f !== target) await dir.removeEntry(c.f).catch(() => {});
   }
+  const text = JSON.stringify(mine);
   const handle = await dir.getFileHandle(target, { create: true });
   if (typeof handle.createWritable === "function") {
     const stream = await handle.createWritable();
@@ -136,15 +137,18 @@ extern "C" {
     fn paged_events(fetch_page: &JsValue, limit: f64) -> JsValue;
     #[wasm_bindgen(js_name = nextTask)]
     async fn next_task();
-    /// The marker's text; `null` if there is none, `undefined` if OPFS
-    /// cannot be used here.
+    /// The latest marker, as parsed from its file; `null` if there is
+    /// none, `undefined` if OPFS cannot be used here.
     #[wasm_bindgen(js_name = readMarker)]
     pub(super) async fn read_marker(file: &str) -> JsValue;
     /// Writes the marker; `false` if OPFS cannot be used here.
     #[wasm_bindgen(js_name = writeMarker, catch)]
     pub(super) async fn write_marker(
         file: &str,
-        text: &str,
+        format: u32,
+        name: &str,
+        first_id: &str,
+        last_position: f64,
         merge: bool,
         wanted: &Closure<dyn FnMut() -> bool>,
     ) -> Result<JsValue, JsValue>;
@@ -281,7 +285,6 @@ impl EventStore {
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
         let mut pages: Vec<Array> = Vec::new();
-        let db = &self.storage.0;
         let upcasters = self.upcasters.as_deref();
         let read = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
             let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
@@ -298,7 +301,7 @@ impl EventStore {
             }
             Ok(())
         });
-        let outcome = db.unless_closed(read).await;
+        let outcome = read.await;
         if let Some(err) = thrown.into_inner() {
             return Err(err);
         }
@@ -325,7 +328,7 @@ impl EventStore {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
         let forget = engine::forget(&self.storage, &filter);
-        let (erased, events) = match self.storage.0.unless_closed(forget).await {
+        let (erased, events) = match forget.await {
             Ok(done) => done,
             Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
         };
@@ -425,7 +428,7 @@ impl EventStore {
                         }
                         Ok(())
                     });
-                    let outcome = storage.0.unless_closed(read).await;
+                    let outcome = read.await;
                     if let Some(e) = thrown.into_inner() {
                         return Err(e);
                     }
@@ -453,7 +456,7 @@ impl EventStore {
             event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
             Ok(())
         });
-        let outcome = self.storage.0.unless_closed(read).await;
+        let outcome = read.await;
         if let Some(e) = thrown.into_inner() {
             return Err(e);
         }
@@ -472,7 +475,7 @@ impl EventStore {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
         let count = engine::count(&self.storage, &filter);
-        match self.storage.0.unless_closed(count).await {
+        match count.await {
             Ok(n) => Ok(n as f64),
             Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
         }
@@ -554,7 +557,7 @@ impl EventStore {
             new_id,
             |tx, _| tx.added_events(),
         );
-        let (batches, events) = self.storage.0.unless_closed(push).await?;
+        let (batches, events) = push.await?;
         if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
             self.folder.pushed();

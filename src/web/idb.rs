@@ -18,8 +18,7 @@ use web_sys::{
     IdbTransaction, IdbTransactionMode, IdbVersionChangeEvent,
 };
 
-use super::closing::Closing;
-use super::request::{open_backwards, Completion, CursorValues, Request};
+use super::request::{self, open_backwards, Completion, CursorValues, Request};
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::log::{Pending, Unfolded};
@@ -209,7 +208,6 @@ pub struct Database {
     db: IdbDatabase,
     closed: Rc<RefCell<Option<String>>>,
     on_closed: Rc<OnClosed>,
-    closing: Rc<Closing>,
     _on_close: Closure<dyn FnMut()>,
     /// The last read transaction, for [`Database::read`].
     last_read: RefCell<Option<LastRead>>,
@@ -292,27 +290,26 @@ impl Database {
         // The browser closed the connection (not `close()`): a storage
         // failure such as a full disk, or site data cleared.
         let on_closed: Rc<OnClosed> = Rc::default();
-        let closing: Rc<Closing> = Rc::default();
         let on_close = Closure::<dyn FnMut()>::new({
             let closed = closed.clone();
             let on_closed = on_closed.clone();
-            let closing = closing.clone();
             move || {
                 if closed.borrow().is_none() {
                     closed.replace(Some(BROWSER_CLOSED.to_owned()));
                 }
-                closing.fire();
                 if let Some(f) = on_closed.borrow_mut().take() {
                     f(BROWSER_CLOSED);
                 }
             }
         });
         db.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        // The waits on this connection then fail, and calls reject with
+        // `CLOSED` (see `event_store::settle`).
+        request::watch(&db);
         Ok(Database {
             db,
             closed,
             on_closed,
-            closing,
             _on_close: on_close,
             last_read: RefCell::new(None),
             unfolded: RefCell::default(),
@@ -339,25 +336,6 @@ impl Database {
     /// Calls `f` (once) if the browser closes the connection by itself.
     pub fn on_closed(&self, f: impl Fn(&str) + 'static) {
         self.on_closed.replace(Some(Box::new(f)));
-    }
-
-    /// Runs `call`, unless the browser closes the connection first: then
-    /// `CLOSED` (see [`Closing`]).
-    pub async fn unless_closed<'a, T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T>> + 'a,
-    ) -> Result<T> {
-        // Boxed: the call's state machine is then compiled once, not once
-        // more inside every select (12 KB of wasm otherwise).
-        let call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + 'a>> =
-            Box::pin(call);
-        match futures::future::select(call, self.closing.wait()).await {
-            futures::future::Either::Left((outcome, _)) => outcome,
-            futures::future::Either::Right(_) => Err(Error::Closed(
-                self.closed_reason()
-                    .unwrap_or_else(|| BROWSER_CLOSED.to_owned()),
-            )),
-        }
     }
 
     /// Why the connection is closed, if it is.
@@ -606,18 +584,20 @@ fn exception_name(e: &JsValue) -> Option<String> {
 /// WebKit (`database or disk is full`, `SQLITE_FULL`), the operating
 /// system's `ENOSPC` (`No space left on device`).
 fn says_disk_full(message: &str) -> bool {
-    const SIGNS: [&str; 6] = [
-        "NO_SPACE",
-        "no space",
-        "disk is full",
-        "SQLITE_FULL",
-        "ENOSPC",
-        "Failed to write blobs",
+    // Lower case, compared byte by byte: `str::contains` brings a 2 KB
+    // substring searcher into the module for these few short messages.
+    const SIGNS: [&[u8]; 6] = [
+        b"no_space",
+        b"no space",
+        b"disk is full",
+        b"sqlite_full",
+        b"enospc",
+        b"failed to write blobs",
     ];
     let lower = message.to_ascii_lowercase();
     SIGNS
         .iter()
-        .any(|s| lower.contains(&s.to_ascii_lowercase()))
+        .any(|s| lower.as_bytes().windows(s.len()).any(|w| w == *s))
 }
 
 /// Maps a DOMException (or anything thrown) to the error codes of SPEC section 6.

@@ -139,7 +139,7 @@ impl Live {
             let _ = target.add_event_listener_with_callback(kind, closure.as_ref().unchecked_ref());
         }
         live.listeners.replace(listeners);
-        let hello = live.presence.borrow_mut().opened();
+        let hello = live.presence.borrow_mut().opened(js_sys::Date::now());
         live.post(hello, None);
         live
     }
@@ -216,7 +216,7 @@ impl Live {
 
     /// Something may have been committed: here, or in another context.
     pub fn committed(self: &Rc<Self>) {
-        let hint = self.presence.borrow_mut().committed();
+        let hint = self.presence.borrow_mut().committed(js_sys::Date::now());
         self.post(hint, None);
         self.wake();
     }
@@ -245,6 +245,8 @@ impl Live {
             let _ =
                 target.remove_event_listener_with_callback(kind, closure.as_ref().unchecked_ref());
         }
+        let last = self.presence.borrow_mut().closing();
+        self.post(last, None);
         if let Some(c) = &self.channel {
             c.close();
         }
@@ -303,7 +305,7 @@ impl Live {
                     let events = upcast::page_events(tx, page, false, upcasters, &thrown)?;
                     deliver(&sub, &events, &thrown)
                 });
-                let outcome = self.storage.0.unless_closed(read).await;
+                let outcome = read.await;
                 if let Some(e) = thrown.into_inner() {
                     sub.fail(e);
                     break;

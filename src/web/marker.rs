@@ -19,11 +19,35 @@ use crate::marker::{self, Due, Found, Marker, Schedule};
 
 /// What the marker says at open: `None` where OPFS cannot be used.
 pub async fn read(name: &str) -> Option<Option<Marker>> {
-    let text = read_marker(&marker::file_name(name)).await;
-    if text.is_undefined() {
+    let found = read_marker(&marker::file_name(name)).await;
+    if found.is_undefined() {
         return None;
     }
-    Some(text.as_string().and_then(|t| marker::parse(&t, name)))
+    Some(from_js(&found).filter(|m| m.is_for(name)))
+}
+
+/// The marker in the object JavaScript parsed from its file; `None` for
+/// anything else (a field missing or of another type, a position that is
+/// not a safe non-negative integer).
+fn from_js(m: &JsValue) -> Option<Marker> {
+    if !m.is_object() {
+        return None;
+    }
+    let field = |key: &str| js_sys::Reflect::get(m, &JsValue::from_str(key)).ok();
+    let format = field("format")?.as_f64()?;
+    let last = field("lastPosition")?.as_f64()?;
+    if format != f64::from(marker::FORMAT)
+        || !(0.0..=9_007_199_254_740_991.0).contains(&last)
+        || last.fract() != 0.0
+    {
+        return None;
+    }
+    Some(Marker {
+        format: marker::FORMAT,
+        name: field("name")?.as_string()?,
+        first_id: field("firstId")?.as_string()?,
+        last_position: last as u64,
+    })
 }
 
 /// Removes the marker of `name` (a deliberate delete is not a loss).
@@ -68,17 +92,20 @@ async fn write(
     merge: bool,
     wanted: impl FnMut() -> bool + 'static,
 ) -> bool {
-    let marker = Marker {
-        format: marker::FORMAT,
-        name: name.to_owned(),
-        first_id: first_id.to_owned(),
-        last_position,
-    };
-    let Ok(text) = serde_json::to_string(&marker) else {
-        return false;
-    };
+    // JavaScript writes the JSON (`{ format, name, firstId, lastPosition }`):
+    // it parses the other copy there anyway (see `event_store`'s snippet).
     let wanted = Closure::<dyn FnMut() -> bool>::new(wanted);
-    let written = write_marker(&marker::file_name(name), &text, merge, &wanted).await;
+    let file = marker::file_name(name);
+    let written = write_marker(
+        &file,
+        marker::FORMAT,
+        name,
+        first_id,
+        last_position as f64,
+        merge,
+        &wanted,
+    )
+    .await;
     matches!(written, Ok(v) if v.is_truthy())
 }
 

@@ -1,6 +1,5 @@
 //! The browser edge: IndexedDB storage, JS conversions and the exported class.
 
-mod closing;
 mod event_store;
 mod fold;
 mod idb;

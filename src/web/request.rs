@@ -18,20 +18,46 @@ use web_sys::{IdbRequest, IdbTransaction};
 #[wasm_bindgen(inline_js = r#"
 let wake = null;
 export function setWake(f) { wake = f; }
+// The waits of each connection, by id: when the browser closes it by itself
+// (its close event), Chromium may never settle a transaction created just
+// before (seen on a full disk), so its waits are woken as closed (2).
+const waits = new WeakMap();
+export function watch(db) {
+  const ids = new Set();
+  waits.set(db, ids);
+  db.addEventListener("close", () => {
+    waits.set(db, null);
+    // A transaction's own abort, with its error (a full disk, say), may
+    // follow the close event: it is given a moment to arrive, so that the
+    // push that hit the full disk says QUOTA_EXCEEDED, not CLOSED.
+    setTimeout(() => {
+      for (const id of ids) wake(id, 2);
+      ids.clear();
+    }, 100);
+  });
+}
+function track(db, id) {
+  const ids = waits.get(db);
+  if (ids) ids.add(id);
+  else if (ids === null) queueMicrotask(() => wake(id, 2));
+  return (state) => { if (ids) ids.delete(id); wake(id, state); };
+}
 export function listen(request, id) {
   if (request.readyState === "done") return true;
-  request.onsuccess = request.onerror = () => wake(id, true);
+  const done = track(request.transaction?.db, id);
+  request.onsuccess = request.onerror = () => done(1);
   return false;
 }
 const failures = new Map();
 export function listenTransaction(tx, id) {
-  tx.oncomplete = () => wake(id, true);
+  const done = track(tx.db, id);
+  tx.oncomplete = () => done(1);
   // A failed request's error event bubbles to its transaction before the
   // abort. Engines differ in what the transaction's own error says then
   // (Firefox: AbortError, WebKit: null after an explicit commit()), so the
   // first request's error is the one kept.
   tx.onerror = (e) => { if (!failures.has(id)) failures.set(id, e.target.error); };
-  tx.onabort = () => wake(id, false);
+  tx.onabort = () => done(0);
 }
 export function openBackwards(source, range, limit) {
   // getAllRecords (Chromium 141+) reads a page backwards in one request;
@@ -41,6 +67,7 @@ export function openBackwards(source, range, limit) {
     : source.openCursor(range, "prev");
 }
 export function listenCursor(request, id, limit) {
+  const done = track(request.transaction.db, id);
   const out = [];
   request.onsuccess = () => {
     const cursor = request.result;
@@ -50,9 +77,9 @@ export function listenCursor(request, id, limit) {
       out.push(cursor.value);
       if (out.length < limit) return cursor.continue();
     }
-    wake(id, true);
+    done(1);
   };
-  request.onerror = () => wake(id, true);
+  request.onerror = () => done(1);
   return out;
 }
 // An explicit commit() sends the commit with the writes instead of after
@@ -81,9 +108,13 @@ export function outcome(request) {
 extern "C" {
     #[wasm_bindgen(js_name = setWake)]
     fn set_wake(f: &JsValue);
-    /// Calls `wake(id, true)` when the request finishes; `true` if it already has.
+    /// Wakes the waits on `db`'s requests and transactions as closed when
+    /// the browser closes it by itself (its `close` event).
+    pub fn watch(db: &web_sys::IdbDatabase);
+    /// Calls `wake(id, DONE)` when the request finishes; `true` if it already has.
     fn listen(request: &IdbRequest, id: u32) -> bool;
-    /// Calls `wake(id, completed)` when the transaction completes or aborts.
+    /// Calls `wake(id, DONE)` when the transaction completes, `wake(id, ABORTED)`
+    /// when it aborts.
     #[wasm_bindgen(js_name = listenTransaction)]
     fn listen_transaction(tx: &IdbTransaction, id: u32);
     /// A backwards read of up to `limit` values of `source` (a store or an
@@ -97,7 +128,7 @@ extern "C" {
     ) -> Result<IdbRequest, JsValue>;
     /// Collects the values of a backwards read (a cursor stepped up to
     /// `limit`, or `getAllRecords`' records) into the array it returns;
-    /// calls `wake(id, true)` when done or failed.
+    /// calls `wake(id, DONE)` when done or failed.
     #[wasm_bindgen(js_name = listenCursor)]
     fn listen_cursor(request: &IdbRequest, id: u32, limit: u32) -> js_sys::Array;
     /// Why a transaction listened to as `id` aborted: the first failed
@@ -118,11 +149,18 @@ extern "C" {
     fn outcome(request: &IdbRequest) -> Result<JsValue, JsValue>;
 }
 
+/// How a wait ended: its transaction aborted.
+const ABORTED: u32 = 0;
+/// How a wait ended: the request finished or its transaction completed.
+const DONE: u32 = 1;
+/// How a wait ended: the browser closed the connection first (see `watch`).
+const CLOSED: u32 = 2;
+
 /// What a handler finds: the waiting task, and how its event went.
 #[derive(Default)]
 struct Pending {
-    /// `Some(completed)` once the event fired.
-    fired: Option<bool>,
+    /// `Some(ABORTED | DONE | CLOSED)` once the event fired.
+    fired: Option<u32>,
     waker: Option<Waker>,
 }
 
@@ -133,13 +171,14 @@ thread_local! {
     static WAKE_SET: Cell<bool> = const { Cell::new(false) };
 }
 
-fn on_fired(id: u32, completed: bool) {
+fn on_fired(id: u32, state: u32) {
     let waker = PENDING.with(|p| {
         p.borrow_mut()
             .iter_mut()
             .find(|(i, _)| *i == id)
             .and_then(|(_, pending)| {
-                pending.fired = Some(completed);
+                // The first outcome stands (a close, then a late abort).
+                pending.fired.get_or_insert(state);
                 pending.waker.take()
             })
     });
@@ -151,7 +190,7 @@ fn on_fired(id: u32, completed: bool) {
 /// A number for one event to wait for; its handler calls [`on_fired`].
 fn next_id() -> u32 {
     if !WAKE_SET.with(|s| s.replace(true)) {
-        let wake = Closure::<dyn Fn(u32, bool)>::new(on_fired).into_js_value();
+        let wake = Closure::<dyn Fn(u32, u32)>::new(on_fired).into_js_value();
         set_wake(&wake);
     }
     NEXT.with(|n| {
@@ -161,7 +200,7 @@ fn next_id() -> u32 {
     })
 }
 
-/// An event awaited by number: `Some(completed)` once it fired.
+/// An event awaited by number: how it ended once it fired.
 struct Signal(u32);
 
 impl Signal {
@@ -170,23 +209,31 @@ impl Signal {
         Signal(id)
     }
 
-    fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_fired(&self, cx: &mut Context<'_>) -> Poll<u32> {
         PENDING.with(
             |p| match p.borrow_mut().iter_mut().find(|(i, _)| *i == self.0) {
                 Some((
                     _,
                     Pending {
-                        fired: Some(completed),
-                        ..
+                        fired: Some(state), ..
                     },
-                )) => Poll::Ready(*completed),
+                )) => Poll::Ready(*state),
                 Some((_, pending)) => {
                     pending.waker = Some(cx.waker().clone());
                     Poll::Pending
                 }
-                None => Poll::Ready(false),
+                None => Poll::Ready(ABORTED),
             },
         )
+    }
+
+    /// Waits for the event: `Err(closed)` if the browser closed the
+    /// connection first, else `Ok(state)`.
+    fn poll_open(&self, cx: &mut Context<'_>) -> Poll<Result<u32, JsValue>> {
+        self.poll_fired(cx).map(|state| match state {
+            CLOSED => Err(JsValue::from_str(super::idb::BROWSER_CLOSED)),
+            state => Ok(state),
+        })
     }
 }
 
@@ -219,8 +266,8 @@ impl Future for Request {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(signal) = &self.signal {
-            if signal.poll_fired(cx).is_pending() {
-                return Poll::Pending;
+            if let Err(closed) = std::task::ready!(signal.poll_open(cx)) {
+                return Poll::Ready(Err(closed));
             }
         }
         Poll::Ready(outcome(&self.request))
@@ -251,8 +298,8 @@ impl Future for Completion {
     type Output = Result<(), JsValue>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.signal.poll_fired(cx).map(|completed| {
-            if completed {
+        self.signal.poll_open(cx).map(|state| {
+            if state? == DONE {
                 forget_failure(self.signal.0);
                 Ok(())
             } else {
@@ -295,9 +342,7 @@ impl Future for CursorValues {
     type Output = Result<js_sys::Array, JsValue>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.signal.poll_fired(cx).is_pending() {
-            return Poll::Pending;
-        }
+        std::task::ready!(self.signal.poll_open(cx))?;
         outcome(&self.request)?;
         Poll::Ready(Ok(self.values.clone()))
     }
