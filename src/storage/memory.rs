@@ -16,6 +16,8 @@ use crate::subject::KeyRange;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     batches: Arc<Mutex<BTreeMap<u64, Batch>>>,
+    /// The sync state (changed only under the `batches` lock).
+    sync: Arc<std::sync::Mutex<Option<String>>>,
     /// Batches handed out by reads, as IndexedDB would have read them.
     reads: Arc<AtomicUsize>,
 }
@@ -39,8 +41,17 @@ impl MemoryStorage {
 /// A transaction on [`MemoryStorage`]: holds the lock; writes are applied at commit.
 pub struct MemoryTx {
     data: OwnedMutexGuard<BTreeMap<u64, Batch>>,
-    pending: Vec<(Batch, bool)>,
+    pending: Vec<Op>,
+    sync: Arc<std::sync::Mutex<Option<String>>>,
+    sync_written: Option<String>,
     reads: Arc<AtomicUsize>,
+}
+
+/// A write, applied at commit in order.
+enum Op {
+    Add(Batch),
+    Put(Batch),
+    Delete(u64),
 }
 
 impl MemoryTx {
@@ -61,6 +72,8 @@ impl Storage for MemoryStorage {
         Ok(MemoryTx {
             data: self.batches.clone().lock_owned().await,
             pending: Vec::new(),
+            sync: self.sync.clone(),
+            sync_written: None,
             reads: self.reads.clone(),
         })
     }
@@ -163,21 +176,47 @@ impl Transaction for MemoryTx {
         Ok(self.counted(batches))
     }
 
+    async fn sync_state(&self) -> Result<Option<String>> {
+        Ok(self
+            .sync
+            .lock()
+            .map_err(|_| Error::Storage("poisoned".into()))?
+            .clone())
+    }
+
+    fn put_sync_state(&mut self, json: &str) -> Result<()> {
+        self.sync_written = Some(json.to_owned());
+        Ok(())
+    }
+
+    fn delete(&mut self, keys: &[u64]) -> Result<()> {
+        self.pending.extend(keys.iter().map(|k| Op::Delete(*k)));
+        Ok(())
+    }
+
     fn add(&mut self, batches: &[Batch]) -> Result<()> {
         self.pending
-            .extend(batches.iter().map(|b| (b.clone(), true)));
+            .extend(batches.iter().map(|b| Op::Add(b.clone())));
         Ok(())
     }
 
     fn put(&mut self, batches: &[Batch]) -> Result<()> {
         self.pending
-            .extend(batches.iter().map(|b| (b.clone(), false)));
+            .extend(batches.iter().map(|b| Op::Put(b.clone())));
         Ok(())
     }
 
     async fn commit(mut self) -> Result<()> {
         let mut next = self.data.clone();
-        for (batch, is_new) in self.pending.drain(..) {
+        for op in self.pending.drain(..) {
+            let (batch, is_new) = match op {
+                Op::Delete(key) => {
+                    next.remove(&key);
+                    continue;
+                }
+                Op::Add(batch) => (batch, true),
+                Op::Put(batch) => (batch, false),
+            };
             if is_new && next.contains_key(&batch.last_position) {
                 return Err(Error::Constraint(format!(
                     "ConstraintError: key {} already exists",
@@ -211,6 +250,12 @@ impl Transaction for MemoryTx {
             next.insert(batch.last_position, batch);
         }
         *self.data = next;
+        if let Some(state) = self.sync_written.take() {
+            *self
+                .sync
+                .lock()
+                .map_err(|_| Error::Storage("poisoned".into()))? = Some(state);
+        }
         Ok(())
     }
 }

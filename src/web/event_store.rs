@@ -171,6 +171,9 @@ pub struct EventStore {
     keeper: Option<Rc<Keeper>>,
     /// The last push failed for lack of space (see [`EventStore::push`]).
     out_of_space: std::cell::Cell<bool>,
+    /// Where sync's steps are (see `super::sync`).
+    session: RefCell<super::sync::Session>,
+    name: String,
 }
 
 #[wasm_bindgen]
@@ -221,6 +224,8 @@ impl EventStore {
             upcasters,
             keeper,
             out_of_space: std::cell::Cell::new(false),
+            session: RefCell::default(),
+            name,
         })
     }
 
@@ -321,7 +326,7 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let forget = engine::forget(&self.storage, &filter);
+        let forget = engine::forget(&self.storage, &filter, interop::random_uuid);
         let (erased, events) = match forget.await {
             Ok(done) => done,
             Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
@@ -337,7 +342,10 @@ impl EventStore {
     /// position order, then each new matching event as it is committed here,
     /// in another tab or in a worker. Exactly once, in order, no gap.
     /// `options.onForget(events)` receives already delivered events whose
-    /// payload was erased since; `options.onError(error)` is told why a
+    /// payload was erased since; `options.onWithdraw(events)` receives
+    /// already delivered events that sync took back (a conflict resolved
+    /// by rebase, which delivers them again at their new positions, or
+    /// discard); `options.onError(error)` is told why a
     /// subscription ended (a throwing `onEvent` ends it too).
     /// Returns the function that ends the subscription.
     #[wasm_bindgen(unchecked_return_type = "() => void")]
@@ -363,13 +371,7 @@ impl EventStore {
         let on_event =
             interop::function(&on_event, interop::At::root("onEvent")).map_err(js_error)?;
         let options = interop::subscribe_options(&options).map_err(js_error)?;
-        let unsubscribe = self.live.subscribe(
-            filter,
-            on_event,
-            options.start,
-            options.on_forget,
-            options.on_error,
-        );
+        let unsubscribe = self.live.subscribe(filter, on_event, options);
         Ok(Closure::<dyn Fn()>::new(move || unsubscribe()).into_js_value())
     }
 
@@ -475,6 +477,12 @@ impl EventStore {
         }
     }
 
+    /// The name the store was opened with (its IndexedDB database).
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
     pub fn close(&self) {
         if let Some(keeper) = &self.keeper {
@@ -496,6 +504,43 @@ impl Drop for EventStore {
 }
 
 impl EventStore {
+    pub(super) fn storage(&self) -> &IdbStorage {
+        &self.storage
+    }
+
+    pub(super) fn session(&self) -> &RefCell<super::sync::Session> {
+        &self.session
+    }
+
+    /// Sync wrote heads or positions: this page's guesses are stale.
+    pub(super) fn heads_changed(&self) {
+        self.heads.clear();
+    }
+
+    /// Sync appended, withdrew or changed events: wake subscribers here
+    /// and elsewhere, and keep the loss marker in step (the log's first
+    /// event may be another one after a conflict).
+    pub(super) async fn announce(&self) {
+        self.live.committed();
+        if let Some(keeper) = &self.keeper {
+            if let Ok(found) = crate::marker::found(&self.storage).await {
+                keeper.first_changed(found.first_id);
+                keeper.committed(found.last_position);
+            }
+        }
+    }
+
+    /// Sync erased payloads (a pulled forget): tell subscribers.
+    pub(super) fn forgotten_elsewhere(&self, events: &Array) {
+        self.live.forgot(events);
+    }
+
+    /// Sync took events back (a conflict's rebase or discard): tell
+    /// subscribers, then deliver what was appended.
+    pub(super) fn withdrawn(&self, events: &Array) {
+        self.live.withdrew(events);
+    }
+
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {
         self.storage.0.check_open()?;
         let entries = interop::push_entries(entries)?;

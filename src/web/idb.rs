@@ -25,9 +25,13 @@ use crate::subject::KeyRange;
 
 /// The IndexedDB version this library writes. A database at a higher
 /// version was written by a newer, incompatible release.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// The object store holding the batches.
 pub const STORE: &str = "batches";
+/// The object store holding the sync state (since version 4), one record
+/// under the key [`SYNC_KEY`].
+pub const SYNC_STORE: &str = "sync";
+const SYNC_KEY: &str = "state";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
 /// Unique index on `start`, the first position of a push (on its first
@@ -69,6 +73,7 @@ export function expandPage(parts, reverse) {
         createdAt: part.createdAt,
         payload: e.payload === undefined ? null : e.payload,
         forgotten: e.forgotten === true,
+        remotePosition: e.remote ?? null,
       });
     }
   }
@@ -309,9 +314,13 @@ impl Database {
             WRITES.with(|w| w.set(w.get() + 1));
         }
         CREATED.with(|c| c.set(c.get() + 1));
+        let scope: Array = [STORE, SYNC_STORE]
+            .iter()
+            .map(|s| JsValue::from_str(s))
+            .collect();
         let tx = self
             .db
-            .transaction_with_str_and_mode(STORE, mode)
+            .transaction_with_str_sequence_and_mode(&scope, mode)
             .map_err(|e| match exception_name(&e).as_deref() {
                 // The connection is closing: `close()`, another tab's
                 // upgrade, or the browser after a storage failure.
@@ -431,6 +440,11 @@ fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<bool, JsValue
             .ok_or_else(|| JsValue::from_str("no upgrade transaction"))?;
         tx.object_store(STORE)?
             .create_index_with_str(BY_CREATED, "createdAt")?;
+    }
+    if old_version < 4.0 {
+        // Version 4: the sync state, in a store of its own. Records keep
+        // their shape; events gain `remote` once synced.
+        db.create_object_store(SYNC_STORE)?;
     }
     Ok(true)
 }
@@ -886,6 +900,36 @@ impl Transaction for IdbTx {
 
     fn release(&self, batch: &Batch) {
         self.held.borrow_mut().remove(&batch.last_position);
+    }
+
+    async fn sync_state(&self) -> Result<Option<String>> {
+        let value = self
+            .call(&|store| {
+                store
+                    .transaction()
+                    .object_store(SYNC_STORE)?
+                    .get(&SYNC_KEY.into())
+            })
+            .await?;
+        Ok(value.as_string())
+    }
+
+    fn put_sync_state(&mut self, json: &str) -> Result<()> {
+        let tx = self.current.borrow().0.clone();
+        tx.object_store(SYNC_STORE)
+            .and_then(|s| s.put_with_key(&json.into(), &SYNC_KEY.into()))
+            .map(drop)
+            .map_err(|e| storage_error(&e))
+    }
+
+    fn delete(&mut self, keys: &[u64]) -> Result<()> {
+        let store = self.current.borrow().1.clone();
+        for key in keys {
+            store
+                .delete(&JsValue::from_f64(*key as f64))
+                .map_err(|e| storage_error(&e))?;
+        }
+        Ok(())
     }
 
     fn add(&mut self, batches: &[Batch]) -> Result<()> {

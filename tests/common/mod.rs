@@ -126,7 +126,11 @@ impl Store {
 
     /// Forgets and returns the count and the erased events' new state.
     pub fn forget_notice(&self, filter: &Filter) -> Result<(u64, Vec<Value>)> {
-        let (n, json) = block_on(engine::forget(&self.storage, filter))?;
+        let mut k = 0;
+        let (n, json) = block_on(engine::forget(&self.storage, filter, || {
+            k += 1;
+            format!("forget-{k}")
+        }))?;
         Ok((n, serde_json::from_str(&json).unwrap()))
     }
 
