@@ -238,6 +238,9 @@ export class Sync {
     await this.#resolveParked();
     await this.#sendForgets();
     await this.#push();
+    // Settling may have queued forgets (events forgotten while their push
+    // was in flight): sent now, not at the next round.
+    await this.#sendForgets();
     await this.#pull(0);
   }
 
@@ -271,6 +274,9 @@ export class Sync {
           out.error.status = response.status;
           if (/LOG_MISMATCH/.test(out.error.message)) out.error.fatal = true;
           throw out.error;
+        }
+        if (out.synced === 0 && out.conflicts.length === 0) {
+          throw syncError("SYNC", `push: HTTP ${response.status} answered none of the pushed events: ${text.slice(0, 300)}`, { status: response.status });
         }
         if (out.conflicts.length > 0) {
           // The remote events come with the pull, which meets them as

@@ -178,6 +178,8 @@ pub struct Pending {
     /// Local positions up to this one hold no pending event once all of
     /// `events` are synced.
     settles_to: u64,
+    /// How many of `events` answers have synced so far.
+    synced: usize,
 }
 
 impl Pending {
@@ -246,6 +248,25 @@ pub async fn pending<S: Storage>(storage: &S, max: usize) -> Result<Pending> {
     Ok(out)
 }
 
+/// With nothing pending up to where [`pending`] looked (events pulled
+/// back, or none pushed), moves the settled mark there, so that later
+/// looks start after it.
+pub async fn advance<S: Storage>(storage: &S, pending: &Pending) -> Result<()> {
+    if !pending.events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = storage.write().await?;
+    let Some(mut state) = State::load(&tx).await? else {
+        return Ok(());
+    };
+    if pending.settles_to <= state.settled {
+        return Ok(());
+    }
+    state.settled = pending.settles_to;
+    state.save(&mut tx)?;
+    tx.commit().await
+}
+
 /// The wire form of the `i`-th event of `batch`.
 fn wire(batch: &Batch, i: usize, e: &StoredEvent<'_>) -> Result<WireEvent> {
     let payload = match e.payload {
@@ -286,7 +307,7 @@ pub struct Outcome {
 /// settled mark moves past them.
 pub async fn settle<S: Storage>(
     storage: &S,
-    pending: &Pending,
+    pending: &mut Pending,
     status: u16,
     answer: &PushResponse,
     new_id: &mut impl FnMut() -> String,
@@ -347,7 +368,8 @@ pub async fn settle<S: Storage>(
     }
     tx.put(&changed)?;
     queue_forgets(&mut state, erased, new_id);
-    let all = outcome.synced as usize == pending.events.len();
+    pending.synced += outcome.synced as usize;
+    let all = pending.synced >= pending.events.len();
     if all && pending.settles_to > state.settled {
         state.settled = pending.settles_to;
     }

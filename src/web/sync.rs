@@ -73,6 +73,11 @@ impl EventStore {
         let state = local::state(self.storage()).await.map_err(js_error)?;
         let log = state.and_then(|s| s.log);
         let bodies = pending.bodies(log.as_deref()).map_err(js_error)?;
+        if bodies.is_empty() {
+            local::advance(self.storage(), &pending)
+                .await
+                .map_err(js_error)?;
+        }
         self.session().borrow_mut().pending = Some(pending);
         Ok(bodies.iter().map(|b| JsValue::from_str(b)).collect())
     }
@@ -101,12 +106,12 @@ impl EventStore {
                 return Ok(out.into());
             }
         };
-        let Some(pending) = self.session().borrow_mut().pending.take() else {
+        let Some(mut pending) = self.session().borrow_mut().pending.take() else {
             return Err(js_error(Error::Sync("no push in flight".into())));
         };
         let outcome = local::settle(
             self.storage(),
-            &pending,
+            &mut pending,
             status,
             &answer,
             &mut interop::random_uuid,
