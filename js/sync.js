@@ -96,7 +96,8 @@ export class Sync {
     this.#onConflict = onConflict;
     this.#onStop = onStop;
     // Commits here and in other tabs (pushes to send) wake the loop.
-    const unsubscribe = store.subscribe(undefined, () => this.#wake(), {
+    // (Pulled events, which carry a remotePosition, need no round.)
+    const unsubscribe = store.subscribe(undefined, (e) => { if (e.remotePosition === null) this.#wake(); }, {
       fromPosition: "end",
       onError: (e) => { if (e?.code === "CLOSED") this.stop(); },
     });
@@ -180,8 +181,8 @@ export class Sync {
           attempt = 0;
           this.#error = null;
           this.#online = true;
-          await this.#settleFlushes();
           await this.#refresh();
+          await this.#settleFlushes();
           await this.#live();
         } catch (e) {
           if (this.#stopped) return;

@@ -4,6 +4,7 @@
 //! interleaving, and must end with the same events per aggregate as the
 //! server (ids, sequences, actions, payloads, forgotten flags), every event
 //! once, positions agreeing with sequences.
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
 mod common;

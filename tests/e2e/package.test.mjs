@@ -68,7 +68,7 @@ test("the entry exports the wasm initialiser as default, EventStore and the erro
     EventStoreError: "function",
     isEventStoreError: "function",
     matches: "function",
-    codes: ["INVALID_SUBJECT", "INVALID_PAYLOAD", "INVALID_ARGUMENT", "SEQUENCE_MISMATCH", "QUOTA_EXCEEDED", "CLOSED", "VERSION_MISMATCH", "DATA_LOST", "STORAGE"],
+    codes: ["INVALID_SUBJECT", "INVALID_PAYLOAD", "INVALID_ARGUMENT", "SEQUENCE_MISMATCH", "QUOTA_EXCEEDED", "CLOSED", "VERSION_MISMATCH", "DATA_LOST", "STORAGE", "SYNC", "CONFLICT"],
     Event: false,
   });
 });
