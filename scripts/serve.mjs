@@ -79,9 +79,10 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   process.on("SIGINT", () => stop(0));
   process.on("SIGTERM", () => stop(0));
   process.on("SIGHUP", () => stop(0));
-  console.log(`eventstore-wasm playground: ${url}/www/`);
+  const page = sync && sync.port !== 8787 ? `${url}/www/?sync=${sync.url}` : `${url}/www/`;
+  console.log(`eventstore-wasm playground: ${page}`);
   if (sync) {
     console.log(`sync server: ${sync.url} (database .data/demo-sync.db); the page syncs with it.`);
-    console.log(`open ${url}/www/?db=second in another tab to act as a second device. Ctrl-C stops both.`);
+    console.log(`open ${page}${page.includes("?") ? "&" : "?"}db=second in another tab to act as a second device. Ctrl-C stops both.`);
   }
 }
