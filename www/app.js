@@ -85,7 +85,7 @@ const refresh = () => {
   pending = true;
   requestAnimationFrame(() => { pending = false; show().catch(fail); });
 };
-store.subscribe(undefined, refresh, { fromPosition: "end", onForget: refresh, onError: fail });
+store.subscribe(undefined, refresh, { fromPosition: "end", onForget: refresh, onWithdraw: refresh, onError: fail });
 
 // ---- sync -------------------------------------------------------------------
 
