@@ -296,24 +296,37 @@ export class Sync {
   /** Pulls until the server has nothing more; returns the aggregates whose conflicts were resolved. */
   async #pull(wait, signal) {
     const resolved = new Set();
+    const get = (after, wait) => {
+      const query = `after=${after}&limit=${PAGE}&wait=${wait}&log=${encodeURIComponent(this.#counts.log ?? "")}`;
+      return this.#fetch("GET", `/v1/pull?${query}`, undefined, signal, wait);
+    };
+    let next = get(this.#counts.cursor, wait);
     for (let page = 0; page < 100_000; page++) {
-      const counts = this.#counts;
-      const query = `after=${counts.cursor}&limit=${PAGE}&wait=${wait}&log=${encodeURIComponent(counts.log ?? "")}`;
-      const response = await this.#fetch("GET", `/v1/pull?${query}`, undefined, signal, wait);
+      const response = await next;
+      next = null;
       if (response.status !== 200) {
         const e = await httpError("pull", response);
         if (response.status === 412) e.fatal = true;
         throw e;
       }
-      const out = await this.#store.__syncApply(await response.text());
-      counts.cursor = out.cursor;
+      const text = await response.text();
+      // While this page is applied, the next one is on its way: the
+      // answer ends with its cursor and whether there is more.
+      const tail = /"cursor":(\d+),"more":true/.exec(text.slice(-200));
+      if (tail) next = get(Number(tail[1]), 0).catch((e) => e);
+      const out = await this.#store.__syncApply(text);
+      this.#counts.cursor = out.cursor;
       if (out.conflict) {
         await this.#resolve(out.conflict);
         resolved.add(out.conflict.aggregate.join("."));
+        next = get(this.#counts.cursor, 0);
         continue;
       }
       if (!out.more) return resolved;
-      wait = 0;
+      next ??= get(this.#counts.cursor, 0);
+      const settled = await next;
+      if (settled instanceof Error) throw settled;
+      next = settled;
     }
     return resolved;
   }

@@ -220,10 +220,12 @@ impl Device {
                 .unwrap()
                 .cursor;
             let page = server.pull(cursor, 3);
-            let applied = block_on(local::apply_pull(self.storage(), &page)).unwrap();
+            let applied =
+                block_on(local::apply_pull(self.storage(), &self.store.cache, &page)).unwrap();
             if let Some(c) = applied.conflict {
                 block_on(local::resolve(
                     self.storage(),
+                    &self.store.cache,
                     &c.aggregate,
                     &c.remote,
                     self.decision,
@@ -392,6 +394,7 @@ fn park_keeps_pending_events_unsent_until_decided() {
     b.decision = Decision::Rebase;
     block_on(local::resolve(
         b.storage(),
+        &b.store.cache,
         "user.A",
         &state.parked[0].remote,
         Decision::Rebase,
@@ -478,7 +481,7 @@ fn another_log_is_refused() {
         more: false,
         head: 0,
     };
-    assert!(block_on(local::apply_pull(a.storage(), &page)).is_err());
+    assert!(block_on(local::apply_pull(a.storage(), &a.store.cache, &page)).is_err());
     push(&mut a, "user.A", 1, "a");
     assert_eq!(
         block_on(local::state(a.storage()))
@@ -499,10 +502,10 @@ fn applying_a_page_twice_adds_nothing() {
     a.round(&mut server, false);
     block_on(local::begin(b.storage(), LOG)).unwrap();
     let page = server.pull(0, 10);
-    block_on(local::apply_pull(b.storage(), &page)).unwrap();
+    block_on(local::apply_pull(b.storage(), &b.store.cache, &page)).unwrap();
     // A crash before the cursor was stored cannot happen (same
     // transaction), but a repeated page must still be a no-op.
-    let again = block_on(local::apply_pull(b.storage(), &page)).unwrap();
+    let again = block_on(local::apply_pull(b.storage(), &b.store.cache, &page)).unwrap();
     assert_eq!(again.added, 0);
     converged(&b, &server);
 }
@@ -570,4 +573,42 @@ proptest! {
         ids.dedup();
         prop_assert_eq!(ids.len(), n, "an id stored twice");
     }
+}
+
+#[test]
+fn a_pull_on_stale_heads_is_redone_when_another_tab_pushed() {
+    let mut server = Server::default();
+    let mut a = Device::new(1, Decision::Rebase);
+    push(&mut a, "user.A", 1, "a");
+    a.round(&mut server, false);
+    let mut b = Device::new(2, Decision::Rebase);
+    block_on(local::begin(b.storage(), LOG)).unwrap();
+    // b's first tab pulls an empty page: its cache now says "empty log".
+    let empty = PullResponse {
+        log: LOG.into(),
+        items: Vec::new(),
+        cursor: 0,
+        more: false,
+        head: 0,
+    };
+    block_on(local::apply_pull(b.storage(), &b.store.cache, &empty)).unwrap();
+    // b's second tab pushes user.A behind the first tab's back.
+    let mut other = b.store.other_tab();
+    other
+        .push(&[entry("user.A", None, &[("user.A.did", "{}")])])
+        .unwrap();
+    // The first tab's guess fails on `start`; redone, it meets the conflict.
+    let applied = block_on(local::apply_pull(
+        b.storage(),
+        &b.store.cache,
+        &server.pull(0, 10),
+    ))
+    .unwrap();
+    let conflict = applied
+        .conflict
+        .expect("a conflict, not a second user.A #1");
+    assert_eq!(conflict.aggregate, "user.A");
+    assert_eq!(conflict.pending.len(), 1);
+    b.round(&mut server, false);
+    converged(&b, &server);
 }

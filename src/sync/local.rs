@@ -36,6 +36,7 @@ use super::protocol::{
 use crate::batch::{Batch, EventsJson, StoredEvent};
 use crate::engine::{uuid_v7_millis, PAGE_BATCHES};
 use crate::error::{Error, Result};
+use crate::heads::HeadCache;
 use crate::push::{self, Given};
 use crate::storage::{Storage, Transaction};
 use crate::subject::{Pattern, Subject};
@@ -467,7 +468,32 @@ struct Change {
 
 /// Applies a pull answer to the local log, in one transaction (see the
 /// module's invariants). Stops at the first conflict.
-pub async fn apply_pull<S: Storage>(storage: &S, page: &PullResponse) -> Result<Applied> {
+///
+/// Like a push (`engine::push`), it takes the log's end and the heads from
+/// `cache` when it knows them all, without reading them: its first record
+/// carries `start`, so if anything was appended since, the write fails and
+/// is done again the checked way. A fresh device pulling a long log thus
+/// reads each aggregate's head once, not once per page.
+pub async fn apply_pull<S: Storage>(
+    storage: &S,
+    cache: &HeadCache,
+    page: &PullResponse,
+) -> Result<Applied> {
+    match apply_once(storage, cache, page, true).await {
+        Err(Error::Constraint(_)) => {
+            cache.clear();
+            apply_once(storage, cache, page, false).await
+        }
+        other => other,
+    }
+}
+
+async fn apply_once<S: Storage>(
+    storage: &S,
+    cache: &HeadCache,
+    page: &PullResponse,
+    guess: bool,
+) -> Result<Applied> {
     let mut tx = storage.write().await?;
     let mut state = State::load(&tx).await?.unwrap_or_default();
     if let Some(known) = &state.log {
@@ -475,7 +501,6 @@ pub async fn apply_pull<S: Storage>(storage: &S, page: &PullResponse) -> Result<
             return Err(mismatch(known, &page.log));
         }
     }
-    let last = tx.last_position().await?;
     let mut aggregates: Vec<&str> = Vec::new();
     for item in &page.items {
         if let PullItem::Event(e) = item {
@@ -485,8 +510,28 @@ pub async fn apply_pull<S: Storage>(storage: &S, page: &PullResponse) -> Result<
             }
         }
     }
-    let fetched = tx.heads(&aggregates).await?;
-    let mut heads: HashMap<&str, u64> = aggregates.iter().copied().zip(fetched).collect();
+    let (last, known) = match cache.guess(&aggregates).filter(|_| guess) {
+        Some(guessed) => guessed,
+        None => {
+            let unknown = cache.unknown(&aggregates);
+            let (last, fetched) = futures::join!(tx.last_position(), tx.heads(&unknown));
+            let (last, fetched) = (last?, fetched?);
+            let fetched: HashMap<String, u64> =
+                unknown.iter().map(|a| a.to_string()).zip(fetched).collect();
+            match cache.heads(last, &aggregates, &fetched) {
+                Some(heads) => (last, heads),
+                None => {
+                    let all = tx.heads(&aggregates).await?;
+                    let heads = aggregates.iter().map(|a| a.to_string()).zip(all).collect();
+                    (last, heads)
+                }
+            }
+        }
+    };
+    let mut heads: HashMap<&str, u64> = aggregates
+        .iter()
+        .map(|a| (*a, known.get(*a).copied().unwrap_or(0)))
+        .collect();
     let mut appended: Vec<&WireEvent> = Vec::new();
     let mut changes: BTreeMap<u64, (Batch, BTreeMap<usize, Change>)> = BTreeMap::new();
     let mut applied = Applied::default();
@@ -622,8 +667,15 @@ pub async fn apply_pull<S: Storage>(storage: &S, page: &PullResponse) -> Result<
     applied.erased = notice.take();
     state.cursor = cursor;
     applied.cursor = cursor;
+    let end = adds.last().map_or(last, |b| b.last_position);
+    if state.settled >= last {
+        // Nothing was pending, and pulled events are synced.
+        state.settled = end;
+    }
     state.save(&mut tx)?;
     tx.commit().await?;
+    let heads: Vec<(String, u64)> = heads.iter().map(|(a, h)| (a.to_string(), *h)).collect();
+    cache.record(last, end, heads);
     Ok(applied)
 }
 
@@ -774,6 +826,7 @@ pub struct Resolved {
 /// remote events, then (rebase) the pending ones re-sequenced after them.
 pub async fn resolve<S: Storage>(
     storage: &S,
+    cache: &HeadCache,
     aggregate: &str,
     remote: &[WireEvent],
     decision: Decision,
@@ -839,6 +892,9 @@ pub async fn resolve<S: Storage>(
     state.withdrawn += pending.len() as u64;
     state.parked.retain(|p| p.aggregate != aggregate);
     state.save(&mut tx)?;
+    // Heads and the log's end change here without a push: what this page
+    // knew is stale (other pages' guesses fail on the appended `start`).
+    cache.clear();
     tx.commit().await?;
     Ok(Resolved {
         withdrawn: withdrawn.take(),

@@ -512,9 +512,9 @@ impl EventStore {
         &self.session
     }
 
-    /// Sync wrote heads or positions: this page's guesses are stale.
-    pub(super) fn heads_changed(&self) {
-        self.heads.clear();
+    /// The heads this page knows (shared by pushes and pulled pages).
+    pub(super) fn head_cache(&self) -> &HeadCache {
+        &self.heads
     }
 
     /// Sync appended, withdrew or changed events: wake subscribers here

@@ -119,9 +119,6 @@ impl EventStore {
         .await;
         self.session().borrow_mut().pending = Some(pending);
         let outcome = outcome.map_err(js_error)?;
-        if outcome.synced > 0 {
-            self.heads_changed();
-        }
         set(&out, "synced", &(outcome.synced as f64).into());
         set(&out, "conflicts", &json(&outcome.conflicts)?);
         if let Some(e) = outcome.refused {
@@ -135,11 +132,10 @@ impl EventStore {
     #[wasm_bindgen(js_name = __syncApply, skip_typescript)]
     pub async fn sync_apply(&self, text: String) -> Result<JsValue, JsValue> {
         let page: PullResponse = decode(&text, "pull").map_err(js_error)?;
-        let applied = local::apply_pull(self.storage(), &page)
+        let applied = local::apply_pull(self.storage(), self.head_cache(), &page)
             .await
             .map_err(js_error)?;
         if applied.added > 0 || applied.synced > 0 {
-            self.heads_changed();
             self.announce().await;
         }
         if applied.erased.len() > 2 {
@@ -212,12 +208,17 @@ impl EventStore {
                 .map(|p| p.remote)
                 .unwrap_or_default(),
         };
-        let resolved = local::resolve(self.storage(), &aggregate, &remote, decision)
-            .await
-            .map_err(js_error)?;
+        let resolved = local::resolve(
+            self.storage(),
+            self.head_cache(),
+            &aggregate,
+            &remote,
+            decision,
+        )
+        .await
+        .map_err(js_error)?;
         self.session().borrow_mut().conflict = None;
         if decision != Decision::Park {
-            self.heads_changed();
             let withdrawn = js_sys::JSON::parse(&resolved.withdrawn)?;
             self.withdrawn(&Array::from(&withdrawn));
             self.announce().await;
