@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { serve } from "../../scripts/serve.mjs";
 import { buildServer, startSyncServer } from "../../scripts/sync-server.mjs";
+import { setup } from "./helpers.mjs";
 
 const TIMEOUT = 120_000;
 const EXECUTABLE = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -35,13 +36,13 @@ after(async () => {
 // ---- the server --------------------------------------------------------------------
 
 /** A fresh sync server for test `t` (its own SQLite file), killed when the test ends. */
-async function startServer(t, { auth, file = `sync-${++counter}.db` } = {}) {
+async function startServer(t, { auth, file = `sync-${++counter}.db`, origins = [web.url] } = {}) {
   let authFile;
   if (auth) {
     authFile = join(tmp, `auth-${++counter}.json`);
     await writeFile(authFile, JSON.stringify(auth));
   }
-  const server = await startSyncServer({ database: `sqlite://${join(tmp, file)}`, origins: [web.url], auth: authFile });
+  const server = await startSyncServer({ database: `sqlite://${join(tmp, file)}`, origins, auth: authFile });
   server.file = join(tmp, file);
   t.after(async () => {
     await server.kill();
@@ -404,6 +405,30 @@ test("pending events survive a reload and are sent after it", { timeout: TIMEOUT
   await flushOk(a.page, 60_000);
   assert.deepEqual((await serverEvents(server)).map((e) => e.id), ids);
   assert.equal((await status(a.page)).pending, 0);
+});
+
+test("pending events survive a browser restart (a profile on disk) and are sent after it", { timeout: TIMEOUT }, async (t) => {
+  const env = await setup(); // a persistent profile, on its own static server
+  t.after(() => env.close());
+  const server = await startServer(t, { origins: [env.origin] });
+  const open = async () => {
+    const page = await env.newPage();
+    await page.evaluate(PAGE_HELPERS);
+    await page.evaluate(([url, name]) => startSync(url, { name }), [server.url, STORE]);
+    return page;
+  };
+  let page = await open();
+  await flushOk(page);
+  await server.stop();
+  const ids = await page.evaluate(() => pushN("restart.A", 3));
+  await env.restart();
+  await server.restart();
+  page = await open();
+  await flushOk(page, 60_000);
+  assert.deepEqual((await serverEvents(server)).map((e) => e.id), ids);
+  const events = await snapshot(page);
+  assertDeviceLog(events, "restarted device");
+  assert.deepEqual(events.map((e) => e.id), ids);
 });
 
 test("an unknown token: flush rejects or status().error is SYNC within seconds, and nothing is pulled", { timeout: TIMEOUT }, async (t) => {
