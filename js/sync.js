@@ -109,6 +109,7 @@ export class Sync {
     on(globalThis, "online", () => { this.#online = true; this.#wake(); });
     on(globalThis, "offline", () => { this.#online = false; this.#abortPoll(); });
     const timer = setInterval(() => this.#refresh(), STATUS_EVERY_MS);
+    timer.unref?.(); // under Node, the status timer alone keeps no process alive
     this.#cleanups.push(() => clearInterval(timer));
     this.#refresh();
     this.#run();

@@ -123,7 +123,7 @@ test("events have exactly the documented shape", { timeout: TIMEOUT }, async () 
     ]);
     return { before, after: Date.now(), payload, pushed, read: await store.filter({}) };
   });
-  const keys = ["action", "aggregate", "createdAt", "forgotten", "id", "payload", "position", "revision", "sequence"];
+  const keys = ["action", "aggregate", "createdAt", "forgotten", "id", "payload", "position", "remotePosition", "revision", "sequence"];
   for (const e of r.pushed) {
     assert.deepEqual(Object.keys(e).sort(), keys, `keys of ${JSON.stringify(e)}`);
     assert.equal(typeof e.id, "string");
