@@ -66,7 +66,11 @@ async function httpError(what, response) {
   return syncError("SYNC", `${what} failed: HTTP ${response.status} ${detail}`, { status: response.status });
 }
 
-const debug = (...args) => { if (globalThis.EVENTSTORE_SYNC_DEBUG) console.log("sync:", ...args); };
+const debug = (...args) => {
+  const log = globalThis.EVENTSTORE_SYNC_DEBUG;
+  if (Array.isArray(log)) log.push(args.join(" "));
+  else if (log) console.log("sync:", ...args);
+};
 const stopped = () => syncError("SYNC", "sync was stopped");
 
 export class Sync {
@@ -78,6 +82,8 @@ export class Sync {
   #stopController = new AbortController();
   #leading = false;
   #begun = false;
+  #refreshing = false;
+  #refreshAgain = false;
   #error = null;
   #online = globalThis.navigator?.onLine ?? true;
   #counts = { pending: 0, conflicts: 0, cursor: 0, settled: 0, last: 0, log: null };
@@ -97,7 +103,13 @@ export class Sync {
     this.#onStop = onStop;
     // Commits here and in other tabs (pushes to send) wake the loop.
     // (Pulled events, which carry a remotePosition, need no round.)
-    const unsubscribe = store.subscribe(undefined, (e) => { if (e.remotePosition === null) this.#wake(); }, {
+    // A local push also refreshes status() at once (it counts the new
+    // pending events a moment after the push resolves).
+    const unsubscribe = store.subscribe(undefined, (e) => {
+      if (e.remotePosition !== null) return;
+      this.#wake();
+      this.#refreshSoon();
+    }, {
       fromPosition: "end",
       onError: (e) => { if (e?.code === "CLOSED") this.stop(); },
     });
@@ -280,6 +292,7 @@ export class Sync {
         if (out.synced === 0 && out.conflicts.length === 0) {
           throw syncError("SYNC", `push: HTTP ${response.status} answered none of the pushed events: ${text.slice(0, 300)}`, { status: response.status });
         }
+        debug("settled", this.#store.name, response.status, JSON.stringify(out));
         if (out.conflicts.length > 0) {
           // The remote events come with the pull, which meets them as
           // conflicts and resolves them; an aggregate the pull cannot
@@ -316,6 +329,7 @@ export class Sync {
       const tail = /"cursor":(\d+),"more":true/.exec(text.slice(-200));
       if (tail) next = get(Number(tail[1]), 0).catch((e) => e);
       const out = await this.#store.__syncApply(text);
+      debug("applied", this.#store.name, JSON.stringify({ ...out, conflict: out.conflict?.aggregate }));
       this.#counts.cursor = out.cursor;
       if (out.conflict) {
         await this.#resolve(out.conflict);
@@ -387,6 +401,20 @@ export class Sync {
     }
     // Another tab leads: it does the work; look again shortly.
     if (this.#flushes.length > 0 && !this.#leading) setTimeout(() => this.#settleFlushes(), 200);
+  }
+
+  /** A refresh now, or once more after the one under way (never two at once). */
+  async #refreshSoon() {
+    if (this.#refreshing) {
+      this.#refreshAgain = true;
+      return;
+    }
+    this.#refreshing = true;
+    do {
+      this.#refreshAgain = false;
+      await this.#refresh();
+    } while (this.#refreshAgain);
+    this.#refreshing = false;
   }
 
   async #refresh() {
