@@ -405,3 +405,58 @@ async fn postgres_heap_after_forget() {
     assert!(!wal.is_empty(), "the WAL keeps the pushed payloads");
     server.shutdown().await.unwrap();
 }
+
+/// A transaction whose snapshot still sees the erased rows: VACUUM FULL
+/// would copy them (payloads included) into the new file, so the server
+/// waits for it to end before it vacuums and records the forget covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_vacuum_waits_for_old_snapshots() {
+    use sqlx::Connection;
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.database("vacuum_held").await;
+    let server = server_with(&url, None, &[], None, Scrub::Full).await;
+    let c = Client::new(&server, None);
+    let m = Markers::new();
+    push_many(&c, &m).await;
+    let mut reader = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    // Its snapshot, taken now, sees the payloads; it holds no lock on
+    // `events` (which would only make VACUUM FULL wait).
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    let (position, _) = forget_a(&c, "f-1").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let covered: i64 = sqlx::query_scalar("SELECT position FROM scrubbed WHERE id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let heap = relation_file(&cluster, &url, "events").await;
+    let base = heap.parent().unwrap();
+    eprintln!(
+        "[postgres, old snapshot open] covered through {covered}, forget at {position}; files holding a forgotten payload: {:?}",
+        files_holding(base, &m.gone)
+    );
+    assert!(
+        covered < position as i64,
+        "no vacuum is recorded while the old snapshot lives"
+    );
+    sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
+    reader.close().await.unwrap();
+    let waited = wait_scrubbed(&url, position).await;
+    let heap = relation_file(&cluster, &url, "events").await;
+    let holding = files_holding(heap.parent().unwrap(), &m.gone);
+    assert!(holding.is_empty(), "{holding:?}");
+    assert!(file_holds(&heap, &m.kept));
+    eprintln!("[postgres, old snapshot closed] vacuumed {waited:?} later");
+    server.shutdown().await.unwrap();
+}

@@ -14,7 +14,9 @@
 //!   `VACUUM`) after forgets, debounced, under an advisory lock so that one
 //!   instance at a time vacuums, and records in `scrubbed` the last forget
 //!   it covered, so that instances skip a vacuum another already did and a
-//!   restarted server catches up after a crash.
+//!   restarted server catches up after a crash. It waits while a
+//!   transaction older than the forget is open anywhere in the cluster:
+//!   VACUUM keeps the rows such a transaction could still see.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,8 +109,13 @@ async fn run(pool: sqlx::PgPool, full: bool, wake: Arc<Notify>) {
                 return;
             }
             match pass(&pool, full).await {
-                Ok(true) => break,
-                Ok(false) => tracing::debug!("another instance is vacuuming; trying later"),
+                Ok(Pass::Done) => break,
+                Ok(Pass::Locked) => tracing::debug!("another instance is vacuuming; trying later"),
+                Ok(Pass::Held(n)) => tracing::info!(
+                    holders = n,
+                    ?backoff,
+                    "a transaction, replication slot or prepared transaction older than a forget would keep its erased rows through a VACUUM; trying later"
+                ),
                 Err(e) if pool.is_closed() => {
                     tracing::debug!(error = %e, "vacuum stopped: the pool closed");
                     return;
@@ -123,27 +130,53 @@ async fn run(pool: sqlx::PgPool, full: bool, wake: Arc<Notify>) {
     }
 }
 
-/// One vacuum if a forget is not yet covered; `false` when another instance holds the lock.
-async fn pass(pool: &sqlx::PgPool, full: bool) -> Result<bool, sqlx::Error> {
+/// How a pass ended.
+enum Pass {
+    /// Every forget recorded so far is covered.
+    Done,
+    /// Another instance holds the vacuum lock.
+    Locked,
+    /// This many transactions, slots or prepared transactions could still
+    /// see rows a forget erased: a VACUUM now would keep them (VACUUM FULL
+    /// copies such "recently dead" rows, payloads included, to the new file).
+    Held(i64),
+}
+
+/// Sessions, replication slots (`hot_standby_feedback` shows as a
+/// walsender's `backend_xmin`) and prepared transactions whose snapshot or
+/// transaction is older than a transaction id assigned now, i.e. older
+/// than every forget committed before this statement. Conservative: the
+/// whole cluster counts, not only this database.
+const HORIZON_HOLDERS: &str = "
+WITH now AS (SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text::xid AS x)
+SELECT
+  (SELECT count(*) FROM pg_stat_activity, now
+    WHERE pid <> pg_backend_pid()
+      AND (age(backend_xmin) > age(now.x) OR age(backend_xid) > age(now.x)))
++ (SELECT count(*) FROM pg_replication_slots, now WHERE age(xmin) > age(now.x))
++ (SELECT count(*) FROM pg_prepared_xacts, now WHERE age(transaction) > age(now.x))";
+
+/// One vacuum if a forget is not yet covered.
+async fn pass(pool: &sqlx::PgPool, full: bool) -> Result<Pass, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(VACUUM_LOCK)
         .fetch_one(&mut *conn)
         .await?;
     if !locked {
-        return Ok(false);
+        return Ok(Pass::Locked);
     }
     let done = vacuum_locked(&mut conn, full).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(VACUUM_LOCK)
         .execute(&mut *conn)
         .await;
-    done?;
+    let done = done?;
     unlocked?;
-    Ok(true)
+    Ok(done)
 }
 
-async fn vacuum_locked(conn: &mut sqlx::PgConnection, full: bool) -> Result<(), sqlx::Error> {
+async fn vacuum_locked(conn: &mut sqlx::PgConnection, full: bool) -> Result<Pass, sqlx::Error> {
     // Forgets that erased nothing new record `[]` and need no vacuum.
     let target: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM forgets WHERE events <> '[]'")
@@ -153,7 +186,14 @@ async fn vacuum_locked(conn: &mut sqlx::PgConnection, full: bool) -> Result<(), 
         .fetch_one(&mut *conn)
         .await?;
     if target <= covered {
-        return Ok(());
+        return Ok(Pass::Done);
+    }
+    // Read after `target`: every forget up to it committed before.
+    let holders: i64 = sqlx::query_scalar(HORIZON_HOLDERS)
+        .fetch_one(&mut *conn)
+        .await?;
+    if holders > 0 {
+        return Ok(Pass::Held(holders));
     }
     let started = std::time::Instant::now();
     conn.execute(format!("SET lock_timeout = '{LOCK_TIMEOUT}'").as_str())
@@ -178,5 +218,5 @@ async fn vacuum_locked(conn: &mut sqlx::PgConnection, full: bool) -> Result<(), 
         ms = started.elapsed().as_millis() as u64,
         "vacuumed events after forget"
     );
-    Ok(())
+    Ok(Pass::Done)
 }
