@@ -44,11 +44,13 @@ pub struct Config {
     /// under its action subject with its id as `Nats-Msg-Id`.
     #[arg(long, env = "NATS_URL")]
     pub nats: Option<String>,
-    /// What a forget does on disk (docs/privacy.md): `full` zeroes the
-    /// erased bytes in the database files (SQLite: secure_delete and a WAL
-    /// checkpoint; PostgreSQL: VACUUM FULL of the events table, debounced),
-    /// `vacuum` (PostgreSQL: a plain VACUUM, without the exclusive lock, that
-    /// may leave the bytes in free space), `off` (logical erasure only).
+    /// What a forget does on disk (docs/privacy.md): `full` leaves no copy
+    /// of an erased payload in the database's files (SQLite: secure_delete
+    /// and a WAL checkpoint before the forget answers; PostgreSQL: VACUUM
+    /// FULL of the events table soon after, which locks it while it
+    /// rewrites it), `vacuum` (PostgreSQL: a plain VACUUM, without that
+    /// lock, which leaves erased bytes in free space), `off` (logical
+    /// erasure only; old bytes stay in free space and the WAL).
     #[arg(
         long,
         env = "EVENTSTORE_SCRUB_FORGOTTEN",

@@ -297,6 +297,19 @@ async fn relation_file(cluster: &Cluster, url: &str, table: &str) -> PathBuf {
     cluster.data_dir().join(path)
 }
 
+/// The heap file of the `events` table's TOAST table.
+async fn toast_file(cluster: &Cluster, url: &str) -> PathBuf {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let path: String = sqlx::query_scalar(
+        "SELECT pg_relation_filepath(reltoastrelid) FROM pg_class WHERE relname = 'events'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    cluster.data_dir().join(path)
+}
+
 /// Files under `dir` (recursively) whose bytes hold `needle`.
 fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -406,10 +419,12 @@ async fn postgres_heap_after_forget() {
     assert_eq!(statuses(&a), ["accepted"]);
     let heap = relation_file(&cluster, &url, "events").await;
     assert!(file_holds(&heap, &m.gone));
+    let toast = toast_file(&cluster, &url).await;
     assert!(
-        !files_holding(heap.parent().unwrap(), &big.gone).is_empty(),
-        "in TOAST"
+        file_holds(&toast, &big.gone),
+        "the big payload is in the TOAST table"
     );
+    assert!(!file_holds(&heap, &big.gone));
     let (position, erased) = forget_a(&c, "f-1").await;
     assert_eq!(erased.as_array().unwrap().len(), 13);
     let waited = wait_scrubbed(&url, position).await;
