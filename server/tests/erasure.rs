@@ -499,3 +499,55 @@ async fn postgres_vacuum_waits_for_old_snapshots() {
     eprintln!("[postgres, old snapshot closed] vacuumed {waited:?} later");
     server.shutdown().await.unwrap();
 }
+
+/// Pushes keep coming while a forget's vacuum waits for older
+/// transactions: the vacuum waits for the ones older than the forget only,
+/// so it still runs (bounded: 4 writers for at most 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_vacuum_runs_under_pushes() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.database("vacuum_busy").await;
+    let server = server_with(&url, None, &[], None, Scrub::Full).await;
+    let c = Client::new(&server, None);
+    let m = Markers::new();
+    push_many(&c, &m).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut sequence = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && sequence < 5_000 {
+                    sequence += 1;
+                    let a = c
+                        .push(&[event(
+                            &format!("w{w}-{sequence}"),
+                            &format!("load.W{w}"),
+                            sequence,
+                            json!({ "k": sequence }),
+                        )])
+                        .await;
+                    assert_eq!(a.status, 200, "{}", a.body);
+                }
+                sequence
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (position, _) = forget_a(&c, "f-1").await;
+    let waited = wait_scrubbed(&url, position).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut pushed = 0;
+    for w in writers {
+        pushed += w.await.unwrap();
+    }
+    let heap = relation_file(&cluster, &url, "events").await;
+    let holding = files_holding(heap.parent().unwrap(), &m.gone);
+    assert!(holding.is_empty(), "{holding:?}");
+    eprintln!(
+        "[postgres, under pushes] vacuumed {waited:?} after the forget; {pushed} pushes in all"
+    );
+    server.shutdown().await.unwrap();
+}

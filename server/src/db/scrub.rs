@@ -101,13 +101,15 @@ impl Vacuumer {
 /// The task: after each wake (coalesced over [`DEBOUNCE`]), one pass, retried with backoff.
 async fn run(pool: sqlx::PgPool, full: bool, wake: Arc<Notify>) {
     loop {
-        wake.notified().await;
-        tokio::time::sleep(DEBOUNCE).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = pool.close_event() => return,
+        }
+        if !pause(&pool, DEBOUNCE).await {
+            return;
+        }
         let mut backoff = Duration::from_secs(1);
         loop {
-            if pool.is_closed() {
-                return;
-            }
             match pass(&pool, full).await {
                 Ok(Pass::Done) => break,
                 Ok(Pass::Locked) => tracing::debug!("another instance is vacuuming; trying later"),
@@ -124,9 +126,19 @@ async fn run(pool: sqlx::PgPool, full: bool, wake: Arc<Notify>) {
                     tracing::warn!(error = %e, ?backoff, "vacuum after forget failed; trying later")
                 }
             }
-            tokio::time::sleep(backoff).await;
+            if !pause(&pool, backoff).await {
+                return;
+            }
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
+    }
+}
+
+/// Sleeps `time`; `false` if the pool closed meanwhile (the server stops).
+async fn pause(pool: &sqlx::PgPool, time: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(time) => !pool.is_closed(),
+        _ = pool.close_event() => false,
     }
 }
 
@@ -142,19 +154,27 @@ enum Pass {
     Held(i64),
 }
 
+/// A new transaction id (as 32-bit `xid` text): every forget committed
+/// before it has an older one.
+const NEW_XID: &str = "SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text";
+
 /// Sessions, replication slots (`hot_standby_feedback` shows as a
 /// walsender's `backend_xmin`) and prepared transactions whose snapshot or
-/// transaction is older than a transaction id assigned now, i.e. older
-/// than every forget committed before this statement. Conservative: the
-/// whole cluster counts, not only this database.
+/// transaction is older than the xid `$1`. Once none is, none can be again
+/// (a new snapshot's horizon is the oldest running xid), so a VACUUM then
+/// removes every row version the forgets before `$1` erased.
+/// Conservative: the whole cluster counts, not only this database.
 const HORIZON_HOLDERS: &str = "
-WITH now AS (SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text::xid AS x)
 SELECT
-  (SELECT count(*) FROM pg_stat_activity, now
+  (SELECT count(*) FROM pg_stat_activity
     WHERE pid <> pg_backend_pid()
-      AND (age(backend_xmin) > age(now.x) OR age(backend_xid) > age(now.x)))
-+ (SELECT count(*) FROM pg_replication_slots, now WHERE age(xmin) > age(now.x))
-+ (SELECT count(*) FROM pg_prepared_xacts, now WHERE age(transaction) > age(now.x))";
+      AND (age(backend_xmin) > age($1::text::xid) OR age(backend_xid) > age($1::text::xid)))
++ (SELECT count(*) FROM pg_replication_slots WHERE age(xmin) > age($1::text::xid))
++ (SELECT count(*) FROM pg_prepared_xacts WHERE age(transaction) > age($1::text::xid))";
+
+/// How long a pass waits for older transactions (pushes and pulls of the
+/// moment) to end before it gives up until the next try.
+const HORIZON_WAIT: Duration = Duration::from_secs(5);
 
 /// One vacuum if a forget is not yet covered.
 async fn pass(pool: &sqlx::PgPool, full: bool) -> Result<Pass, sqlx::Error> {
@@ -188,12 +208,21 @@ async fn vacuum_locked(conn: &mut sqlx::PgConnection, full: bool) -> Result<Pass
     if target <= covered {
         return Ok(Pass::Done);
     }
-    // Read after `target`: every forget up to it committed before.
-    let holders: i64 = sqlx::query_scalar(HORIZON_HOLDERS)
-        .fetch_one(&mut *conn)
-        .await?;
-    if holders > 0 {
-        return Ok(Pass::Held(holders));
+    // Taken after `target` was read: every forget up to it committed before.
+    let xid: String = sqlx::query_scalar(NEW_XID).fetch_one(&mut *conn).await?;
+    let waiting = std::time::Instant::now();
+    loop {
+        let holders: i64 = sqlx::query_scalar(HORIZON_HOLDERS)
+            .bind(&xid)
+            .fetch_one(&mut *conn)
+            .await?;
+        if holders == 0 {
+            break;
+        }
+        if waiting.elapsed() >= HORIZON_WAIT {
+            return Ok(Pass::Held(holders));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = std::time::Instant::now();
     conn.execute(format!("SET lock_timeout = '{LOCK_TIMEOUT}'").as_str())
