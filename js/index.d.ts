@@ -504,6 +504,31 @@ export class EventStore<M extends object = AnyEvents> {
    */
   sync(options: SyncOptions<M>): Sync;
 
+  /**
+   * The events matching `filter` as NDJSON (one event per line, as the store
+   * returns them), streamed: the store is read a page at a time as the
+   * stream is consumed. For access and portability requests; upcasters apply.
+   *
+   * ```ts
+   * const file = new Response(store.export({ queries: [{ aggregate: "user.A.>" }] }));
+   * ```
+   */
+  export(filter?: Filter): ReadableStream<Uint8Array>;
+
+  /**
+   * Imports NDJSON as `export` writes it into the new store `name` and resolves
+   * to it, open. Ids, aggregates, sequences, actions, revisions, createdAt,
+   * payloads and forgotten flags are kept (positions are the new store's). All
+   * or nothing: a bad or truncated line rejects with `INVALID_ARGUMENT` naming
+   * the line, and the store is deleted again. Each aggregate's events must run
+   * from sequence 1 without gaps (export whole aggregates).
+   */
+  static import<M extends object = AnyEvents>(
+    name: string,
+    source: ReadableStream<Uint8Array | string> | AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string> | string | Blob | Response,
+    options?: OpenOptions,
+  ): Promise<EventStore<M>>;
+
   /** Releases the WebAssembly object (`using store = …` calls it). */
   free(): void;
   [Symbol.dispose](): void;

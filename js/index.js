@@ -9,6 +9,7 @@
 // top-level await, so that bundlers' default targets accept the package.
 import initGlue, { EventStore } from "./eventstore_wasm.js";
 import { Sync } from "./sync.js";
+import { exportEvents, importEvents } from "./portability.js";
 
 export * from "./eventstore_wasm.js";
 
@@ -80,6 +81,14 @@ EventStore.prototype.sync = function sync(options) {
   syncs.set(this, handle);
   return handle;
 };
+// store.export(filter) and EventStore.import(name, source): see portability.js.
+EventStore.prototype.export = function exportStore(filter) {
+  return exportEvents(this, filter);
+};
+EventStore.import = function importStore(name, source, options) {
+  return importEvents(EventStore, name, source, options);
+};
+
 const close = EventStore.prototype.close;
 EventStore.prototype.close = function closeStore() {
   syncs.get(this)?.stop();

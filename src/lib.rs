@@ -13,6 +13,7 @@ pub mod error;
 pub mod filter;
 pub mod heads;
 pub mod marker;
+pub mod portability;
 pub mod presence;
 pub mod push;
 pub mod storage;

@@ -59,6 +59,9 @@ pub struct State {
     /// Conflicts waiting for a decision (no `onConflict`): their pending
     /// events stay pending and unsent, the remote events wait here.
     pub parked: Vec<Parked>,
+    /// An import into this store is under way (see `crate::portability`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub importing: bool,
 }
 
 /// A forget to send (`POST /v1/forget`), with its idempotency id.

@@ -203,6 +203,10 @@ impl EventStore {
         let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
+        if let Err(e) = crate::portability::check_not_importing(&storage, &name).await {
+            storage.0.close();
+            return Err(js_error(e));
+        }
         let keeper = match guard(&name, &storage, options.on_data_lost.as_ref()).await {
             Ok(keeper) => keeper,
             Err(e) => {

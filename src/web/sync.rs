@@ -254,6 +254,29 @@ impl EventStore {
             .map_err(js_error)
     }
 
+    /// Appends the NDJSON lines of an import (`text`, whole lines, the
+    /// first being line `first_line`); resolves to how many events.
+    #[wasm_bindgen(js_name = __importLines, skip_typescript)]
+    pub async fn import_lines(&self, text: String, first_line: f64) -> Result<f64, JsValue> {
+        let n = crate::portability::import_lines(
+            self.storage(),
+            self.head_cache(),
+            &text,
+            first_line as u64,
+        )
+        .await
+        .map_err(js_error)?;
+        Ok(n as f64)
+    }
+
+    /// Marks an import as under way (`true`) or finished.
+    #[wasm_bindgen(js_name = __importMark, skip_typescript)]
+    pub async fn import_mark(&self, importing: bool) -> Result<(), JsValue> {
+        crate::portability::mark_importing(self.storage(), importing)
+            .await
+            .map_err(js_error)
+    }
+
     /// `{ pending, conflicts, cursor, log }` from storage.
     #[wasm_bindgen(js_name = __syncCounts, skip_typescript)]
     pub async fn sync_counts(&self) -> Result<JsValue, JsValue> {
