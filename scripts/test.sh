@@ -67,8 +67,11 @@ for engine in chromium firefox webkit; do
 done
 
 step "npm package (npm run build)" npm run build
+# The end-to-end tests start the server binary themselves; built here, so
+# that no test spends its own time limit compiling it.
+step "sync server binary (cargo build --profile server)" cargo build --profile server -p eventstore-server
 step "TypeScript declarations (tsc --noEmit)" npx tsc -p tests/types/tsconfig.json
-step "package, README example, several tabs, the demo, sync against a real server in Chromium (Playwright)" node --test --test-concurrency=1 tests/e2e/
+step "package, README example, several tabs, the demo, sync against a real server in Chromium (Playwright)" timeout 2400 node --test --test-concurrency=1 tests/e2e/
 step "npm package under Node with fake-indexeddb, npm pack (node:test)" node --test --test-concurrency=1 tests/node/
 step "several tabs, full disk and sync in ${ENGINES//,/, } (W3C WebDriver)" timeout 1200 node --test --test-concurrency=1 tests/webdriver/
 
