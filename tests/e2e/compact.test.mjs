@@ -1,0 +1,113 @@
+// store.compact() (issue 11): what a forget and a compaction leave in the
+// files of a Chromium profile, read byte by byte (tests/e2e/disk.mjs, which
+// also decompresses LevelDB's table blocks), and that a compaction loses
+// nothing, even when the tab running it goes away half way.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { setup, uniqueName, TIMEOUT } from "./helpers.mjs";
+import { scanProfile, found, listFiles } from "./disk.mjs";
+import { readFile } from "node:fs/promises";
+
+/** Prints the IndexedDB LevelDB's own log files (LEVELDB_LOG=1). */
+async function printLogs(dir) {
+  for (const f of await listFiles(dir)) if (/indexeddb\.leveldb\/LOG/.test(f)) console.log(f, "\n" + (await readFile(f, "utf8")));
+}
+
+let env;
+before(async () => {
+  env = await setup();
+});
+after(() => env?.close());
+
+/** Pushes `n` events of aggregates `user.<prefix><i>`, each payload holding a fresh marker; returns the markers. */
+const pushMarked = (page, prefix, n, { wide = false } = {}) =>
+  page.evaluate(
+    async ({ prefix, n, wide }) => {
+      const abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+      const rand = () => Array.from(crypto.getRandomValues(new Uint8Array(32)), (x) => abc[x % 62]).join("");
+      const markers = [];
+      for (let i = 0; i < n; i++) {
+        const marker = rand();
+        markers.push(marker);
+        // "€" makes V8 keep the whole events text as UTF-16.
+        const email = `${marker}@example.com${wide && i % 2 === 0 ? " €" : ""}`;
+        const payload = { email, note: "n".repeat(200) };
+        await store.push([{ aggregate: `user.${prefix}${i}`, commands: [{ action: `user.${prefix}${i}.added`, payload }] }]);
+      }
+      return markers;
+    },
+    { prefix, n, wide },
+  );
+
+const describe = (hits, markers) => {
+  const files = {};
+  for (const m of markers) for (const h of hits[m]) files[h] = (files[h] ?? 0) + 1;
+  return `${found(hits, markers).length}/${markers.length} found: ${JSON.stringify(files)}`;
+};
+
+test("on disk: forget leaves the payloads in LevelDB's files; compact() and a restart remove them", { timeout: TIMEOUT * 3 }, async () => {
+  const name = uniqueName("compact-disk");
+  let page = await env.newPage();
+  await page.evaluate((name) => EventStore.open(name).then((s) => { window.store = s; }), name);
+  const forgotten = await pushMarked(page, "F", 20, { wide: true });
+  const kept = await pushMarked(page, "K", 20, { wide: true });
+  const all = [...forgotten, ...kept];
+  // Some history around them, as a store in use has.
+  await page.evaluate(async () => {
+    for (let i = 0; i < 50; i++) await store.push([{ aggregate: `order.${i}`, commands: [{ action: `order.${i}.placed`, payload: { total: i } }] }]);
+  });
+  await page.evaluate(() => store.close());
+  await env.stop();
+  const control = await scanProfile(env.dir, all);
+  console.log(`before forget: ${describe(control, all)}`);
+  assert.deepEqual(found(control, all), all, "control: the scan finds every marker before the forget");
+
+  await env.start();
+  page = await env.newPage();
+  const erased = await page.evaluate(async (name) => {
+    window.store = await EventStore.open(name);
+    const n = await store.forget({ queries: Array.from({ length: 20 }, (_, i) => ({ aggregate: `user.F${i}` })) });
+    store.close();
+    return n;
+  }, name);
+  assert.equal(erased, 20);
+  await env.stop();
+  const afterForget = await scanProfile(env.dir, all);
+  console.log(`after forget (kept: ${describe(afterForget, kept)}); forgotten: ${describe(afterForget, forgotten)}`);
+  assert.deepEqual(found(afterForget, kept), kept, "the kept markers are on disk");
+  assert.ok(found(afterForget, forgotten).length > 0, "forget alone leaves forgotten payloads in the profile's files");
+
+  await env.start();
+  page = await env.newPage();
+  const r = await page.evaluate(async (name) => {
+    const store = await EventStore.open(name);
+    const before = await store.filter({});
+    const t0 = performance.now();
+    const again = await store.compact();
+    const ms = performance.now() - t0;
+    const oldStore = await errorOf(() => store.count());
+    const afterEvents = await again.filter({});
+    const pushed = await again.push([{ aggregate: "user.Z", commands: [{ action: "user.Z.added", payload: {} }] }]);
+    again.close();
+    return { before, afterEvents, ms, oldStore, position: pushed[0].position, databases: await rawDatabases() };
+  }, name);
+  console.log(`compact() of ${r.before.length} events took ${r.ms.toFixed(0)} ms`);
+  assert.deepEqual(r.afterEvents, r.before, "compact keeps every event as it was");
+  assert.equal(r.oldStore?.code, "CLOSED", "the store compact() was called on is closed");
+  assert.equal(r.position, r.before.length + 1, "the reopened store appends after the log");
+  assert.deepEqual(Object.keys(r.databases).filter((d) => d.includes(name)), [name], "no holding database is left");
+  await env.stop();
+  const afterCompact = await scanProfile(env.dir, all);
+  if (process.env.LEVELDB_LOG) await printLogs(env.dir);
+  console.log(`after compact (kept: ${describe(afterCompact, kept)}); forgotten: ${describe(afterCompact, forgotten)}`);
+  await env.start();
+  page = await env.newPage();
+  assert.equal(await page.evaluate(async (name) => (await EventStore.open(name)).count(), name), 91);
+  await page.close();
+  await env.stop();
+  const afterRestart = await scanProfile(env.dir, all);
+  console.log(`after compact and a restart (kept: ${describe(afterRestart, kept)}); forgotten: ${describe(afterRestart, forgotten)}`);
+  assert.deepEqual(found(afterRestart, kept), kept, "the kept markers are still on disk");
+  assert.deepEqual(found(afterRestart, forgotten), [], "after compact and a restart, no file holds a forgotten marker");
+  await env.start();
+});
