@@ -289,11 +289,12 @@ export async function compact(store, { stop } = {}) {
       await recoverLocked(name);
       await evict(name);
       await copyOut(name);
-      if (stop === "copied") return;
+      const stopped = new Error(`compact stopped after "${stop}" (a test)`);
+      if (stop === "copied") throw stopped;
       const journal = await journalOf(name);
       if (stop === "deleted") {
         await deleteDatabase(name);
-        return;
+        throw stopped;
       }
       await restore(name, journal);
       await sweep(name);

@@ -111,3 +111,80 @@ test("on disk: forget leaves the payloads in LevelDB's files; compact() and a re
   assert.deepEqual(found(afterRestart, forgotten), [], "after compact and a restart, no file holds a forgotten marker");
   await env.start();
 });
+
+/** Every object store's schema and records of database `name`, raw. */
+const rawDump = (page, name) =>
+  page.evaluate(async (name) => {
+    const records = await rawRecords(name);
+    const db = await new Promise((ok, fail) => {
+      const r = indexedDB.open(name);
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const tx = db.transaction([...db.objectStoreNames]);
+    const schema = [...db.objectStoreNames].map((s) => {
+      const o = tx.objectStore(s);
+      return [s, o.keyPath, o.autoIncrement, [...o.indexNames].map((i) => [i, o.index(i).keyPath, o.index(i).unique, o.index(i).multiEntry])];
+    });
+    const version = db.version;
+    db.close();
+    return { version, schema, records };
+  }, name);
+
+test("compact keeps every record, index and the sync state; other tabs' stores close; a compaction cut short is finished or undone by the next open", { timeout: TIMEOUT * 2 }, async () => {
+  const name = uniqueName("compact-safe");
+  const page = await env.newPage();
+  const other = await env.newPage();
+  await page.evaluate(async (name) => {
+    window.store = await EventStore.open(name);
+    for (let i = 0; i < 30; i++) {
+      await store.push([{ aggregate: `user.${i % 7}`, commands: [{ action: `user.${i % 7}.added`, payload: { i } }, { action: "audit.noted", payload: { i } }] }]);
+    }
+    await store.forget({ queries: [{ aggregate: "user.3" }] });
+    // A sync state as sync() keeps it: it must survive untouched.
+    const db = await new Promise((ok) => { const r = indexedDB.open(name); r.onsuccess = () => ok(r.result); });
+    await new Promise((ok) => { const tx = db.transaction("sync", "readwrite"); tx.objectStore("sync").put('{"log":"L","cursor":7}', "state"); tx.oncomplete = ok; });
+    db.close();
+  }, name);
+  const before = await rawDump(page, name);
+  await other.evaluate(async (name) => {
+    window.store = await EventStore.open(name);
+  }, name);
+
+  // The whole compaction: same records, indexes and version; the other tab's store is closed.
+  const r = await page.evaluate(async () => {
+    window.store = await store.compact();
+    return { count: await store.count(), first: (await store.filter({ limit: 1 }))[0].id };
+  });
+  assert.equal(r.count, 60);
+  assert.deepEqual(await rawDump(page, name), before, "every record, index and the version are as before");
+  assert.deepEqual(
+    await other.evaluate(async () => (await errorOf(() => store.push([{ aggregate: "x", commands: [{ action: "x.a", payload: 1 }] }])))?.code),
+    "CLOSED",
+  );
+  assert.equal(await other.evaluate(async (name) => (await EventStore.open(name)).count(), name), 60, "the other tab opens it again");
+
+  // Cut short after the copy: the next open drops the holding database, the store is as it was.
+  await page.evaluate(async () => {
+    store.__compactStop("copied");
+    await store.compact().catch(() => {});
+  });
+  assert.ok(Object.keys(await page.evaluate(() => rawDatabases())).includes(`${name}#eventstore-wasm-compact`), "the holding database is there");
+  assert.equal(await page.evaluate(async (name) => { window.store = await EventStore.open(name); return store.count(); }, name), 60);
+  assert.deepEqual(await rawDump(page, name), before);
+  assert.deepEqual(Object.keys(await page.evaluate(() => rawDatabases())).filter((d) => d.startsWith(name)), [name]);
+
+  // Cut short after the store was deleted: the next open fills it back from the holding database.
+  await page.evaluate(async () => {
+    store.__compactStop("deleted");
+    await store.compact().catch(() => {});
+  });
+  assert.deepEqual(Object.keys(await page.evaluate(() => rawDatabases())).filter((d) => d.startsWith(name)), [`${name}#eventstore-wasm-compact`], "the store is gone, its copy held");
+  // Opened in another tab (the loss marker must agree: no DATA_LOST).
+  assert.equal(await other.evaluate(async (name) => { window.store = await EventStore.open(name); return (await store.filter({ limit: 1 }))[0].id; }, name), r.first);
+  assert.deepEqual(await rawDump(page, name), before, "filled back as it was");
+  assert.deepEqual(Object.keys(await page.evaluate(() => rawDatabases())).filter((d) => d.startsWith(name)), [name]);
+  await other.evaluate(() => store.close());
+  await page.close();
+  await other.close();
+});
