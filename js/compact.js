@@ -83,8 +83,39 @@ function open(name, version, upgrade, { existing = false } = {}) {
   });
 }
 
-async function deleteDatabase(name) {
-  await request(indexedDB.deleteDatabase(name));
+/** How long a delete or the eviction waits for other connections to close. */
+const BLOCKED_MS = 10_000;
+
+/**
+ * Fails `fail` if request `r` stays blocked (a connection that does not
+ * close on `versionchange`, such as one opened without this library) for
+ * BLOCKED_MS. The request itself stays queued in IndexedDB and runs when
+ * that connection closes; what it does then is safe (an aborted upgrade,
+ * or a delete that the journal's next run repeats anyway).
+ */
+function whenBlocked(r, name, fail) {
+  let timer;
+  r.onblocked = () => {
+    timer ??= setTimeout(() => {
+      fail(Object.assign(new Error(`compact: a connection to ${JSON.stringify(name)} did not close within ${BLOCKED_MS / 1000} s (one not opened by this library?)`), { code: "STORAGE" }));
+    }, BLOCKED_MS);
+  };
+  return () => clearTimeout(timer);
+}
+
+function deleteDatabase(name) {
+  return new Promise((ok, fail) => {
+    const r = indexedDB.deleteDatabase(name);
+    const done = whenBlocked(r, name, fail);
+    r.onsuccess = () => {
+      done();
+      ok();
+    };
+    r.onerror = () => {
+      done();
+      fail(r.error);
+    };
+  });
 }
 
 /** Whether database `name` exists, without creating it. */
@@ -248,12 +279,15 @@ async function evict(name) {
   db.close();
   await new Promise((ok, fail) => {
     const r = indexedDB.open(name, version + 1);
+    const done = whenBlocked(r, name, fail);
     r.onupgradeneeded = () => r.transaction.abort();
     r.onsuccess = () => {
+      done();
       r.result.close();
       fail(new Error("the upgrade was not aborted"));
     };
     r.onerror = (event) => {
+      done();
       event.preventDefault();
       if (r.error?.name === "AbortError") ok();
       else fail(r.error);

@@ -188,3 +188,30 @@ test("compact keeps every record, index and the sync state; other tabs' stores c
   await page.close();
   await other.close();
 });
+
+test("a connection that does not close makes compact() fail after 10 s with STORAGE, the store untouched", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("compact-blocked");
+  const page = await env.newPage();
+  const raw = await env.newPage();
+  await page.evaluate(async (name) => {
+    window.store = await EventStore.open(name);
+    await store.push([{ aggregate: "user.A", commands: [{ action: "user.A.added", payload: { a: 1 } }] }]);
+  }, name);
+  // Opened without this library: it ignores versionchange.
+  await raw.evaluate((name) => new Promise((ok) => { const r = indexedDB.open(name); r.onsuccess = () => { window.db = r.result; ok(); }; }), name);
+  const r = await page.evaluate(async () => {
+    const t0 = performance.now();
+    const error = await errorOf(() => store.compact(), 30_000);
+    return { error, ms: performance.now() - t0 };
+  });
+  assert.equal(r.error?.code, "STORAGE", JSON.stringify(r.error));
+  assert.match(r.error.message, /did not close within 10 s/);
+  assert.ok(r.ms >= 9_000 && r.ms < 20_000, `${r.ms} ms`);
+  await raw.evaluate(() => window.db.close());
+  assert.deepEqual(
+    await page.evaluate(async (name) => { const s = await EventStore.open(name); const events = await s.filter({}); s.close(); return events.map((e) => e.payload); }, name),
+    [{ a: 1 }],
+  );
+  await page.close();
+  await raw.close();
+});
