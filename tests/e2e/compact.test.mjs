@@ -225,3 +225,43 @@ test("a connection that does not close makes compact() fail after 10 s with STOR
   await page.close();
   await raw.close();
 });
+
+test("the copy is layout-agnostic: any object stores, indexes, keys and values come back as they were", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("compact-layout");
+  const page = await env.newPage();
+  // A database of a later layout (version 9), made with raw IndexedDB.
+  await page.evaluate(async (name) => {
+    const db = await new Promise((ok, fail) => {
+      const r = indexedDB.open(name, 9);
+      r.onupgradeneeded = () => {
+        const d = r.result;
+        const a = d.createObjectStore("batches", { keyPath: "lastPosition" });
+        a.createIndex("aggregate", ["aggregate", "lastSequence"], { unique: true });
+        a.createIndex("tags", "tags", { multiEntry: true });
+        d.createObjectStore("counter", { autoIncrement: true });
+        d.createObjectStore("sync");
+        d.createObjectStore("unfolded", { keyPath: ["aggregate", "n"] });
+      };
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const tx = db.transaction(["batches", "counter", "sync", "unfolded"], "readwrite");
+    for (let i = 1; i <= 600; i++) tx.objectStore("batches").put({ lastPosition: i, aggregate: `a.${i % 5}`, lastSequence: i, tags: [`t${i % 3}`, "all"], events: "é€".repeat(i % 7) });
+    for (let i = 0; i < 3; i++) tx.objectStore("counter").put({ i });
+    tx.objectStore("sync").put("state text", "state");
+    tx.objectStore("sync").put(new Uint8Array([1, 2, 3]), ["binary", 1]);
+    tx.objectStore("unfolded").put({ aggregate: "a.1", n: 2, text: "x" });
+    await new Promise((ok) => { tx.oncomplete = ok; });
+    db.close();
+  }, name);
+  const before = await rawDump(page, name);
+  await page.evaluate(async (name) => {
+    const { compact } = await import("/pkg/compact.js");
+    await compact({ name, close() {} });
+  }, name);
+  const after = await rawDump(page, name);
+  assert.equal(after.version, 9);
+  assert.equal(after.records.length, 606);
+  assert.deepEqual(after, before);
+  await page.close();
+});
