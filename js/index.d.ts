@@ -529,6 +529,26 @@ export class EventStore<M extends object = AnyEvents> {
     options?: OpenOptions,
   ): Promise<EventStore<M>>;
 
+  /**
+   * Rewrites the store's IndexedDB database so that the bytes of erased
+   * (forgotten) payloads leave the browser's files where the backend allows
+   * it: every record of every object store is copied raw into a holding
+   * database, the store's database is deleted, created again with the same
+   * object stores and indexes, and filled back. Closes this store (later
+   * calls reject with `CLOSED`), and closes the store's connections in
+   * other tabs (they reject with `CLOSED` and open it again, waiting until
+   * the compaction is done); resolves to the store opened again with the
+   * same options. All or nothing: if the page goes away half way, the next
+   * `EventStore.open` of the store finishes or undoes it. What it achieves
+   * on disk, per browser: docs/privacy.md.
+   *
+   * ```ts
+   * await store.forget({ queries: [{ aggregate: "user.A" }] });
+   * store = await store.compact();
+   * ```
+   */
+  compact(): Promise<EventStore<M>>;
+
   /** Releases the WebAssembly object (`using store = …` calls it). */
   free(): void;
   [Symbol.dispose](): void;

@@ -10,6 +10,7 @@
 import initGlue, { EventStore } from "./eventstore_wasm.js";
 import { Sync } from "./sync.js";
 import { exportEvents, importEvents } from "./portability.js";
+import { compact, recover } from "./compact.js";
 
 export * from "./eventstore_wasm.js";
 
@@ -70,6 +71,35 @@ for (const name of Object.getOwnPropertyNames(EventStore)) {
   Object.defineProperty(EventStore, name, { ...Object.getOwnPropertyDescriptor(EventStore, name), value: ready });
 }
 
+// EventStore.open first waits for a compaction of that store running in
+// another tab and finishes one a closed tab left half done (compact.js);
+// the options a store was opened with are kept for compact() to reopen it.
+const opened = new WeakMap();
+const openStore = EventStore.open;
+Object.defineProperty(EventStore, "open", {
+  ...Object.getOwnPropertyDescriptor(EventStore, "open"),
+  value: async function open(name, options) {
+    if (typeof name === "string") await recover(name);
+    const store = await openStore.call(this, name, options);
+    opened.set(store, options);
+    return store;
+  },
+});
+// store.compact(): see compact.js. Closes this store and resolves to the
+// store opened again.
+EventStore.prototype.compact = async function compactStore() {
+  if (this.__wbg_ptr === 0) throw new EventStoreError("CLOSED", "the store is closed: it was freed (free() or Symbol.dispose)");
+  // A closed store cannot be compacted (it may have been deleted since).
+  await this.count();
+  const options = opened.get(this);
+  await compact(this, compactTest.get(this));
+  return EventStore.open(this.name, options);
+};
+/** Test hook (tests/e2e/compact.test.mjs): where compact() stops, as a tab closed there would. */
+const compactTest = new WeakMap();
+EventStore.prototype.__compactStop = function stopAt(stop) {
+  compactTest.set(this, { stop });
+};
 // store.sync(options): see sync.js. One sync per store at a time; closing
 // the store stops it.
 const syncs = new WeakMap();
@@ -99,7 +129,7 @@ EventStore.prototype.close = function closeStore() {
 // closed (its Rust side closes the connection when dropped); its methods
 // then answer like those of a closed store (CLOSED) instead of failing in
 // the glue with "null pointer passed to rust".
-const ASYNC = new Set(["push", "filter", "forget", "get", "count"]);
+const ASYNC = new Set(["push", "filter", "forget", "get", "count", "compact"]);
 for (const name of Object.getOwnPropertyNames(EventStore.prototype)) {
   // Accessors (`name`) are left alone: reading them here would call them.
   const method = Object.getOwnPropertyDescriptor(EventStore.prototype, name).value;

@@ -55,6 +55,7 @@ for (const [from, to] of [
   ["../js/index.js", "index.js"],
   ["../js/sync.js", "sync.js"],
   ["../js/portability.js", "portability.js"],
+  ["../js/compact.js", "compact.js"],
   ["../js/index.d.ts", "index.d.ts"],
   ["../npm/README.md", "README.md"],
   ["../LICENSE", "LICENSE"],
@@ -63,7 +64,7 @@ for (const [from, to] of [
 }
 // The entry keeps its code as written (its import() carries comments that
 // bundlers read), without its whole-line comments: 1 KB less gzipped.
-for (const file of ["index.js", "sync.js", "portability.js"]) {
+for (const file of ["index.js", "sync.js", "portability.js", "compact.js"]) {
   const entry = new URL(`../pkg/${file}`, import.meta.url);
   await writeFile(
     entry,
@@ -85,13 +86,13 @@ pkg.exports = {
 };
 // What the tarball holds: the entry, the glue and its snippets, the wasm,
 // the types, README and licences (npm adds package.json itself).
-const files = new Set(["index.js", "sync.js", "portability.js", "index.d.ts", "README.md", "LICENSE"]);
+const files = new Set(["index.js", "sync.js", "portability.js", "compact.js", "index.d.ts", "README.md", "LICENSE"]);
 if (entries.includes("snippets")) files.add("snippets");
 for (const f of entries) if (/^eventstore_wasm.*\.(js|wasm)$/.test(f)) files.add(f); // the glue's .d.ts: index.d.ts replaces it
 pkg.files = [...files].sort();
 // The entry patches EventStore's statics (lazy loading): it and the glue it
 // patches must not be dropped as side-effect-free.
-pkg.sideEffects = ["./index.js", "./sync.js", "./portability.js", "./eventstore_wasm.js", "./snippets/*"];
+pkg.sideEffects = ["./index.js", "./sync.js", "./portability.js", "./compact.js", "./eventstore_wasm.js", "./snippets/*"];
 pkg.keywords = ["event-store", "event-sourcing", "indexeddb", "wasm", "webassembly", "offline-first", "cqrs", "gdpr"];
 delete pkg.repository;
 await writeFile(path, JSON.stringify(pkg, null, 2) + "\n");

@@ -33,7 +33,8 @@ const launch = (userDataDir, extra = []) =>
 
 /**
  * Starts the server and the browser. Returns
- * { url, origin, context, newPage({ load }), restart(), close() };
+ * { url, origin, dir, context, newPage({ load }), restart(), stop(), start(), close() }
+ * (`dir`: the profile directory);
  * newPage() opens blank.html and (unless load: false) loads the package,
  * so `EventStore` is a global of the page.
  */
@@ -44,6 +45,7 @@ export async function setup({ args = [] } = {}) {
   return {
     url: server.url,
     origin: new URL(server.url).origin,
+    dir: userDataDir,
     get context() {
       return context;
     },
@@ -57,6 +59,14 @@ export async function setup({ args = [] } = {}) {
     /** Closes the browser and starts it again on the same profile. */
     async restart() {
       await context.close();
+      context = await launch(userDataDir, args);
+    },
+    /** Closes the browser (the profile stays, for reading its files). */
+    async stop() {
+      await context.close();
+    },
+    /** Starts the browser again on the same profile after stop(). */
+    async start() {
       context = await launch(userDataDir, args);
     },
     async close() {

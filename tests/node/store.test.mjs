@@ -152,3 +152,22 @@ test("get, count, reverse, positions and upcasters under fake-indexeddb", async 
     await EventStore.delete(name);
   }
 });
+
+test("compact() keeps every event under fake-indexeddb (no Web Locks) and resolves to the reopened store", async () => {
+  const name = uniqueName("compact");
+  const store = await EventStore.open(name);
+  await store.push([user("A", "added", "renamed"), user("B", "added")]);
+  await store.forget({ queries: [{ aggregate: "user.A" }] });
+  const before = await store.filter({});
+  const again = await store.compact();
+  try {
+    assert.deepEqual(await again.filter({}), before);
+    assert.equal((await store.count().catch((e) => e)).code, "CLOSED");
+    assert.deepEqual((await indexedDB.databases()).map((d) => d.name).filter((n) => n.startsWith(name)), [name]);
+    const [next] = await again.push([user("C", "added")]);
+    assert.equal(next.position, 4);
+  } finally {
+    again.close();
+    await EventStore.delete(name);
+  }
+});

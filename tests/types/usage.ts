@@ -23,6 +23,8 @@ export async function usage(): Promise<void> {
     { aggregate: "user.B", commands: [{ action: "user.B.added", payload: {} }, { action: "user.B.seen" }] },
   ];
   const events: StoredEvent[] = await store.push(entries);
+  const compacted: EventStore = await store.compact();
+  compacted.close();
 
   for (const event of events) {
     const id: string = event.id;
