@@ -67,6 +67,11 @@ export async function startSyncServer({ database, port = 0, origins = [], auth, 
     argv.push(...args);
     const proc = spawn(SERVER_BIN, argv, { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" } });
     child = proc;
+    // A server never keeps the script that started it alive (a test that
+    // failed before stopping it would hang its file): the "exit" hook
+    // above kills it when the script ends.
+    proc.unref();
+    proc.stderr.unref?.();
     output += `--- started: ${argv.join(" ")}\n`;
     let mine = ""; // this process's output, up to "listening"
     let settled = false;
