@@ -82,6 +82,8 @@ export class Sync {
   #stopController = new AbortController();
   #leading = false;
   #begun = false;
+  /** The error that ended sync (LOG_MISMATCH): later flushes reject with it. */
+  #fatal = null;
   #refreshing = false;
   #refreshAgain = false;
   #error = null;
@@ -147,6 +149,7 @@ export class Sync {
    */
   flush() {
     if (this.#stopped) return Promise.reject(stopped());
+    if (this.#fatal) return Promise.reject(this.#fatal);
     return new Promise((resolve, reject) => {
       const flush = { resolve, reject, last: null, head: null };
       this.#flushes.push(flush);
@@ -223,6 +226,7 @@ export class Sync {
   /** An error that ends sync: LOG_MISMATCH, a closed store. */
   #fail(e) {
     this.#error = e;
+    this.#fatal = e;
     for (const f of this.#flushes.splice(0)) f.reject(e);
   }
 
@@ -244,8 +248,9 @@ export class Sync {
       }
       for (const f of this.#flushes) {
         if (f.head === null) {
-          f.head = info.head;
           f.last = (await this.#store.__syncCounts()).last;
+          f.log = info.log;
+          f.head = info.head;
         }
       }
     }
@@ -388,7 +393,13 @@ export class Sync {
     const c = await this.#store.__syncCounts();
     debug("settle flushes", JSON.stringify(c), JSON.stringify(this.#flushes));
     for (const f of [...this.#flushes]) {
-      if (f.head === null) continue;
+      if (f.head === null || f.last === null) continue;
+      if (f.log !== undefined && c.log !== null && f.log !== c.log) {
+        // Asked of a server that now has another log.
+        this.#flushes.splice(this.#flushes.indexOf(f), 1);
+        f.reject(syncError("SYNC", `LOG_MISMATCH: the server now has log ${JSON.stringify(f.log)}, this store synced with ${JSON.stringify(c.log)}; nothing was mixed`));
+        continue;
+      }
       const sent = c.pending === 0 || c.settled >= f.last;
       const pulled = c.cursor >= f.head;
       if (sent && pulled) {
@@ -434,7 +445,11 @@ export class Sync {
       if (f.head !== null || f.asking) continue;
       f.asking = true;
       this.#json("GET", "/v1/info").then(
-        async (info) => { f.head = info.head; f.last = (await this.#store.__syncCounts()).last; },
+        async (info) => {
+          f.last = (await this.#store.__syncCounts()).last;
+          f.log = info.log;
+          f.head = info.head;
+        },
         () => {},
       ).finally(() => { f.asking = false; });
     }
