@@ -33,6 +33,16 @@ fn number(v: &JsValue, key: &str) -> f64 {
     get(v, key).as_f64().unwrap()
 }
 
+/// The fields a loss is reported with (on the `DATA_LOST` error and to
+/// `onDataLost`): `(lastPosition, position, reason)`.
+fn loss(v: &JsValue) -> (f64, f64, String) {
+    (
+        number(v, "lastPosition"),
+        number(v, "position"),
+        get(v, "reason").as_string().unwrap_or_default(),
+    )
+}
+
 /// Runs a JavaScript function body with `name` bound and awaits its promise.
 async fn run(body: &str, name: &str) -> JsValue {
     let f = Function::new_with_args("name", body);
@@ -234,9 +244,7 @@ async fn a_database_deleted_behind_the_stores_back_is_data_lost() {
 
     let err = open(name, JsValue::UNDEFINED).await.err().unwrap();
     assert_eq!(code(&err), "DATA_LOST", "{err:?}");
-    assert_eq!(number(&err, "lastPosition"), 3.0);
-    assert_eq!(number(&err, "position"), 0.0);
-    assert_eq!(get(&err, "reason").as_string().as_deref(), Some("empty"));
+    assert_eq!(loss(&err), (3.0, 0.0, "empty".into()));
     // The marker stays: the next open says so again.
     let again = open(name, JsValue::UNDEFINED).await.err().unwrap();
     assert_eq!(code(&again), "DATA_LOST");
@@ -247,9 +255,7 @@ async fn a_database_deleted_behind_the_stores_back_is_data_lost() {
     assert_eq!(told.borrow().len(), 1);
     let info = told.borrow()[0].clone();
     assert_eq!(get(&info, "name").as_string().as_deref(), Some(name));
-    assert_eq!(number(&info, "lastPosition"), 3.0);
-    assert_eq!(number(&info, "position"), 0.0);
-    assert_eq!(get(&info, "reason").as_string().as_deref(), Some("empty"));
+    assert_eq!(loss(&info), (3.0, 0.0, "empty".into()));
     let events = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
@@ -274,9 +280,7 @@ async fn a_shorter_log_is_data_lost_and_the_marker_follows_what_is_left() {
 
     let err = open(name, JsValue::UNDEFINED).await.err().unwrap();
     assert_eq!(code(&err), "DATA_LOST", "{err:?}");
-    assert_eq!(number(&err, "lastPosition"), 3.0);
-    assert_eq!(number(&err, "position"), 2.0);
-    assert_eq!(get(&err, "reason").as_string().as_deref(), Some("shorter"));
+    assert_eq!(loss(&err), (3.0, 2.0, "shorter".into()));
 
     let (options, told) = recording();
     let s = open(name, options).await.unwrap();
@@ -314,8 +318,8 @@ async fn another_log_under_the_same_name_is_data_lost() {
     .await;
     let err = open(name, JsValue::UNDEFINED).await.err().unwrap();
     assert_eq!(code(&err), "DATA_LOST", "{err:?}");
-    assert_eq!(get(&err, "reason").as_string().as_deref(), Some("replaced"));
-    assert_eq!(number(&err, "position"), 4.0);
+    let (_, position, reason) = loss(&err);
+    assert_eq!((position, reason.as_str()), (4.0, "replaced"));
     EventStore::delete_store(name.into()).await.unwrap();
 }
 
