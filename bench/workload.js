@@ -147,3 +147,6 @@ export function shapeCount(a, aggs, per, pushes) {
   if (r >= groups) return 0;
   return (Math.floor((groups - 1 - r) / AGGREGATES) + 1) * per;
 }
+
+/** `user.*.added` events after pushes 0..pushes-1 of shape aggs × per (kind k % 4 of each group's k-th event). */
+export const shapeAddedCount = (aggs, per, pushes) => pushes * aggs * Math.ceil(per / KINDS.length);

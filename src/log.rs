@@ -279,6 +279,46 @@ impl Pending {
             .collect()
     }
 
+    /// Where a scan of `from..=to` (backwards when `reverse`) needs the
+    /// store: the keys to read there (`None`: none, the batches near `from`
+    /// are unfolded), and how far the merged page is complete when the
+    /// store returns fewer records than asked (the far end of the nearest
+    /// unfolded record in that direction, or the range's end). Reading only
+    /// up to the nearest unfolded record keeps scans from reading unfolded
+    /// records, whose batches are known here, again and again.
+    pub fn store_range(&self, from: u64, to: u64, reverse: bool) -> (Option<(u64, u64)>, u64) {
+        let span = |r: &Unfolded| {
+            (
+                r.batches.first().map_or(r.key, Batch::first_position),
+                r.key,
+            )
+        };
+        if !reverse {
+            // The first record ending at or after `from`.
+            match self.records.range(from..).next().map(|(_, r)| span(r)) {
+                Some((first, last)) if first <= to => {
+                    let store = (first > from).then(|| (from, first - 1));
+                    (store, last.min(to))
+                }
+                _ => (Some((from, to)), to),
+            }
+        } else {
+            // The last record starting at or before `to`.
+            let covering = self.records.range(to..).next().map(|(_, r)| span(r));
+            let nearest = match covering {
+                Some((first, last)) if first <= to => Some((first, last)),
+                _ => self.records.range(..to).next_back().map(|(_, r)| span(r)),
+            };
+            match nearest {
+                Some((first, last)) if last >= from => {
+                    let store = (last < to).then(|| ((last + 1).max(from), to));
+                    (store, first.max(from))
+                }
+                _ => (Some((from, to)), from),
+            }
+        }
+    }
+
     /// Merges a page the store returned for a scan of `from..=to` (its
     /// batches, unfolded records left out) with the unfolded batches.
     /// `reached`: the key of the store's last record in the page when it
@@ -374,6 +414,28 @@ mod tests {
             records.iter().map(|r| r.batches.len()).sum::<usize>(),
             big.len()
         );
+    }
+
+    #[test]
+    fn scans_read_the_store_only_outside_unfolded_records() {
+        // Unfolded records over positions 4..=6 and 19..=20.
+        let mut records =
+            Unfolded::chunk(&[batch(5, "a", (3, 4), true), batch(6, "b", (1, 1), false)]);
+        records.extend(Unfolded::chunk(&[batch(20, "c", (1, 2), true)]));
+        let p = Pending::new(records.into_iter().map(Arc::new));
+        // Forwards: the store up to the next unfolded record, complete to its end.
+        assert_eq!(p.store_range(1, 30, false), (Some((1, 3)), 6));
+        assert_eq!(p.store_range(4, 30, false), (None, 6));
+        assert_eq!(p.store_range(5, 5, false), (None, 5));
+        assert_eq!(p.store_range(7, 30, false), (Some((7, 18)), 20));
+        assert_eq!(p.store_range(21, 30, false), (Some((21, 30)), 30));
+        assert_eq!(p.store_range(1, 3, false), (Some((1, 3)), 3));
+        // Backwards: the same from the other end.
+        assert_eq!(p.store_range(1, 30, true), (Some((21, 30)), 19));
+        assert_eq!(p.store_range(1, 19, true), (None, 19));
+        assert_eq!(p.store_range(1, 18, true), (Some((7, 18)), 4));
+        assert_eq!(p.store_range(1, 3, true), (Some((1, 3)), 1));
+        assert_eq!(p.store_range(5, 5, true), (None, 5));
     }
 
     #[test]

@@ -1564,6 +1564,51 @@ async fn a_fold_cut_short_loses_and_duplicates_nothing() {
 }
 
 #[wasm_bindgen_test]
+async fn long_scans_over_folded_and_unfolded_records_read_as_folded() {
+    eventstore_wasm::pause_folding(true);
+    let name = "web-fold-long";
+    let s = fresh(name).await;
+    // Folded batches, then unfolded records with a folded one among them
+    // (a forget folds the records it touches), then more unfolded ones:
+    // more batches than a page of a scan (256) on either side.
+    push_wide(&s, 8).await;
+    s.fold_all(128).await.unwrap();
+    push_wide(&s, 10).await;
+    s.forget(js(
+        r#"{"queries":[{"aggregate":"w.a5","position":{"from":450,"to":455}}]}"#,
+    ))
+    .await
+    .unwrap();
+    push_wide(&s, 10).await;
+    assert_eq!(unfolded_records(name).await, 19);
+    let reads = |s: EventStore| async move {
+        let mut out = wide_reads(&s).await;
+        for filter in [
+            r#"{"reverse":true}"#,
+            r#"{"queries":[{"position":{"from":300,"to":900}}],"reverse":true,"limit":400}"#,
+            r#"{"queries":[{"subjects":"w.>","position":{"from":100}}],"limit":700}"#,
+        ] {
+            let events = read(&s, filter).await;
+            out.push(JSON::stringify(&events).unwrap().as_string().unwrap());
+        }
+        (s, out)
+    };
+    let (s, before) = reads(s).await;
+    assert!(before[0].contains(r#""position":1120"#));
+    assert_eq!(before[6].matches(r#""position""#).count(), 1120);
+    // The same in a connection that decodes the unfolded records afresh.
+    let other = EventStore::open(name.into(), None).await.unwrap();
+    let (other, fresh_reads) = reads(other).await;
+    assert_eq!(fresh_reads, before);
+    assert_eq!(s.fold_all(128).await.unwrap(), 19);
+    let (s, after) = reads(s).await;
+    assert_eq!(after, before);
+    other.close();
+    s.close();
+    eventstore_wasm::pause_folding(false);
+}
+
+#[wasm_bindgen_test]
 async fn two_connections_folding_at_once_fold_each_record_once() {
     eventstore_wasm::pause_folding(true);
     let a = fresh("web-fold-two").await;

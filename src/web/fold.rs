@@ -27,10 +27,17 @@ extern "C" {
     fn idle() -> js_sys::Promise;
 }
 
-/// Folding starts once no push has come for this long...
+/// A fold transaction starts once no push and no read has begun for this
+/// long (a fold holds back the reads and pushes that come after it)...
 const QUIET_MS: f64 = 100.0;
-/// ...or this long after the first push it has not folded yet.
+/// ...or, the first, this long after the first push it has not folded yet,
+/// whatever the reads and pushes;
 const MAX_WAIT_MS: f64 = 1000.0;
+/// later ones, while pushes and reads go on, this many times as long after
+/// the last one as it took: folding takes at most a quarter of a busy
+/// page's time, so that a long import is slowed by a quarter at most and
+/// folded once it pauses.
+const BUSY_SHARE: f64 = 3.0;
 
 thread_local! {
     /// Background folding paused in this thread (for tests).
@@ -82,19 +89,23 @@ impl Folder {
         });
     }
 
+    /// Waits until pushes and reads pause, or until `deadline`.
+    async fn settle(&self, deadline: f64) {
+        loop {
+            let now = js_sys::Date::now();
+            let active = self.last_push.get().max(self.storage.0.read_at());
+            let quiet = now - active;
+            if !PAUSED.with(Cell::get) && (quiet >= QUIET_MS || now >= deadline) {
+                return;
+            }
+            let wait = (QUIET_MS - quiet).clamp(10.0, QUIET_MS);
+            let _ = wasm_bindgen_futures::JsFuture::from(sleep(wait)).await;
+        }
+    }
+
     async fn run(&self) {
         while self.dirty.get() {
-            // Wait for the pushes to pause.
-            loop {
-                let now = js_sys::Date::now();
-                let quiet = now - self.last_push.get();
-                let waited = now - self.first_push.get();
-                if !PAUSED.with(Cell::get) && (quiet >= QUIET_MS || waited >= MAX_WAIT_MS) {
-                    break;
-                }
-                let wait = (QUIET_MS - quiet).clamp(10.0, QUIET_MS);
-                let _ = wasm_bindgen_futures::JsFuture::from(sleep(wait)).await;
-            }
+            self.settle(self.first_push.get() + MAX_WAIT_MS).await;
             self.dirty.set(false);
             loop {
                 let _ = wasm_bindgen_futures::JsFuture::from(idle()).await;
@@ -102,12 +113,15 @@ impl Folder {
                     self.dirty.set(true);
                     break;
                 }
+                let began = js_sys::Date::now();
                 match fold_once(&self.storage, FOLD_BUDGET).await {
                     Ok(0) => break,
                     Ok(_) => {}
                     // Closed, or failing: the next push or open tries again.
                     Err(_) => return,
                 }
+                let now = js_sys::Date::now();
+                self.settle(now + BUSY_SHARE * (now - began)).await;
             }
         }
     }

@@ -98,24 +98,6 @@ export function writeUnfolded(store, numbers, texts, added) {
     if (added) for (const b of JSON.parse(batches)) { b.createdAt = createdAt; added.push(b); }
   });
 }
-export function foldRecords(store, records, budget) {
-  let written = 0, folded = 0;
-  for (const r of records) {
-    if (folded > 0 && written >= budget) break;
-    if (r.unfolded === undefined || typeof r.batches !== "string") throw new Error(`corrupt unfolded record ${r.lastPosition}`);
-    store.delete(r.lastPosition);
-    JSON.parse(r.batches).forEach((b, i) => {
-      const record = { lastPosition: b.lastPosition, aggregate: b.aggregate, firstSequence: b.firstSequence, lastSequence: b.lastSequence, createdAt: r.createdAt };
-      if (Array.isArray(b.actions) && b.actions.length > 0) record.actions = b.actions;
-      record.events = JSON.stringify(b.events);
-      if (i === 0 && r.start !== undefined) record.start = r.start;
-      store.add(record);
-      written++;
-    });
-    folded++;
-  }
-  return folded;
-}
 export function writeRecords(store, json, replace, added) {
   for (const record of JSON.parse(json)) {
     if (replace) store.put(record); else store.add(record);
@@ -154,16 +136,11 @@ extern "C" {
         texts: &Array,
         added: Option<&Array>,
     ) -> std::result::Result<(), JsValue>;
-    /// Folds unfolded `records` (read in this transaction, in key order):
-    /// deletes each and adds its batches, whole records until about
-    /// `budget` batches; returns how many records it folded.
-    #[wasm_bindgen(js_name = foldRecords, catch)]
-    fn fold_records(
-        store: &IdbObjectStore,
-        records: &Array,
-        budget: u32,
-    ) -> std::result::Result<u32, JsValue>;
 }
+
+/// Unfolded records a connection keeps from its own pushes, at most
+/// (records of 100 events of 200 bytes: about 6 MB).
+const CACHED_APPENDS: usize = 256;
 
 /// How long a read transaction is reused by later reads (see
 /// [`Database::read`]): a writer in another tab waits at most about this long.
@@ -211,6 +188,9 @@ pub struct Database {
     _on_close: Closure<dyn FnMut()>,
     /// The last read transaction, for [`Database::read`].
     last_read: RefCell<Option<LastRead>>,
+    /// When the last read began (`Date.now()`): the background fold waits
+    /// for reads to pause too (see `fold.rs`).
+    read_at: Cell<f64>,
     /// Unfolded records decoded so far, by key. They never change while
     /// unfolded (a forget folds the records it touches), so a key in a
     /// transaction's `unfolded` index always means the record cached here.
@@ -312,6 +292,7 @@ impl Database {
             on_closed,
             _on_close: on_close,
             last_read: RefCell::new(None),
+            read_at: Cell::new(0.0),
             unfolded: RefCell::default(),
             last_pending: RefCell::new(None),
             _on_version_change: on_version_change,
@@ -344,6 +325,11 @@ impl Database {
     }
 
     /// `CLOSED` once the connection is closed.
+    /// When the last read began (`Date.now()`, 0: none yet).
+    pub fn read_at(&self) -> f64 {
+        self.read_at.get()
+    }
+
     pub fn check_open(&self) -> Result<()> {
         match self.closed.borrow().as_ref() {
             Some(why) => Err(Error::Closed(why.clone())),
@@ -447,6 +433,7 @@ impl Database {
     /// after [`REUSE_MS`] so that writers in other tabs are not held back.
     fn read(self: &Rc<Self>) -> Result<IdbTx> {
         self.check_open()?;
+        self.read_at.set(js_sys::Date::now());
         let reusable = self.last_read.borrow().as_ref().and_then(|last| {
             (last.writes == WRITES.with(Cell::get) && js_sys::Date::now() - last.created < REUSE_MS)
                 .then(|| (last.tx.clone(), last.store.clone()))
@@ -772,6 +759,92 @@ impl IdbTx {
         Ok((batches, records.length() as usize, last_key))
     }
 
+    /// The records with keys in `from..=to`, at most `limit` (the last
+    /// ones when `reverse`): their batches (unfolded records left out), how
+    /// many records were read and the key of the last one.
+    async fn scan_store(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<(Vec<Batch>, usize, Option<u64>)> {
+        let r = range(
+            &JsValue::from_f64(from as f64),
+            &JsValue::from_f64(to as f64),
+            false,
+        )?;
+        let count = clamp(limit);
+        let all = if reverse {
+            let request = self.request(&|store| open_backwards(store, &r, count))?;
+            CursorValues::new(request, count)
+                .await
+                .map_err(|e| storage_error(&e))?
+                .into()
+        } else {
+            self.call(&|store| store.get_all_with_key_and_limit(&r, count))
+                .await?
+        };
+        self.page(&all)
+    }
+
+    /// A scan of `from..=to` (see [`Transaction::scan`]) merged with the
+    /// unfolded batches. Once this transaction knows the unfolded records,
+    /// the store is read only where they are not (see
+    /// [`Pending::store_range`]); the first scan reads both at once.
+    async fn scan_merged(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Batch>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let known = self.pending.borrow().clone();
+        if let Some(pending) = known {
+            if pending.is_empty() {
+                return Ok(self.scan_store(from, to, limit, reverse).await?.0);
+            }
+            // A short page means the end of the range to callers: go on
+            // past each unfolded record until `limit` batches or the end.
+            let (mut from, mut to) = (from, to);
+            let mut out = Vec::new();
+            loop {
+                let (store, bound) = pending.store_range(from, to, reverse);
+                let want = limit - out.len();
+                let (stored, reached) = match store {
+                    Some((a, b)) => {
+                        let (stored, read, last) = self.scan_store(a, b, want, reverse).await?;
+                        (stored, last.filter(|_| read >= want))
+                    }
+                    None => (Vec::new(), None),
+                };
+                let complete = reached.unwrap_or(bound);
+                out.extend(pending.merge(stored, Some(complete), (from, to), want, reverse));
+                let end = if reverse {
+                    complete <= from
+                } else {
+                    complete >= to
+                };
+                if out.len() >= limit || reached.is_some() || end {
+                    return Ok(out);
+                }
+                if reverse {
+                    to = complete - 1;
+                } else {
+                    from = complete + 1;
+                }
+            }
+        }
+        let (page, pending) =
+            futures::join!(self.scan_store(from, to, limit, reverse), self.pending());
+        let (stored, read, last) = page?;
+        let reached = last.filter(|_| read >= limit);
+        Ok(pending?.merge(stored, reached, (from, to), limit, reverse))
+    }
+
     /// The unfolded records this transaction sees: the keys in the
     /// `unfolded` index, each decoded once per connection (unfolded
     /// records never change).
@@ -811,6 +884,28 @@ impl IdbTx {
             self.pending.replace(Some(p.clone()));
             return Ok(p);
         }
+        self.decode_unfolded(&keys).await?;
+        let pending = {
+            let mut cache = self.db.unfolded.borrow_mut();
+            let wanted: HashSet<u64> = keys.iter().copied().collect();
+            // Records folded since are of no use any more.
+            cache.retain(|k, _| wanted.contains(k));
+            Rc::new(Pending::new(
+                keys.iter().filter_map(|k| cache.get(k).cloned()),
+            ))
+        };
+        if self.done.is_none() {
+            self.db
+                .last_pending
+                .replace(Some((self.current.borrow().0.clone(), pending.clone())));
+        }
+        self.pending.replace(Some(pending.clone()));
+        Ok(pending)
+    }
+
+    /// Reads and decodes the unfolded records of `keys` the connection has
+    /// not decoded yet, into its cache (see [`Database::unfolded`]).
+    async fn decode_unfolded(&self, keys: &[u64]) -> Result<()> {
         let missing: Vec<u64> = {
             let cache = self.db.unfolded.borrow();
             keys.iter()
@@ -836,22 +931,7 @@ impl IdbTx {
                 .borrow_mut()
                 .insert(*key, Arc::new(decoded));
         }
-        let pending = {
-            let mut cache = self.db.unfolded.borrow_mut();
-            let wanted: HashSet<u64> = keys.iter().copied().collect();
-            // Records folded since are of no use any more.
-            cache.retain(|k, _| wanted.contains(k));
-            Rc::new(Pending::new(
-                keys.iter().filter_map(|k| cache.get(k).cloned()),
-            ))
-        };
-        if self.done.is_none() {
-            self.db
-                .last_pending
-                .replace(Some((self.current.borrow().0.clone(), pending.clone())));
-        }
-        self.pending.replace(Some(pending.clone()));
-        Ok(pending)
+        Ok(())
     }
 
     /// Folds the unfolded record `key` (a `put` of some of its batches):
@@ -1025,37 +1105,11 @@ impl Transaction for IdbTx {
     }
 
     async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
-        if from > to {
-            return Ok(Vec::new());
-        }
-        let r = range(
-            &JsValue::from_f64(from as f64),
-            &JsValue::from_f64(to as f64),
-            false,
-        )?;
-        let make = |store: &IdbObjectStore| store.get_all_with_key_and_limit(&r, clamp(limit));
-        let (all, pending) = futures::join!(self.call(&make), self.pending());
-        let (stored, read, last) = self.page(&all?)?;
-        let reached = last.filter(|_| read >= limit);
-        Ok(pending?.merge(stored, reached, (from, to), limit, false))
+        self.scan_merged(from, to, limit, false).await
     }
 
     async fn scan_back(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
-        if from > to {
-            return Ok(Vec::new());
-        }
-        let r = range(
-            &JsValue::from_f64(from as f64),
-            &JsValue::from_f64(to as f64),
-            false,
-        )?;
-        let count = clamp(limit);
-        let request = self.request(&|store| open_backwards(store, &r, count))?;
-        let (all, pending) = futures::join!(CursorValues::new(request, count), self.pending());
-        let all = all.map_err(|e| storage_error(&e))?;
-        let (stored, read, last) = self.page(&all)?;
-        let reached = last.filter(|_| read >= limit);
-        Ok(pending?.merge(stored, reached, (from, to), limit, true))
+        self.scan_merged(from, to, limit, true).await
     }
 
     async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>> {
@@ -1200,19 +1254,39 @@ impl Transaction for IdbTx {
 
     async fn fold(&mut self, budget: usize) -> Result<usize> {
         // Records hold one push each (often dozens of batches): a few
-        // are enough for a budget.
+        // are enough for a budget. Their keys are read here; the records
+        // themselves come from the connection's cache (its own pushes,
+        // or decoded by a read) or are read and decoded now, so that their
+        // events are carried verbatim, as text.
         let count = clamp(budget.div_ceil(16).max(1));
-        let records = self
+        let keys = self
             .call(&|store| {
                 store
                     .index(BY_UNFOLDED)?
-                    .get_all_with_key_and_limit(&JsValue::UNDEFINED, count)
+                    .get_all_keys_with_key_and_limit(&JsValue::UNDEFINED, count)
             })
             .await?;
+        let keys: Vec<u64> = Array::from(&keys).iter().map(|k| number(&k)).collect();
+        self.decode_unfolded(&keys).await?;
+        let records: Vec<Arc<Unfolded>> = {
+            let cache = self.db.unfolded.borrow();
+            keys.iter().filter_map(|k| cache.get(k).cloned()).collect()
+        };
         let store = self.current.borrow().1.clone();
-        let folded = fold_records(&store, &Array::from(&records), clamp(budget))
-            .map_err(|e| storage_error(&e))?;
-        Ok(folded as usize)
+        let mut batches = Vec::new();
+        let mut folded = 0;
+        for record in &records {
+            if folded > 0 && batches.len() >= budget {
+                break;
+            }
+            store
+                .delete(&JsValue::from_f64(record.key as f64))
+                .map_err(|e| storage_error(&e))?;
+            batches.extend(record.batches.iter().cloned());
+            folded += 1;
+        }
+        self.write_records(&batches, false, false)?;
+        Ok(folded)
     }
 
     async fn commit(mut self) -> Result<()> {
@@ -1225,9 +1299,13 @@ impl Transaction for IdbTx {
         match done.await {
             Ok(()) => {
                 // Committed: these keys hold these records until folded.
+                // (Up to a bound: a long import that outruns the fold is
+                // decoded again by the reads that need it, if any.)
                 let mut cache = self.db.unfolded.borrow_mut();
                 for r in self.appended.take() {
-                    cache.insert(r.key, Arc::new(r));
+                    if cache.len() < CACHED_APPENDS {
+                        cache.insert(r.key, Arc::new(r));
+                    }
                 }
                 Ok(())
             }
