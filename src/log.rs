@@ -353,6 +353,64 @@ impl Pending {
     }
 }
 
+/// What a backend's store returns for a scan of some keys: the batches of
+/// the records read (unfolded records left out), how many records it read
+/// and the key of the last one.
+pub type StorePage = (Vec<Batch>, usize, Option<u64>);
+
+/// A scan of `from..=to` (at most `limit` batches, the last ones when
+/// `reverse`) over the store and the unfolded records of `pending`: the
+/// store is read (`store(from, to, limit)`, which must read records in the
+/// scan's direction) only between unfolded records, each unfolded record's
+/// batches come from `pending`, and the scan goes on past them until
+/// `limit` batches or the end of the range (callers take a short page for
+/// the end).
+pub async fn scan<F, Fut>(
+    pending: &Pending,
+    (mut from, mut to): (u64, u64),
+    limit: usize,
+    reverse: bool,
+    mut store: F,
+) -> Result<Vec<Batch>>
+where
+    F: FnMut(u64, u64, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<StorePage>>,
+{
+    if from > to || limit == 0 {
+        return Ok(Vec::new());
+    }
+    if pending.is_empty() {
+        return Ok(store(from, to, limit).await?.0);
+    }
+    let mut out = Vec::new();
+    loop {
+        let (range, bound) = pending.store_range(from, to, reverse);
+        let want = limit - out.len();
+        let (stored, reached) = match range {
+            Some((a, b)) => {
+                let (stored, read, last) = store(a, b, want).await?;
+                (stored, last.filter(|_| read >= want))
+            }
+            None => (Vec::new(), None),
+        };
+        let complete = reached.unwrap_or(bound);
+        out.extend(pending.merge(stored, Some(complete), (from, to), want, reverse));
+        let end = if reverse {
+            complete <= from
+        } else {
+            complete >= to
+        };
+        if out.len() >= limit || reached.is_some() || end {
+            return Ok(out);
+        }
+        if reverse {
+            to = complete - 1;
+        } else {
+            from = complete + 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

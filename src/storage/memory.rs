@@ -10,7 +10,7 @@ use futures::lock::{Mutex, OwnedMutexGuard};
 use super::{Storage, Transaction};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::log::{Pending, Unfolded};
+use crate::log::{Pending, StorePage, Unfolded};
 use crate::subject::KeyRange;
 
 /// The in-memory backend. Clones share the same data.
@@ -102,6 +102,29 @@ impl MemoryTx {
         batches
     }
 
+    /// The stored records with keys in `from..=to`, as IndexedDB reads them
+    /// (at most `limit`, backwards when `reverse`): their batches, unfolded
+    /// records left out, how many records were read and the last key.
+    fn store_page(&self, from: u64, to: u64, limit: usize, reverse: bool) -> StorePage {
+        let mut keys: Vec<u64> = self
+            .data
+            .batches
+            .range(from..=to)
+            .map(|(k, _)| *k)
+            .chain(self.data.unfolded.range(from..=to).map(|(k, _)| *k))
+            .collect();
+        keys.sort_unstable();
+        if reverse {
+            keys.reverse();
+        }
+        keys.truncate(limit);
+        let batches = keys
+            .iter()
+            .filter_map(|k| self.data.batches.get(k).cloned())
+            .collect();
+        (batches, keys.len(), keys.last().copied())
+    }
+
     /// Folds the unfolded record `key`, replacing its batches by those of
     /// `replaced` with the same keys.
     fn fold_record(&mut self, key: u64, replaced: &HashMap<u64, &Batch>) -> usize {
@@ -158,30 +181,17 @@ impl Transaction for MemoryTx {
     }
 
     async fn scan(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
-        if from > to {
-            return Ok(Vec::new());
-        }
-        Ok(self.counted(
-            self.view
-                .range(from..=to)
-                .take(limit)
-                .map(|(_, b)| b.clone())
-                .collect(),
-        ))
+        let page = crate::log::scan(&self.pending, (from, to), limit, false, |a, b, n| {
+            std::future::ready(Ok(self.store_page(a, b, n, false)))
+        });
+        Ok(self.counted(page.await?))
     }
 
     async fn scan_back(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Batch>> {
-        if from > to {
-            return Ok(Vec::new());
-        }
-        Ok(self.counted(
-            self.view
-                .range(from..=to)
-                .rev()
-                .take(limit)
-                .map(|(_, b)| b.clone())
-                .collect(),
-        ))
+        let page = crate::log::scan(&self.pending, (from, to), limit, true, |a, b, n| {
+            std::future::ready(Ok(self.store_page(a, b, n, true)))
+        });
+        Ok(self.counted(page.await?))
     }
 
     async fn by_created_at(&self, created_at: u64) -> Result<Vec<Batch>> {

@@ -89,6 +89,9 @@ export function recordsMeta(records) {
   });
   return [numbers, texts];
 }
+export function wholePart(lastPosition, firstSequence, lastSequence, createdAt, aggregate, events) {
+  return { lastPosition, firstSequence, lastSequence, createdAt, aggregate, events };
+}
 export function writeUnfolded(store, numbers, texts, added) {
   texts.forEach((batches, i) => {
     const [lastPosition, start, createdAt] = numbers.subarray(i * 3, i * 3 + 3);
@@ -126,6 +129,16 @@ extern "C" {
         replace: bool,
         added: Option<&Array>,
     ) -> std::result::Result<(), JsValue>;
+    /// A batch of an unfolded record as [`expand_page`] takes a record.
+    #[wasm_bindgen(js_name = wholePart)]
+    fn whole_part(
+        last_position: f64,
+        first_sequence: f64,
+        last_sequence: f64,
+        created_at: f64,
+        aggregate: &str,
+        events: &str,
+    ) -> JsValue;
     /// `add`s unfolded records: three numbers each in `numbers` (key,
     /// `start` or 0, `createdAt`), their `batches` texts in `texts`; their
     /// batches, as records, are appended to `added` if given.
@@ -697,11 +710,14 @@ impl IdbTx {
                     let record = self.held.borrow_mut().remove(&batch.last_position);
                     match record {
                         Some(record) => parts.push(&record),
-                        None => parts.push(&JsValue::from_str(&crate::engine::page_json(
-                            self,
-                            vec![Segment::Whole(batch)],
-                            reverse,
-                        )?)),
+                        None => parts.push(&whole_part(
+                            batch.last_position as f64,
+                            batch.first_sequence as f64,
+                            batch.last_sequence as f64,
+                            batch.created_at as f64,
+                            &batch.aggregate,
+                            &batch.events,
+                        )),
                     }
                 }
             };
@@ -804,39 +820,10 @@ impl IdbTx {
         }
         let known = self.pending.borrow().clone();
         if let Some(pending) = known {
-            if pending.is_empty() {
-                return Ok(self.scan_store(from, to, limit, reverse).await?.0);
-            }
-            // A short page means the end of the range to callers: go on
-            // past each unfolded record until `limit` batches or the end.
-            let (mut from, mut to) = (from, to);
-            let mut out = Vec::new();
-            loop {
-                let (store, bound) = pending.store_range(from, to, reverse);
-                let want = limit - out.len();
-                let (stored, reached) = match store {
-                    Some((a, b)) => {
-                        let (stored, read, last) = self.scan_store(a, b, want, reverse).await?;
-                        (stored, last.filter(|_| read >= want))
-                    }
-                    None => (Vec::new(), None),
-                };
-                let complete = reached.unwrap_or(bound);
-                out.extend(pending.merge(stored, Some(complete), (from, to), want, reverse));
-                let end = if reverse {
-                    complete <= from
-                } else {
-                    complete >= to
-                };
-                if out.len() >= limit || reached.is_some() || end {
-                    return Ok(out);
-                }
-                if reverse {
-                    to = complete - 1;
-                } else {
-                    from = complete + 1;
-                }
-            }
+            return crate::log::scan(&pending, (from, to), limit, reverse, |a, b, want| {
+                self.scan_store(a, b, want, reverse)
+            })
+            .await;
         }
         let (page, pending) =
             futures::join!(self.scan_store(from, to, limit, reverse), self.pending());
