@@ -473,16 +473,26 @@ The table's last column says which targets this run met; figures move by ±20–
 on this machine, so a ratio near its target can land on either side. What sets each figure, from
 how eventstore-wasm stores events (\`docs/storage.md\`):
 
-- **Case 1, append (≤ 0.25x Dexie, ≤ 0.5x raw).** eventstore-wasm writes one IndexedDB record per
-  push entry (here 25 per push of 100 events, each with one \`aggregate\` index entry, plus one
-  \`start\` entry per push; actions that start with their aggregate are not indexed) and, once it
-  knows the log, reads nothing before writing. The peers write 100 records with about 5 index
-  entries each. What remains is IndexedDB's cost per record (about 60 µs per \`add\` in the page,
-  and the browser's write) and the library's own work (checking the input, encoding JSON),
-  which puts it around 0.25–0.3x Dexie. Fewer records per push would go further, at the loads'
-  expense: measured here, packing 6 aggregates' batches per record makes appends 2–3x cheaper
-  and aggregate loads 10–20 % slower; one record per push makes loads about 2x slower. An
-  aggregate load is what every command pays, so a record stays one aggregate's.
+- **Case 1, append (≤ 0.25x Dexie, ≤ 0.5x raw).** eventstore-wasm writes each push as one
+  *unfolded* record holding all its aggregates' batches as one JSON text (three index entries:
+  \`start\`, \`createdAt\`, \`unfolded\`), and once it knows the log, reads nothing before
+  writing; a background step folds those records into one record per aggregate and push once the
+  page is quiet. The peers write 100 records with about 5 index entries each. What remains is
+  IndexedDB's cost of one record and one transaction per push (the floor, row 1f) and the
+  library's own work (checking the input, encoding JSON): about 1.5–2x the floor.
+- **Case 1s, push shapes (≤ 0.25x Dexie, ≤ 3x the floor).** One record per push whatever the
+  shape, so 100 aggregates × 1 event cost what 25 × 4 cost; the peers pay per event and index
+  entry. The fold pays the per-record cost later (one record per aggregate and push: 10,000 for
+  100 × 1, 1,000 for 10 × 10, 2,500 for 25 × 4), in transactions of about 128 batches that wait
+  for pushes and reads to pause; "time until folding caught up" is measured from the last push.
+  Reads right after the appends find the store's own pushes in memory (decoded once per
+  connection) and read IndexedDB only outside them, which makes \`user.*.added\` there several
+  times faster than on the folded log; after folding, reads cost what the per-aggregate records
+  cost: an aggregate load of 100 × 1 reads 10 records of one event each, as the peers read 10
+  records, hence about Dexie's time; \`user.*.added\` on 100 × 1 reads 10,000 one-event records
+  and hands each event's text to wasm, where the peers hand over objects, hence slower than
+  Dexie there. A 100,000-event log in pushes of 100 × 1 leaves 100,000 batch records to fold,
+  which takes several seconds after the pushes.
 - **Case 2, one event per push (≤ 1.2x raw).** A store that knows the log's end and the
   aggregate's head writes at once: the push's first record carries its first position under a
   unique index, so a write based on a stale guess fails and is redone after reading. It does less
@@ -493,6 +503,9 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
   speed, and raw IndexedDB itself takes 0.5–0.9x Dexie's time in these runs: the time is
   Chromium's request round trip. Halving Dexie would need answering without asking IndexedDB,
   i.e. from memory, which a store shared with other tabs cannot trust without a round trip.
+  Cases 3 and 4 read the log case 1 wrote once it has been folded (case 1 waits for that,
+  untimed), in a new connection each run; each read transaction also lists the \`unfolded\`
+  index, pipelined with its first lookup, to merge records pushed but not folded yet.
 - **Case 4, \`user.*.added\` (≤ 0.5x Dexie).** Every batch holds all four lifecycle events of an
   aggregate's push entry, so finding the \`added\` ones reads every batch: \`getAll\` of those
   2,500 records alone takes about 65 ms here, around 0.4x Dexie's whole query; decoding 10,000
