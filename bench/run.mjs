@@ -7,7 +7,7 @@
 //
 // Options: --impl=eventstore,dexie,raw  --runs=N (timed runs of the cheap cases,
 // default 5)  --engines=firefox,webkit (the other engines to run after Chromium;
-// --engines= for none)  --write / --no-write (BENCHMARKS.md; default: write when
+// --engines= for none)  --no-sync (skip the sync cases, bench/sync.mjs)  --write / --no-write (BENCHMARKS.md; default: write when
 // all three implementations and both other engines were requested).
 // Exit code 1 when a read-back check failed or a case errored; targets missed
 // are reported, not failed.
@@ -18,6 +18,7 @@ import { tmpdir, cpus, totalmem, loadavg, type as osType, release as osRelease }
 import { join } from "node:path";
 import { serve, ROOT } from "../scripts/serve.mjs";
 import { runEngines, engineTables, engineDetails, engineFailures, OTHER_ENGINES } from "./engines.mjs";
+import { runSyncBench, syncSection, syncFailed } from "./sync.mjs";
 
 // ---- options ------------------------------------------------------------------
 
@@ -528,6 +529,7 @@ differ. Firefox's \`performance.now()\` runs at full precision here
 (case 5) read as whole numbers there. Case 8's wasm memory is measured in Chromium only.
 
 ${engineTables(engineData)}
+${syncMd}
 ## Workload
 
 - 1,000 aggregates \`user.u0\` … \`user.u999\`; actions \`user.uN.added\`, \`user.uN.renamed\`,
@@ -649,6 +651,18 @@ if (ENGINES.length) {
   }
 }
 
+// The sync cases (bench/sync.mjs): their own server, browser and PostgreSQL cluster.
+let syncResults = null;
+if (!argv.includes("--no-sync")) {
+  try {
+    syncResults = await runSyncBench({ log });
+  } catch (e) {
+    log(`sync: harness failure: ${e.stack ?? e}`);
+    exitCode ||= 2;
+  }
+}
+const syncMd = syncResults ? syncSection(syncResults) : "";
+
 info.loadEnd = loadavg();
 const { md } = report();
 console.log(`\nChromium ${info.browser ?? "?"}, ${new Date().toISOString().slice(0, 10)}; load average ${info.loadStart[0].toFixed(1)} → ${info.loadEnd[0].toFixed(1)}; medians, ratios = eventstore-wasm / peer\n`);
@@ -659,14 +673,15 @@ if (info.size) console.log(`\nSize: ${Object.entries(info.size.files).map(([f, v
 else console.log(`\nSize: not measured (${info.sizeError})`);
 console.log(`\nCold start breakdown:\n${coldBreakdown()}\n\nwasm memory:\n${memoryDetail()}`);
 if (ENGINES.length) console.log(`\n${engineTables(engineData)}`);
+if (syncMd) console.log(`\n${syncMd}`);
 
 await mkdir(join(ROOT, "bench/results"), { recursive: true });
 await writeFile(join(ROOT, "bench/results", `${new Date().toISOString().replace(/[:.]/g, "-")}.json`),
-  JSON.stringify({ info, requested, loadErrors, skipped, results, engines: engineData }, null, 1));
+  JSON.stringify({ info, requested, loadErrors, skipped, results, engines: engineData, sync: syncResults }, null, 1));
 if (WRITE) await writeReport(md);
 else log("BENCHMARKS.md not rewritten (subset of implementations or --no-write)");
 
 const anyFailure = Object.values(results).some((v) => Object.values(v).some((s) => s.fails.length || s.errors.length))
-  || requested.some((k) => loadErrors[k]) || engineFailures(engineData);
+  || requested.some((k) => loadErrors[k]) || engineFailures(engineData) || (syncResults && syncFailed(syncResults));
 log(`done in ${(elapsed() / 1000).toFixed(0)} s`);
 process.exit(exitCode || (anyFailure ? 1 : 0));

@@ -95,6 +95,8 @@ export interface EventFields {
   position: number;
   /** When its push committed, ms since the epoch. */
   createdAt: number;
+  /** Its position on the sync server, the same on every device; `null` while pending (and in stores that never synced). */
+  remotePosition: number | null;
 }
 
 /** A stored event whose payload is there. */
@@ -417,6 +419,12 @@ export interface SubscribeOptions<E = AnyEvent> {
   fromPosition?: number | "end";
   /** Receives already delivered events whose payload was erased since (`payload: null, forgotten: true`). */
   onForget?: (events: E[]) => void;
+  /**
+   * Receives already delivered events that sync took back from their
+   * positions: a conflict resolved by `"discard"` (gone) or `"rebase"` (they
+   * come again through `onEvent` with new sequences and positions).
+   */
+  onWithdraw?: (events: E[]) => void;
   /** Told why a subscription ended early (a storage error, a throwing `onEvent`, the database closing). */
   onError?: (error: unknown) => void;
 }
@@ -480,6 +488,47 @@ export class EventStore<M extends object = AnyEvents> {
   /** Closes the store: ends its subscriptions; later calls reject with `CLOSED`. */
   close(): void;
 
+  /** The name the store was opened with. */
+  readonly name: string;
+
+  /**
+   * Syncs this store with a sync server (`eventstore-server`; protocol in
+   * docs/sync-protocol.md) while the page lives: pushes pending events,
+   * pulls everyone else's, live. One tab per store does the network work
+   * (a Web Lock); closing the store stops it.
+   *
+   * ```ts
+   * const sync = store.sync({ url: "http://127.0.0.1:8787", onConflict: () => "rebase" });
+   * await sync.flush();
+   * ```
+   */
+  sync(options: SyncOptions<M>): Sync;
+
+  /**
+   * The events matching `filter` as NDJSON (one event per line, as the store
+   * returns them), streamed: the store is read a page at a time as the
+   * stream is consumed. For access and portability requests; upcasters apply.
+   *
+   * ```ts
+   * const file = new Response(store.export({ queries: [{ aggregate: "user.A.>" }] }));
+   * ```
+   */
+  export(filter?: Filter): ReadableStream<Uint8Array>;
+
+  /**
+   * Imports NDJSON as `export` writes it into the new store `name` and resolves
+   * to it, open. Ids, aggregates, sequences, actions, revisions, createdAt,
+   * payloads and forgotten flags are kept (positions are the new store's). All
+   * or nothing: a bad or truncated line rejects with `INVALID_ARGUMENT` naming
+   * the line, and the store is deleted again. Each aggregate's events must run
+   * from sequence 1 without gaps (export whole aggregates).
+   */
+  static import<M extends object = AnyEvents>(
+    name: string,
+    source: ReadableStream<Uint8Array | string> | AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string> | string | Blob | Response,
+    options?: OpenOptions,
+  ): Promise<EventStore<M>>;
+
   /** Releases the WebAssembly object (`using store = …` calls it). */
   free(): void;
   [Symbol.dispose](): void;
@@ -497,7 +546,66 @@ export type ErrorCode =
   | "CLOSED"
   | "VERSION_MISMATCH"
   | "DATA_LOST"
-  | "STORAGE";
+  | "STORAGE"
+  | "SYNC"
+  | "CONFLICT";
+
+// ---------------------------------------------------------------- sync
+
+/** What `onConflict` is told: pending events of an aggregate that moved on remotely. */
+export interface SyncConflict<E = AnyEvent> {
+  /** The aggregate's tokens. */
+  aggregate: string[];
+  /** This device's pending events of the aggregate (`remotePosition: null`), in sequence order. */
+  pending: E[];
+  /** The server's events of the aggregate this device had not seen, in sequence order. */
+  remote: E[];
+}
+
+/** Options of `store.sync`. */
+export interface SyncOptions<M extends object = AnyEvents> {
+  /** The server's base URL, e.g. `"http://127.0.0.1:8787"`. */
+  url: string;
+  /** Bearer token, if the server wants one (`--auth`). */
+  token?: string;
+  /**
+   * Decides a conflict: `"rebase"` (the pending events keep ids and
+   * payloads and are re-sequenced after the remote ones) or `"discard"`
+   * (they leave the log). Without it, or on any other answer, they stay
+   * pending and unsent, counted in `status().conflicts`, until a later
+   * `sync()` with an `onConflict` decides.
+   */
+  onConflict?: (conflict: SyncConflict<StoredEvent<M>>) => "rebase" | "discard" | Promise<"rebase" | "discard">;
+}
+
+/** What `sync.status()` says. */
+export interface SyncStatus {
+  /** Events not yet accepted by the server. */
+  pending: number;
+  /** Pending events held by conflicts without a decision. */
+  conflicts: number;
+  /** The server position pulled up to; `null` before the first contact. */
+  remotePosition: number | null;
+  /** Whether the last request reached the server. */
+  online: boolean;
+  /** `null` while healthy; after a failed request an `Error` with `code` `SYNC` (HTTP status in the message) or `CONFLICT`. */
+  error: EventStoreError | null;
+}
+
+/** A running sync, from `store.sync(options)`. */
+export interface Sync {
+  /**
+   * Resolves once every event pending now is accepted (or settled by
+   * `onConflict`) and everything the server holds now has been pulled. Waits
+   * while the server is unreachable (retries back off up to 30 s); rejects
+   * with `SYNC` on a refusal (401, 403, another log) and with `CONFLICT`
+   * when conflicts are left without a decision.
+   */
+  flush(): Promise<void>;
+  status(): SyncStatus;
+  /** Stops syncing; pending events stay pending (and are sent by a later `sync()`). */
+  stop(): void;
+}
 
 /** The codes as values: `ErrorCode.CLOSED === "CLOSED"`. */
 export const ErrorCode: { readonly [C in ErrorCode]: C };

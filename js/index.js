@@ -8,6 +8,8 @@
 // `init(url)` before the first call picks where the .wasm comes from. No
 // top-level await, so that bundlers' default targets accept the package.
 import initGlue, { EventStore } from "./eventstore_wasm.js";
+import { Sync } from "./sync.js";
+import { exportEvents, importEvents } from "./portability.js";
 
 export * from "./eventstore_wasm.js";
 
@@ -68,13 +70,39 @@ for (const name of Object.getOwnPropertyNames(EventStore)) {
   Object.defineProperty(EventStore, name, { ...Object.getOwnPropertyDescriptor(EventStore, name), value: ready });
 }
 
+// store.sync(options): see sync.js. One sync per store at a time; closing
+// the store stops it.
+const syncs = new WeakMap();
+EventStore.prototype.sync = function sync(options) {
+  if (syncs.has(this)) {
+    throw new EventStoreError("INVALID_ARGUMENT", "sync is already on for this store: stop() it before starting another");
+  }
+  const handle = new Sync(this, options, () => syncs.delete(this));
+  syncs.set(this, handle);
+  return handle;
+};
+// store.export(filter) and EventStore.import(name, source): see portability.js.
+EventStore.prototype.export = function exportStore(filter) {
+  return exportEvents(this, filter);
+};
+EventStore.import = function importStore(name, source, options) {
+  return importEvents(EventStore, name, source, options);
+};
+
+const close = EventStore.prototype.close;
+EventStore.prototype.close = function closeStore() {
+  syncs.get(this)?.stop();
+  return close.apply(this, arguments);
+};
+
 // A store that was freed (`store.free()`, `using store = ...`) has been
 // closed (its Rust side closes the connection when dropped); its methods
 // then answer like those of a closed store (CLOSED) instead of failing in
 // the glue with "null pointer passed to rust".
 const ASYNC = new Set(["push", "filter", "forget", "get", "count"]);
 for (const name of Object.getOwnPropertyNames(EventStore.prototype)) {
-  const method = EventStore.prototype[name];
+  // Accessors (`name`) are left alone: reading them here would call them.
+  const method = Object.getOwnPropertyDescriptor(EventStore.prototype, name).value;
   if (typeof method !== "function" || name === "constructor" || name === "free") continue;
   const guarded = {
     [name](...args) {
@@ -99,6 +127,8 @@ export const ErrorCode = Object.freeze({
   VERSION_MISMATCH: "VERSION_MISMATCH",
   DATA_LOST: "DATA_LOST",
   STORAGE: "STORAGE",
+  SYNC: "SYNC",
+  CONFLICT: "CONFLICT",
 });
 
 const CODES = new Set(Object.values(ErrorCode));

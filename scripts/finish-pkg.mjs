@@ -53,6 +53,8 @@ if (types.includes("Symbol.dispose") && !types.startsWith(reference)) await writ
 // repository root), over what wasm-pack wrote.
 for (const [from, to] of [
   ["../js/index.js", "index.js"],
+  ["../js/sync.js", "sync.js"],
+  ["../js/portability.js", "portability.js"],
   ["../js/index.d.ts", "index.d.ts"],
   ["../npm/README.md", "README.md"],
   ["../LICENSE", "LICENSE"],
@@ -61,11 +63,13 @@ for (const [from, to] of [
 }
 // The entry keeps its code as written (its import() carries comments that
 // bundlers read), without its whole-line comments: 1 KB less gzipped.
-const entry = new URL("../pkg/index.js", import.meta.url);
-await writeFile(
-  entry,
-  (await readFile(entry, "utf8")).replace(/^[ \t]*\/\*\*[\s\S]*?\*\/\n/gm, "").replace(/^[ \t]*\/\/.*\n/gm, ""),
-);
+for (const file of ["index.js", "sync.js", "portability.js"]) {
+  const entry = new URL(`../pkg/${file}`, import.meta.url);
+  await writeFile(
+    entry,
+    (await readFile(entry, "utf8")).replace(/^[ \t]*\/\*\*[\s\S]*?\*\/\n/gm, "").replace(/^[ \t]*\/\/.*\n/gm, ""),
+  );
+}
 
 const path = new URL("../pkg/package.json", import.meta.url);
 const pkg = JSON.parse(await readFile(path, "utf8"));
@@ -81,13 +85,13 @@ pkg.exports = {
 };
 // What the tarball holds: the entry, the glue and its snippets, the wasm,
 // the types, README and licences (npm adds package.json itself).
-const files = new Set(["index.js", "index.d.ts", "README.md", "LICENSE"]);
+const files = new Set(["index.js", "sync.js", "portability.js", "index.d.ts", "README.md", "LICENSE"]);
 if (entries.includes("snippets")) files.add("snippets");
 for (const f of entries) if (/^eventstore_wasm.*\.(js|wasm)$/.test(f)) files.add(f); // the glue's .d.ts: index.d.ts replaces it
 pkg.files = [...files].sort();
 // The entry patches EventStore's statics (lazy loading): it and the glue it
 // patches must not be dropped as side-effect-free.
-pkg.sideEffects = ["./index.js", "./eventstore_wasm.js", "./snippets/*"];
+pkg.sideEffects = ["./index.js", "./sync.js", "./portability.js", "./eventstore_wasm.js", "./snippets/*"];
 pkg.keywords = ["event-store", "event-sourcing", "indexeddb", "wasm", "webassembly", "offline-first", "cqrs", "gdpr"];
 delete pkg.repository;
 await writeFile(path, JSON.stringify(pkg, null, 2) + "\n");

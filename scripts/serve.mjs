@@ -44,8 +44,45 @@ export function serve({ root = ROOT, port = 0 } = {}) {
   });
 }
 
+// `node scripts/serve.mjs [port] [--no-sync] [--sync-port=8787]` (what `npm start` runs): the
+// playground at http://127.0.0.1:PORT/www/ plus the sync server it syncs with,
+// built and started here on a SQLite file under .data/ (kept across runs), and
+// stopped on Ctrl-C or exit.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const port = Number(process.argv[2] ?? 8080);
-  const { url } = await serve({ port });
-  console.log(`eventstore-wasm playground: ${url}/www/`);
+  const args = process.argv.slice(2);
+  const port = Number(args.find((a) => /^\d+$/.test(a)) ?? 8080);
+  const syncPort = Number(args.find((a) => a.startsWith("--sync-port="))?.split("=")[1] ?? 8787);
+  const withSync = !args.includes("--no-sync");
+  let sync = null;
+  if (withSync) {
+    const { mkdir } = await import("node:fs/promises");
+    const { buildServer, startSyncServer } = await import("./sync-server.mjs");
+    console.log("building the sync server (cargo build --profile server -p eventstore-server) …");
+    buildServer();
+    const dir = join(ROOT, ".data");
+    await mkdir(dir, { recursive: true });
+    sync = await startSyncServer({
+      database: `sqlite://${join(dir, "demo-sync.db")}`,
+      port: syncPort,
+      origins: [`http://127.0.0.1:${port}`],
+      echo: true,
+    });
+  }
+  const { url, close } = await serve({ port });
+  let stopping = false;
+  const stop = async (code = 0) => {
+    if (stopping) return;
+    stopping = true;
+    await Promise.allSettled([close(), sync?.stop()]);
+    process.exit(code);
+  };
+  process.on("SIGINT", () => stop(0));
+  process.on("SIGTERM", () => stop(0));
+  process.on("SIGHUP", () => stop(0));
+  const page = sync && sync.port !== 8787 ? `${url}/www/?sync=${sync.url}` : `${url}/www/`;
+  console.log(`eventstore-wasm playground: ${page}`);
+  if (sync) {
+    console.log(`sync server: ${sync.url} (database .data/demo-sync.db); the page syncs with it.`);
+    console.log(`open ${page}${page.includes("?") ? "&" : "?"}db=second in another tab to act as a second device. Ctrl-C stops both.`);
+  }
 }

@@ -56,6 +56,10 @@ pub struct StoredEvent<'a> {
     pub payload: Option<&'a RawValue>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forgotten: bool,
+    /// The sync server's position once the event is synced (accepted or
+    /// pulled); absent while pending and in stores that never synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<u64>,
 }
 
 impl Batch {
@@ -143,7 +147,7 @@ impl Serialize for Tokens<'_> {
 
 impl Serialize for Event<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Event", 9)?;
+        let mut s = serializer.serialize_struct("Event", 10)?;
         s.serialize_field("id", &self.stored.id)?;
         s.serialize_field("aggregate", &Tokens(self.aggregate))?;
         s.serialize_field("action", &Tokens(&self.stored.action))?;
@@ -153,6 +157,7 @@ impl Serialize for Event<'_> {
         s.serialize_field("createdAt", &self.created_at)?;
         s.serialize_field("payload", &self.stored.payload)?;
         s.serialize_field("forgotten", &self.stored.forgotten)?;
+        s.serialize_field("remotePosition", &self.stored.remote)?;
         s.end()
     }
 }
@@ -318,7 +323,7 @@ mod tests {
             created_at: 1_700_000_000_000,
             actions: vec!["user.A.renamed".into()],
             starts_push: false,
-            events: r#"[{"id":"a","action":"user.A.renamed","revision":1,"payload":{"n":"x"}},
+            events: r#"[{"id":"a","action":"user.A.renamed","revision":1,"payload":{"n":"x"},"remote":7},
                         {"id":"b","action":"user.A.renamed","revision":2,"forgotten":true}]"#
                 .into(),
         }
@@ -337,9 +342,9 @@ mod tests {
             v,
             serde_json::json!([
                 {"id":"a","aggregate":["user","A"],"action":["user","A","renamed"],"revision":1,
-                 "sequence":4,"position":11,"createdAt":1_700_000_000_000u64,"payload":{"n":"x"},"forgotten":false},
+                 "sequence":4,"position":11,"createdAt":1_700_000_000_000u64,"payload":{"n":"x"},"forgotten":false,"remotePosition":7},
                 {"id":"b","aggregate":["user","A"],"action":["user","A","renamed"],"revision":2,
-                 "sequence":5,"position":12,"createdAt":1_700_000_000_000u64,"payload":null,"forgotten":true}
+                 "sequence":5,"position":12,"createdAt":1_700_000_000_000u64,"payload":null,"forgotten":true,"remotePosition":null}
             ])
         );
     }

@@ -15,6 +15,7 @@ use crate::heads::HeadCache;
 use crate::push::{self, PushEntry};
 use crate::storage::{Storage, Transaction};
 use crate::subject::KeyRange;
+use crate::sync::local::{self, State};
 
 /// Batches read per storage request when scanning or fetching candidates.
 pub const PAGE_BATCHES: usize = 256;
@@ -204,7 +205,10 @@ pub async fn count<S: Storage>(storage: &S, filter: &Filter) -> Result<u64> {
     let tx = storage.read().await?;
     let limit = filter.limit.map_or(u64::MAX, |l| l as u64);
     if filter.queries.is_empty() {
-        return Ok(tx.last_position().await?.min(limit));
+        // Positions have no gaps but those a sync conflict withdrew.
+        let (last, state) = futures::join!(tx.last_position(), State::load(&tx));
+        let withdrawn = state?.map_or(0, |s| s.withdrawn);
+        return Ok(last?.saturating_sub(withdrawn).min(limit));
     }
     // One aggregate by sequence only: its sequences have no gaps either.
     if let [q] = filter.queries.as_slice() {
@@ -495,8 +499,15 @@ async fn walk<T: Transaction>(
 
 /// Erases the payload of every matching event, keeping its metadata, in one
 /// transaction. Returns how many events were newly erased, and their new
-/// state (payload-free) as a JSON array, for subscribers.
-pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, String)> {
+/// state (payload-free) as a JSON array, for subscribers. In a store that
+/// syncs, the erased events the server holds are queued, in the same
+/// transaction, as forgets to send (ids from `new_id`); pending ones are
+/// pushed without their payload.
+pub async fn forget<S: Storage>(
+    storage: &S,
+    filter: &Filter,
+    mut new_id: impl FnMut() -> String,
+) -> Result<(u64, String)> {
     if filter.limit.is_some() {
         return Err(Error::argument("forget does not take a `limit`"));
     }
@@ -508,6 +519,8 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
     let mut candidates = Candidates::start(&tx, filter, false, lo, hi).await?;
     let mut erased = 0;
     let mut notice = EventsJson::new();
+    let mut state = State::load(&tx).await?;
+    let mut synced = Vec::new();
     while let Some(page) = candidates.next_page(&tx, usize::MAX).await? {
         let mut changed = Vec::new();
         for batch in &page {
@@ -524,6 +537,9 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
                     event.forgotten = true;
                     notice.push(&batch.event(i, event))?;
                     erased += 1;
+                    if event.remote.is_some() {
+                        synced.push((batch.aggregate.clone(), batch.first_sequence + i as u64));
+                    }
                 }
             }
             if erased > before {
@@ -537,6 +553,10 @@ pub async fn forget<S: Storage>(storage: &S, filter: &Filter) -> Result<(u64, St
             }
         }
         tx.put(&changed)?;
+    }
+    if let Some(state) = state.as_mut().filter(|_| !synced.is_empty()) {
+        local::queue_forgets(state, synced, &mut new_id);
+        local::save(state, &mut tx)?;
     }
     tx.commit().await?;
     Ok((erased, notice.take()))

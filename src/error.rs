@@ -52,6 +52,10 @@ pub enum Error {
         /// How the database was found, for the message.
         found: String,
     },
+    /// A sync request failed for a reason other than a conflict (an
+    /// unreachable or refusing server, another log, a broken answer).
+    #[error("sync: {0}")]
+    Sync(String),
     /// Any other storage failure; carries the browser's own message.
     #[error("storage error: {0}")]
     Storage(String),
@@ -77,6 +81,7 @@ impl Error {
             Error::Closed(_) => "CLOSED",
             Error::VersionMismatch { .. } => "VERSION_MISMATCH",
             Error::DataLost { .. } => "DATA_LOST",
+            Error::Sync(_) => "SYNC",
             Error::Storage(_) | Error::Constraint(_) => "STORAGE",
         }
     }

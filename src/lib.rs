@@ -14,6 +14,7 @@ pub mod filter;
 pub mod heads;
 pub mod log;
 pub mod marker;
+pub mod portability;
 pub mod presence;
 pub mod push;
 pub mod storage;

@@ -94,6 +94,7 @@ pub fn sequence(
                 revision: command.revision,
                 payload: Some(&command.payload),
                 forgotten: false,
+                remote: None,
             };
             let json = serde_json::to_string(&stored)
                 .map_err(|e| Error::argument(format!("cannot encode event: {e}")))?;
@@ -111,6 +112,51 @@ pub fn sequence(
         if let Some(o) = open.take() {
             batches.push(o.finish(aggregate, created_at));
         }
+    }
+    if let Some(first) = batches.first_mut() {
+        first.starts_push = true;
+    }
+    Ok(batches)
+}
+
+/// An event to append as it is (pulled from a sync server, or rebased):
+/// its aggregate, sequence and commit time are given, not assigned.
+#[derive(Debug, Clone)]
+pub struct Given<'a> {
+    pub aggregate: &'a str,
+    pub sequence: u64,
+    pub created_at: u64,
+    pub stored: StoredEvent<'a>,
+}
+
+/// Packs given events into batches appended after `last_position`, in
+/// order: consecutive events of one aggregate with consecutive sequences
+/// and one commit time share a batch (split past [`MAX_BATCH_BYTES`]),
+/// and the first batch carries the write's `start` (see `engine::push`).
+pub fn pack(events: &[Given<'_>], last_position: u64) -> Result<Vec<Batch>> {
+    let mut batches = Vec::new();
+    let mut open: Option<(Open, &str, u64)> = None;
+    for (k, e) in events.iter().enumerate() {
+        let json = serde_json::to_string(&e.stored)
+            .map_err(|err| Error::argument(format!("cannot encode event: {err}")))?;
+        let fits = open.as_ref().is_some_and(|(o, aggregate, created_at)| {
+            *aggregate == e.aggregate
+                && *created_at == e.created_at
+                && o.last_sequence + 1 == e.sequence
+                && o.json.len() + json.len() <= MAX_BATCH_BYTES
+        });
+        if !fits {
+            if let Some((o, aggregate, created_at)) = open.take() {
+                batches.push(o.finish(aggregate, created_at));
+            }
+        }
+        let (o, _, _) =
+            open.get_or_insert_with(|| (Open::new(e.sequence), e.aggregate, e.created_at));
+        let position = last_position + 1 + k as u64;
+        o.add(json, e.aggregate, &e.stored.action, e.sequence, position);
+    }
+    if let Some((o, aggregate, created_at)) = open.take() {
+        batches.push(o.finish(aggregate, created_at));
     }
     if let Some(first) = batches.first_mut() {
         first.starts_push = true;

@@ -324,7 +324,7 @@ async fn another_tab_upgrading_closes_this_connection() {
     .await
     .unwrap();
     // Stands in for a newer release in another tab: not blocked by us.
-    raw_open("web-versionchange", 5).await.unwrap();
+    raw_open("web-versionchange", 6).await.unwrap();
     let err = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
@@ -1054,7 +1054,27 @@ async fn write_version_2(name: &str) {
     JsFuture::from(p).await.unwrap();
 }
 
-/// The database's version and the index names of `batches`, raw.
+/// A version-3 database: version 2's records with the `createdAt` index.
+async fn write_version_3(name: &str) {
+    write_version_2(name).await;
+    let f = js_sys::Function::new_with_args(
+        "name",
+        r#"return new Promise((ok, fail) => {
+            const r = indexedDB.open(name, 3);
+            r.onupgradeneeded = () => { r.transaction.objectStore("batches").createIndex("createdAt", "createdAt"); };
+            r.onerror = () => fail(r.error);
+            r.onsuccess = () => { r.result.close(); ok(); };
+          });"#,
+    );
+    let p: Promise = f
+        .call1(&JsValue::NULL, &name.into())
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap();
+}
+
+/// The database's version, the index names of `batches` and the object
+/// stores, raw.
 async fn schema(name: &str) -> String {
     let f = js_sys::Function::new_with_args(
         "name",
@@ -1064,8 +1084,9 @@ async fn schema(name: &str) -> String {
             r.onsuccess = () => {
               const db = r.result;
               const names = [...db.transaction("batches").objectStore("batches").indexNames];
+              const stores = [...db.objectStoreNames];
               db.close();
-              ok(`${db.version}:${names.sort().join(",")}`);
+              ok(`${db.version}:${names.sort().join(",")}:${stores.sort().join(",")}`);
             };
           });"#,
     );
@@ -1076,14 +1097,14 @@ async fn schema(name: &str) -> String {
     JsFuture::from(p).await.unwrap().as_string().unwrap()
 }
 
-/// A database as version 3 wrote it: version 2's, with the `createdAt` index.
-async fn write_version_3(name: &str) {
-    write_version_2(name).await;
+/// A version-4 database: version 3's, with the `sync` object store.
+async fn write_version_4(name: &str) {
+    write_version_3(name).await;
     let f = js_sys::Function::new_with_args(
         "name",
         r#"return new Promise((ok, fail) => {
-            const r = indexedDB.open(name, 3);
-            r.onupgradeneeded = () => r.transaction.objectStore("batches").createIndex("createdAt", "createdAt");
+            const r = indexedDB.open(name, 4);
+            r.onupgradeneeded = () => { r.result.createObjectStore("sync"); };
             r.onerror = () => fail(r.error);
             r.onsuccess = () => { r.result.close(); ok(); };
           });"#,
@@ -1096,18 +1117,24 @@ async fn write_version_3(name: &str) {
 }
 
 #[wasm_bindgen_test]
-async fn versions_1_2_and_3_are_upgraded_to_4_with_their_data() {
-    for (name, version) in [("web-v1-to-4", 1), ("web-v2-to-4", 2), ("web-v3-to-4", 3)] {
+async fn versions_1_to_4_are_upgraded_to_5_with_their_data() {
+    for (name, version) in [
+        ("web-v1-to-5", 1),
+        ("web-v2-to-5", 2),
+        ("web-v3-to-5", 3),
+        ("web-v4-to-5", 4),
+    ] {
         EventStore::delete_store(name.into()).await.unwrap();
         match version {
             1 => write_version_1(name).await,
             2 => write_version_2(name).await,
-            _ => write_version_3(name).await,
+            3 => write_version_3(name).await,
+            _ => write_version_4(name).await,
         }
         let s = EventStore::open(name.into(), None).await.unwrap();
         assert_eq!(
             schema(name).await,
-            "4:actions,aggregate,createdAt,start,unfolded",
+            "5:actions,aggregate,createdAt,start,unfolded:batches,sync",
             "from {version}"
         );
         let all = s
@@ -1115,6 +1142,8 @@ async fn versions_1_2_and_3_are_upgraded_to_4_with_their_data() {
             .await
             .unwrap();
         assert_eq!(field_list(&all, "position"), ["1", "2", "3"]);
+        // Never synced: pending, without a remote position.
+        assert_eq!(field_list(&all, "remotePosition"), ["null", "null", "null"]);
         assert_eq!(s.count(JsValue::UNDEFINED).await.unwrap(), 3.0);
         // Every old event is found by its id (v1's are not UUIDv7s: a scan;
         // v2's through the new index, reading only their millisecond).

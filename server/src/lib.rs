@@ -44,6 +44,20 @@ pub struct Config {
     /// under its action subject with its id as `Nats-Msg-Id`.
     #[arg(long, env = "NATS_URL")]
     pub nats: Option<String>,
+    /// What a forget does on disk (docs/privacy.md): `full` leaves no copy
+    /// of an erased payload in the database's files (SQLite: secure_delete
+    /// and a WAL checkpoint before the forget answers; PostgreSQL: VACUUM
+    /// FULL of the events table soon after, which locks it while it
+    /// rewrites it), `vacuum` (PostgreSQL: a plain VACUUM, without that
+    /// lock, which leaves erased bytes in free space), `off` (logical
+    /// erasure only; old bytes stay in free space and the WAL).
+    #[arg(
+        long,
+        env = "EVENTSTORE_SCRUB_FORGOTTEN",
+        value_enum,
+        default_value = "full"
+    )]
+    pub scrub_forgotten: db::Scrub,
 }
 
 impl std::fmt::Debug for Config {
@@ -54,6 +68,7 @@ impl std::fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("allow_origin", &self.allow_origin)
             .field("nats", &self.nats.as_deref().map(nats::address))
+            .field("scrub_forgotten", &self.scrub_forgotten)
             .finish()
     }
 }
@@ -128,7 +143,7 @@ pub async fn start(config: &Config) -> Result<Server, StartError> {
         .iter()
         .map(|o| HeaderValue::from_str(o).map_err(|_| StartError::Origin(o.clone())))
         .collect::<Result<Vec<_>, _>>()?;
-    let database = db::open(&config.database).await?;
+    let database = db::open(&config.database, config.scrub_forgotten).await?;
     tracing::info!(database = %db::redact(&config.database), log = database.log(), "database open");
     let head = database.head().await?;
     let listener = TcpListener::bind(config.listen)

@@ -26,6 +26,8 @@ pub struct MemoryStorage {
 struct Data {
     batches: BTreeMap<u64, Batch>,
     unfolded: BTreeMap<u64, Arc<Unfolded>>,
+    /// The sync state.
+    sync: Option<String>,
 }
 
 impl Data {
@@ -93,6 +95,7 @@ pub struct MemoryTx {
     /// Unfolded records folded by this transaction.
     folded: HashSet<u64>,
     ops: Vec<Op>,
+    sync_written: Option<String>,
     reads: Arc<AtomicUsize>,
 }
 
@@ -156,6 +159,7 @@ impl Storage for MemoryStorage {
             data,
             folded: HashSet::new(),
             ops: Vec::new(),
+            sync_written: None,
             reads: self.reads.clone(),
         })
     }
@@ -245,6 +249,29 @@ impl Transaction for MemoryTx {
         Ok(self.counted(batches))
     }
 
+    async fn sync_state(&self) -> Result<Option<String>> {
+        Ok(self.data.sync.clone())
+    }
+
+    fn put_sync_state(&mut self, json: &str) -> Result<()> {
+        self.sync_written = Some(json.to_owned());
+        Ok(())
+    }
+
+    fn delete(&mut self, keys: &[u64]) -> Result<()> {
+        for &key in keys {
+            // A batch of an unfolded record: the record is folded first.
+            match self.pending.owner(key) {
+                Some(record) if !self.folded.contains(&record) => {
+                    self.fold_record(record, &HashMap::new());
+                }
+                _ => {}
+            }
+            self.ops.push(Op::Delete(key));
+        }
+        Ok(())
+    }
+
     fn add(&mut self, batches: &[Batch]) -> Result<()> {
         self.ops.extend(batches.iter().cloned().map(Op::Add));
         Ok(())
@@ -329,8 +356,12 @@ impl Transaction for MemoryTx {
                 }
                 Op::Delete(key) => {
                     next.unfolded.remove(&key);
+                    next.batches.remove(&key);
                 }
             }
+        }
+        if let Some(state) = self.sync_written.take() {
+            next.sync = Some(state);
         }
         *self.data = next;
         Ok(())

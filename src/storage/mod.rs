@@ -76,6 +76,13 @@ pub trait Transaction {
     /// Says that a batch this transaction read will not be used (its held
     /// text, if any, can go).
     fn release(&self, _batch: &Batch) {}
+    /// The sync state (JSON, see `crate::sync::local`), if this store ever synced.
+    async fn sync_state(&self) -> Result<Option<String>>;
+    /// Replaces the sync state.
+    fn put_sync_state(&mut self, json: &str) -> Result<()>;
+    /// Removes the batches with these keys (a sync conflict withdrawing
+    /// pending events).
+    fn delete(&mut self, keys: &[u64]) -> Result<()>;
     /// Adds new batches; fails if a key is taken.
     fn add(&mut self, batches: &[Batch]) -> Result<()>;
     /// Replaces existing batches (same keys). A batch of an unfolded record

@@ -7,5 +7,6 @@
 //! it builds for wasm32.
 
 pub mod client;
+pub mod local;
 pub mod protocol;
 pub mod rules;

@@ -173,6 +173,9 @@ pub struct EventStore {
     keeper: Option<Rc<Keeper>>,
     /// The last push failed for lack of space (see [`EventStore::push`]).
     out_of_space: std::cell::Cell<bool>,
+    /// Where sync's steps are (see `super::sync`).
+    session: RefCell<super::sync::Session>,
+    name: String,
 }
 
 #[wasm_bindgen]
@@ -202,6 +205,10 @@ impl EventStore {
         let upcasters = Upcasters::new(options.upcasters);
         let db = Database::open(&name).await.map_err(js_error)?;
         let storage = IdbStorage(Rc::new(db));
+        if let Err(e) = crate::portability::check_not_importing(&storage, &name).await {
+            storage.0.close();
+            return Err(js_error(e));
+        }
         let keeper = match guard(&name, &storage, options.on_data_lost.as_ref()).await {
             Ok(keeper) => keeper,
             Err(e) => {
@@ -227,6 +234,8 @@ impl EventStore {
             upcasters,
             keeper,
             out_of_space: std::cell::Cell::new(false),
+            session: RefCell::default(),
+            name,
         })
     }
 
@@ -327,7 +336,7 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let forget = engine::forget(&self.storage, &filter);
+        let forget = engine::forget(&self.storage, &filter, interop::random_uuid);
         let (erased, events) = match forget.await {
             Ok(done) => done,
             Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
@@ -343,7 +352,10 @@ impl EventStore {
     /// position order, then each new matching event as it is committed here,
     /// in another tab or in a worker. Exactly once, in order, no gap.
     /// `options.onForget(events)` receives already delivered events whose
-    /// payload was erased since; `options.onError(error)` is told why a
+    /// payload was erased since; `options.onWithdraw(events)` receives
+    /// already delivered events that sync took back (a conflict resolved
+    /// by rebase, which delivers them again at their new positions, or
+    /// discard); `options.onError(error)` is told why a
     /// subscription ended (a throwing `onEvent` ends it too).
     /// Returns the function that ends the subscription.
     #[wasm_bindgen(unchecked_return_type = "() => void")]
@@ -369,13 +381,7 @@ impl EventStore {
         let on_event =
             interop::function(&on_event, interop::At::root("onEvent")).map_err(js_error)?;
         let options = interop::subscribe_options(&options).map_err(js_error)?;
-        let unsubscribe = self.live.subscribe(
-            filter,
-            on_event,
-            options.start,
-            options.on_forget,
-            options.on_error,
-        );
+        let unsubscribe = self.live.subscribe(filter, on_event, options);
         Ok(Closure::<dyn Fn()>::new(move || unsubscribe()).into_js_value())
     }
 
@@ -481,6 +487,12 @@ impl EventStore {
         }
     }
 
+    /// The name the store was opened with (its IndexedDB database).
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
     /// Closes the store: ends its subscriptions; later calls reject with `CLOSED`.
     pub fn close(&self) {
         if let Some(keeper) = &self.keeper {
@@ -525,6 +537,43 @@ impl EventStore {
         tx.fold(budget).await.map_err(js_error)?;
         drop(tx);
         Ok(())
+    }
+
+    pub(super) fn storage(&self) -> &IdbStorage {
+        &self.storage
+    }
+
+    pub(super) fn session(&self) -> &RefCell<super::sync::Session> {
+        &self.session
+    }
+
+    /// The heads this page knows (shared by pushes and pulled pages).
+    pub(super) fn head_cache(&self) -> &HeadCache {
+        &self.heads
+    }
+
+    /// Sync appended, withdrew or changed events: wake subscribers here
+    /// and elsewhere, and keep the loss marker in step (the log's first
+    /// event may be another one after a conflict).
+    pub(super) async fn announce(&self) {
+        self.live.committed();
+        if let Some(keeper) = &self.keeper {
+            if let Ok(found) = crate::marker::found(&self.storage).await {
+                keeper.first_changed(found.first_id);
+                keeper.committed(found.last_position);
+            }
+        }
+    }
+
+    /// Sync erased payloads (a pulled forget): tell subscribers.
+    pub(super) fn forgotten_elsewhere(&self, events: &Array) {
+        self.live.forgot(events);
+    }
+
+    /// Sync took events back (a conflict's rebase or discard): tell
+    /// subscribers, then deliver what was appended.
+    pub(super) fn withdrawn(&self, events: &Array) {
+        self.live.withdrew(events);
     }
 
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {

@@ -27,9 +27,13 @@ use crate::subject::KeyRange;
 
 /// The IndexedDB version this library writes. A database at a higher
 /// version was written by a newer, incompatible release.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 /// The object store holding the batches.
 pub const STORE: &str = "batches";
+/// The object store holding the sync state (since version 4), one record
+/// under the key [`SYNC_KEY`].
+pub const SYNC_STORE: &str = "sync";
+const SYNC_KEY: &str = "state";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
 /// Unique index on `start`, the first position of a push (on its first
@@ -38,7 +42,7 @@ pub const BY_START: &str = "start";
 /// Index on `createdAt` (since version 3): the records of one millisecond,
 /// where `get` finds an event by its UUIDv7 id.
 pub const BY_CREATED: &str = "createdAt";
-/// Index on `unfolded` (since version 4): the unfolded records, which
+/// Index on `unfolded` (since version 5): the unfolded records, which
 /// hold whole pushes until they are folded (see [`crate::log`]).
 pub const BY_UNFOLDED: &str = "unfolded";
 /// Multi-entry index on `actions`: the actions a batch's aggregate does not
@@ -74,6 +78,7 @@ export function expandPage(parts, reverse) {
         createdAt: part.createdAt,
         payload: e.payload === undefined ? null : e.payload,
         forgotten: e.forgotten === true,
+        remotePosition: e.remote ?? null,
       });
     }
   }
@@ -403,9 +408,13 @@ impl Database {
             }
             CREATED.with(|c| c.set(c.get() + 1));
         }
+        let scope: Array = [STORE, SYNC_STORE]
+            .iter()
+            .map(|s| JsValue::from_str(s))
+            .collect();
         let tx = self
             .db
-            .transaction_with_str_and_mode(STORE, mode)
+            .transaction_with_str_sequence_and_mode(&scope, mode)
             .map_err(|e| match exception_name(&e).as_deref() {
                 // The connection is closing: `close()`, another tab's
                 // upgrade, or the browser after a storage failure.
@@ -532,7 +541,12 @@ fn upgrade(request: &IdbOpenDbRequest, old_version: f64) -> Result<bool, JsValue
             .create_index_with_str(BY_CREATED, "createdAt")?;
     }
     if old_version < 4.0 {
-        // Version 4: unfolded records. Records of older versions are
+        // Version 4: the sync state, in a store of its own. Records keep
+        // their shape; events gain `remote` once synced.
+        db.create_object_store(SYNC_STORE)?;
+    }
+    if old_version < 5.0 {
+        // Version 5: unfolded records. Records of older versions are
         // batches, never unfolded: the new index starts empty.
         let tx = request
             .transaction()
@@ -1189,6 +1203,49 @@ impl Transaction for IdbTx {
 
     fn release(&self, batch: &Batch) {
         self.held.borrow_mut().remove(&batch.last_position);
+    }
+
+    async fn sync_state(&self) -> Result<Option<String>> {
+        let value = self
+            .call(&|store| {
+                store
+                    .transaction()
+                    .object_store(SYNC_STORE)?
+                    .get(&SYNC_KEY.into())
+            })
+            .await?;
+        Ok(value.as_string())
+    }
+
+    fn put_sync_state(&mut self, json: &str) -> Result<()> {
+        let tx = self.current.borrow().0.clone();
+        tx.object_store(SYNC_STORE)
+            .and_then(|s| s.put_with_key(&json.into(), &SYNC_KEY.into()))
+            .map(drop)
+            .map_err(|e| storage_error(&e))
+    }
+
+    fn delete(&mut self, keys: &[u64]) -> Result<()> {
+        // A batch of an unfolded record: the record is folded first (as
+        // `put` does), then the batch record deleted.
+        let pending = self.pending.borrow().clone();
+        if let Some(pending) = pending.filter(|p| !p.is_empty()) {
+            for &key in keys {
+                match pending.owner(key) {
+                    Some(record) if !self.folded.borrow().contains(&record) => {
+                        self.fold_record(&pending, record, &HashMap::new())?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let store = self.current.borrow().1.clone();
+        for key in keys {
+            store
+                .delete(&JsValue::from_f64(*key as f64))
+                .map_err(|e| storage_error(&e))?;
+        }
+        Ok(())
     }
 
     fn add(&mut self, batches: &[Batch]) -> Result<()> {

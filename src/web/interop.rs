@@ -501,15 +501,17 @@ pub fn function(v: &JsValue, what: At<'_>) -> Result<js_sys::Function> {
 pub struct SubscribeOptions {
     pub start: crate::web::live::Start,
     pub on_forget: Option<js_sys::Function>,
+    pub on_withdraw: Option<js_sys::Function>,
     pub on_error: Option<js_sys::Function>,
 }
 
-/// Reads `{ fromPosition?, onForget?, onError? }`.
+/// Reads `{ fromPosition?, onForget?, onWithdraw?, onError? }`.
 pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
     use crate::web::live::Start;
     let mut options = SubscribeOptions {
         start: Start::After(0),
         on_forget: None,
+        on_withdraw: None,
         on_error: None,
     };
     if absent(v) {
@@ -518,7 +520,7 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
     check_keys(
         v,
         At::root("the subscribe options"),
-        "fromPosition,onForget,onError",
+        "fromPosition,onForget,onWithdraw,onError",
     )?;
     let from = field(v, "fromPosition");
     if from.as_string().as_deref() == Some("end") {
@@ -528,6 +530,7 @@ pub fn subscribe_options(v: &JsValue) -> Result<SubscribeOptions> {
     }
     for (key, slot) in [
         ("onForget", &mut options.on_forget),
+        ("onWithdraw", &mut options.on_withdraw),
         ("onError", &mut options.on_error),
     ] {
         let f = field(v, key);
@@ -671,4 +674,14 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
             .map_err(|e| Error::Storage(describe_value(&e)))?;
     }
     Ok(())
+}
+
+/// A random UUIDv7 of now (for ids the store makes outside a push, such as
+/// a forget's idempotency id); a fixed one if no randomness is available.
+pub fn random_uuid() -> String {
+    let mut bytes = [0u8; 10];
+    let _ = random_bytes(&mut bytes);
+    uuid::Builder::from_unix_timestamp_millis(js_sys::Date::now() as u64, &bytes)
+        .into_uuid()
+        .to_string()
 }

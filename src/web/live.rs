@@ -59,6 +59,7 @@ struct Subscription {
     filter: Filter,
     on_event: Function,
     on_forget: Option<Function>,
+    on_withdraw: Option<Function>,
     on_error: Option<Function>,
     after: Cell<u64>,
     caught_up: Cell<bool>,
@@ -99,8 +100,13 @@ impl Live {
                 Message::Forget => {
                     let events =
                         Reflect::get(&data, &"events".into()).unwrap_or(JsValue::UNDEFINED);
+                    let withdrawn =
+                        Reflect::get(&data, &"withdrawn".into()).is_ok_and(|w| w.is_truthy());
                     if Array::is_array(&events) {
-                        live.forgotten(&Array::from(&events));
+                        live.told(&Array::from(&events), withdrawn);
+                    }
+                    if withdrawn {
+                        live.wake();
                     }
                 }
                 Message::Commit => live.wake(),
@@ -161,15 +167,15 @@ impl Live {
         self: &Rc<Self>,
         filter: Filter,
         on_event: Function,
-        start: Start,
-        on_forget: Option<Function>,
-        on_error: Option<Function>,
+        options: super::interop::SubscribeOptions,
     ) -> Rc<dyn Fn()> {
+        let start = options.start;
         let sub = Rc::new(Subscription {
             filter,
             on_event,
-            on_forget,
-            on_error,
+            on_forget: options.on_forget,
+            on_withdraw: options.on_withdraw,
+            on_error: options.on_error,
             after: Cell::new(match start {
                 Start::After(p) => p,
                 Start::End => 0,
@@ -224,7 +230,22 @@ impl Live {
     /// Payloads were erased: tell the subscribers here and elsewhere.
     pub fn forgot(self: &Rc<Self>, events: &Array) {
         self.post(Some(Message::Forget), Some(events));
-        self.forgotten(events);
+        self.told(events, false);
+    }
+
+    /// Sync took events back from their positions (a conflict's rebase or
+    /// discard) and may have appended others: tell the subscribers here
+    /// and elsewhere, then deliver what is new.
+    pub fn withdrew(self: &Rc<Self>, events: &Array) {
+        if let Some(channel) = &self.channel {
+            let data = Object::new();
+            let _ = Reflect::set(&data, &"kind".into(), &Message::Forget.kind().into());
+            let _ = Reflect::set(&data, &"events".into(), events);
+            let _ = Reflect::set(&data, &"withdrawn".into(), &JsValue::TRUE);
+            let _ = channel.post_message(&data);
+        }
+        self.told(events, true);
+        self.committed();
     }
 
     /// Ends every subscription with `CLOSED` (the browser closed the
@@ -259,11 +280,17 @@ impl Live {
         }
     }
 
-    /// Hands already delivered, now erased events to `onForget`.
-    fn forgotten(&self, events: &Array) {
+    /// Hands already delivered events to `onForget` (erased) or
+    /// `onWithdraw` (withdrawn).
+    fn told(&self, events: &Array, withdrawn: bool) {
         let subs: Vec<_> = self.subscriptions.borrow().clone();
         for sub in subs {
-            let Some(on_forget) = &sub.on_forget else {
+            let callback = if withdrawn {
+                &sub.on_withdraw
+            } else {
+                &sub.on_forget
+            };
+            let Some(on_forget) = callback else {
                 continue;
             };
             let mine: Array = events

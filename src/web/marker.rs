@@ -186,6 +186,16 @@ impl Keeper {
         self.first_id.replace(Some(id));
     }
 
+    /// Sync changed the log's first event (a conflict withdrew it): the
+    /// marker names the new one at once, so that the next open does not
+    /// take the change for a reset.
+    pub fn first_changed(self: &Rc<Self>, id: Option<String>) {
+        if *self.first_id.borrow() != id {
+            self.first_id.replace(id);
+            self.write_now();
+        }
+    }
+
     /// Writes now whatever is not written yet (page hidden, store closed).
     pub fn flush_if_due(self: &Rc<Self>) {
         let due = self.schedule.borrow().due(js_sys::Date::now());

@@ -7,6 +7,7 @@ mod interop;
 mod live;
 mod marker;
 mod request;
+mod sync;
 mod types;
 mod upcast;
 

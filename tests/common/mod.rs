@@ -126,7 +126,12 @@ impl Store {
 
     /// Forgets and returns the count and the erased events' new state.
     pub fn forget_notice(&self, filter: &Filter) -> Result<(u64, Vec<Value>)> {
-        let (n, json) = block_on(engine::forget(&self.storage, filter))?;
+        // Forget ids are unique everywhere (the browser draws UUIDs).
+        static FORGETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (n, json) = block_on(engine::forget(&self.storage, filter, || {
+            let k = FORGETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("forget-{k}")
+        }))?;
         Ok((n, serde_json::from_str(&json).unwrap()))
     }
 

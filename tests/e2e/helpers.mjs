@@ -28,8 +28,8 @@ let counter = 0;
 /** A database name no other test uses. */
 export const uniqueName = (prefix = "db") => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 
-const launch = (userDataDir) =>
-  chromium.launchPersistentContext(userDataDir, { executablePath: EXECUTABLE, args: ARGS, timeout: 60_000 });
+const launch = (userDataDir, extra = []) =>
+  chromium.launchPersistentContext(userDataDir, { executablePath: EXECUTABLE, args: [...ARGS, ...extra], timeout: 60_000 });
 
 /**
  * Starts the server and the browser. Returns
@@ -37,10 +37,10 @@ const launch = (userDataDir) =>
  * newPage() opens blank.html and (unless load: false) loads the package,
  * so `EventStore` is a global of the page.
  */
-export async function setup() {
+export async function setup({ args = [] } = {}) {
   const server = await serve();
   const userDataDir = await mkdtemp(join(tmpdir(), "eventstore-e2e-"));
-  let context = await launch(userDataDir);
+  let context = await launch(userDataDir, args);
   return {
     url: server.url,
     origin: new URL(server.url).origin,
@@ -57,7 +57,7 @@ export async function setup() {
     /** Closes the browser and starts it again on the same profile. */
     async restart() {
       await context.close();
-      context = await launch(userDataDir);
+      context = await launch(userDataDir, args);
     },
     async close() {
       await context.close().catch(() => {});

@@ -68,7 +68,7 @@ test("the entry exports the wasm initialiser as default, EventStore and the erro
     EventStoreError: "function",
     isEventStoreError: "function",
     matches: "function",
-    codes: ["INVALID_SUBJECT", "INVALID_PAYLOAD", "INVALID_ARGUMENT", "SEQUENCE_MISMATCH", "QUOTA_EXCEEDED", "CLOSED", "VERSION_MISMATCH", "DATA_LOST", "STORAGE"],
+    codes: ["INVALID_SUBJECT", "INVALID_PAYLOAD", "INVALID_ARGUMENT", "SEQUENCE_MISMATCH", "QUOTA_EXCEEDED", "CLOSED", "VERSION_MISMATCH", "DATA_LOST", "STORAGE", "SYNC", "CONFLICT"],
     Event: false,
   });
 });
@@ -123,7 +123,7 @@ test("events have exactly the documented shape", { timeout: TIMEOUT }, async () 
     ]);
     return { before, after: Date.now(), payload, pushed, read: await store.filter({}) };
   });
-  const keys = ["action", "aggregate", "createdAt", "forgotten", "id", "payload", "position", "revision", "sequence"];
+  const keys = ["action", "aggregate", "createdAt", "forgotten", "id", "payload", "position", "remotePosition", "revision", "sequence"];
   for (const e of r.pushed) {
     assert.deepEqual(Object.keys(e).sort(), keys, `keys of ${JSON.stringify(e)}`);
     assert.equal(typeof e.id, "string");

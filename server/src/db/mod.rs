@@ -3,6 +3,7 @@
 //! one transaction that first takes the log's append point (the `meta`
 //! row), then applies the core's rules (`eventstore_wasm::sync::rules`).
 
+mod scrub;
 mod sql;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use eventstore_wasm::sync::protocol::{
 };
 use eventstore_wasm::sync::rules::{Page, Scope};
 
+pub use scrub::Scrub;
 pub use sql::{open, Postgres, Sqlite};
 
 /// What a push did.
@@ -78,6 +80,8 @@ pub trait Database: Send + Sync + 'static {
 
     /// Erases the payloads of the events matching `filter` and records the
     /// forget as `id`, in one transaction; a known `id` answers as before.
+    /// Then removes the erased bytes from the files as `--scrub-forgotten`
+    /// says (`scrub.rs`): on SQLite before answering, on PostgreSQL soon after.
     async fn forget(
         &self,
         id: &str,

@@ -28,6 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 
+use super::scrub::{self, Scrub, Vacuumer};
 use super::{Database, DbError, ForgetOutcome, PushOutcome};
 
 /// The PostgreSQL channel on which writers announce their new head.
@@ -53,12 +54,12 @@ macro_rules! init_log {
 }
 
 /// Opens (creating if needed) the database of a `sqlite:` or `postgres:` URL
-/// and runs its migrations.
-pub async fn open(url: &str) -> Result<Box<dyn Database>, DbError> {
+/// and runs its migrations; `scrub` says what a forget does on disk.
+pub async fn open(url: &str, scrub: Scrub) -> Result<Box<dyn Database>, DbError> {
     if url.starts_with("sqlite:") {
-        Ok(Box::new(Sqlite::open(url).await?))
+        Ok(Box::new(Sqlite::open(url, scrub).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Box::new(Postgres::open(url).await?))
+        Ok(Box::new(Postgres::open(url, scrub).await?))
     } else {
         Err(DbError::Internal(format!(
             "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
@@ -73,15 +74,20 @@ pub struct Sqlite {
     log: String,
     /// Writers of this process queue here rather than in SQLite's busy handler.
     write: tokio::sync::Mutex<()>,
+    /// secure_delete is on and each forget ends with a WAL checkpoint.
+    scrub: bool,
 }
 
 impl Sqlite {
-    async fn open(url: &str) -> Result<Self, DbError> {
+    async fn open(url: &str, scrub: Scrub) -> Result<Self, DbError> {
+        let scrub = scrub != Scrub::Off;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Per connection: freed cells and pages are zeroed.
+            .pragma("secure_delete", if scrub { "ON" } else { "OFF" });
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -91,11 +97,27 @@ impl Sqlite {
             .await
             .map_err(|e| DbError::Internal(e.to_string()))?;
         let log = init_log!(pool);
-        Ok(Sqlite {
+        let db = Sqlite {
             pool,
             log,
             write: tokio::sync::Mutex::new(()),
-        })
+            scrub,
+        };
+        // A crash between a forget's commit and its checkpoint left frames
+        // in the WAL: this one removes them (or the next forget's will).
+        if let Err(e) = db.scrub_after_forget(true).await {
+            tracing::warn!(error = %e, "WAL checkpoint at start");
+        }
+        Ok(db)
+    }
+
+    /// After a forget committed (and while this process's writers wait):
+    /// the WAL checkpoint that leaves no old frame behind.
+    async fn scrub_after_forget(&self, erased: bool) -> Result<(), DbError> {
+        if self.scrub && erased {
+            scrub::sqlite_checkpoint(&self.pool).await?;
+        }
+        Ok(())
     }
 }
 
@@ -105,10 +127,12 @@ pub struct Postgres {
     log: String,
     /// Unused: instances serialize on the `meta` row.
     write: NoLock,
+    /// The task that vacuums after forgets (none with `--scrub-forgotten off`).
+    vacuum: Option<Vacuumer>,
 }
 
 impl Postgres {
-    async fn open(url: &str) -> Result<Self, DbError> {
+    async fn open(url: &str, scrub: Scrub) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -120,11 +144,26 @@ impl Postgres {
             .await
             .map_err(|e| DbError::Internal(e.to_string()))?;
         let log = init_log!(pool);
+        let vacuum = match scrub {
+            Scrub::Off => None,
+            Scrub::Full => Some(Vacuumer::start(pool.clone(), true)),
+            Scrub::Vacuum => Some(Vacuumer::start(pool.clone(), false)),
+        };
         Ok(Postgres {
             pool,
             log,
             write: NoLock,
+            vacuum,
         })
+    }
+
+    /// After a forget committed: wakes the vacuum task (which runs outside
+    /// any transaction, later, debounced).
+    async fn scrub_after_forget(&self, erased: bool) -> Result<(), DbError> {
+        if let (Some(v), true) = (&self.vacuum, erased) {
+            v.wake();
+        }
+        Ok(())
     }
 }
 
@@ -398,6 +437,8 @@ macro_rules! database {
                     let text: String = row.try_get("events")?;
                     let erased: Vec<(String, String)> = serde_json::from_str(&text)
                         .map_err(|e| DbError::Internal(format!("stored forget: {e}")))?;
+                    // A retry after a checkpoint that could not complete tries again.
+                    self.scrub_after_forget(!erased.is_empty()).await?;
                     return Ok(ForgetOutcome::Done {
                         answer: ForgetResponse {
                             log: self.log.clone(),
@@ -496,6 +537,7 @@ macro_rules! database {
                         .await?;
                 }
                 tx.commit().await?;
+                self.scrub_after_forget(!erase.is_empty()).await?;
                 Ok(ForgetOutcome::Done {
                     answer: ForgetResponse {
                         log: self.log.clone(),

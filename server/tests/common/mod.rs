@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use eventstore_server::db::Scrub;
 use eventstore_server::{start, Config, Server};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -63,6 +64,11 @@ impl Cluster {
             .arg(dir.join("log"))
             .args(["-w", "-o", &options, "start"]));
         Some(Cluster { bin, dir, port })
+    }
+
+    /// The cluster's data directory (`PGDATA`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     /// A new, empty database in the cluster, as a URL.
@@ -126,8 +132,20 @@ pub async fn server_with_nats(
     origins: &[&str],
     nats: Option<String>,
 ) -> Server {
+    server_with(database, auth, origins, nats, Scrub::Full).await
+}
+
+/// Starts a server on 127.0.0.1:0 over `database`, with every option.
+pub async fn server_with(
+    database: &str,
+    auth: Option<&Path>,
+    origins: &[&str],
+    nats: Option<String>,
+    scrub_forgotten: Scrub,
+) -> Server {
     let config = Config {
         nats,
+        scrub_forgotten,
         listen: "127.0.0.1:0".parse().unwrap(),
         database: database.to_owned(),
         auth: auth.map(Path::to_path_buf),
