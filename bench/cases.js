@@ -140,8 +140,11 @@ export function appendLog(key) {
     written.forEach((n, p) => n !== W.EVENTS_PER_PUSH && fail(fails, `push ${p}: wrote ${n} events, want ${W.EVENTS_PER_PUSH}`));
     await checkCount(m, fails, "append", PUSHES_10K * W.EVENTS_PER_PUSH);
     await checkKnown(m, fails, "append", PUSHES_10K);
+    // Cases 3 and 4 read this log folded, as an app finds it once its pushes paused
+    // (the push-shape cases read it right after the appends too).
+    const foldMs = m.unfoldedLeft ? await untilFolded(m, name, fails) : null;
     m.close();
-    return { ms };
+    return { ms, foldMs };
   });
 }
 
@@ -255,10 +258,37 @@ export function build100k(key) {
       ms += now() - t0;
       if (n !== W.EVENTS_PER_PUSH) fail(fails, `build 100k: push ${p} wrote ${n} events`);
     }
+    const t0 = now();
+    const foldMs = m.unfoldedLeft ? await untilFolded(m, name, fails) : null;
+    const untilFoldedMs = foldMs == null ? null : now() - t0;
     await checkCount(m, fails, "build 100k", PUSHES_100K * W.EVENTS_PER_PUSH);
     await checkKnown(m, fails, "build 100k", PUSHES_100K);
     m.close();
-    return { ms, memory: m.memoryBytes() };
+    return { ms, foldMs: untilFoldedMs, memory: m.memoryBytes() };
+  });
+}
+
+/**
+ * A 100,000-event log of another push shape (1,000 pushes of `aggs` × `per`),
+ * eventstore-wasm only: the append calls are timed, then the time until
+ * folding caught up; the database is deleted after.
+ */
+export function build100kShape(key, aggs, per) {
+  return safely(async (fails) => {
+    const m = mod(key);
+    const name = `bench-100k-shape-${aggs}x${per}-${key}`;
+    await openFresh(m, name);
+    let ms = 0;
+    for (let p = 0; p < PUSHES_100K; p++) {
+      const batch = W.shapeEvents(aggs, per, p);
+      const t0 = now();
+      await m.appendBatch(batch);
+      ms += now() - t0;
+    }
+    const foldMs = m.unfoldedLeft ? await untilFolded(m, name, fails) : null;
+    await checkCount(m, fails, `build 100k ${aggs}x${per}`, PUSHES_100K * aggs * per);
+    await m.destroy(name);
+    return { ms, foldMs };
   });
 }
 
@@ -341,5 +371,81 @@ export function forget(key, aggregate) {
     checkEvent(fails, `forget ${name}, neighbour`, otherHistory[0], findEvent(other, 1, PUSHES_100K));
     m.close();
     return { ms, erased: n };
+  });
+}
+
+/**
+ * Case 1s: append 10,000 events in 100 pushes of `aggs` aggregates × `per`
+ * events each, on a fresh database; then (timed apart) 200 aggregate loads
+ * right after the appends, and for eventstore-wasm the time until the
+ * background fold has caught up and the same loads again.
+ */
+export function appendShape(key, aggs, per) {
+  return safely(async (fails) => {
+    const m = mod(key);
+    const name = `bench-shape-${aggs}x${per}-${key}`;
+    await openFresh(m, name);
+    const batches = Array.from({ length: PUSHES_10K }, (_, p) => W.shapeEvents(aggs, per, p));
+    const t0 = now();
+    for (const b of batches) await m.appendBatch(b);
+    const ms = now() - t0;
+    const loads = async (label) => {
+      const aggsLoaded = Array.from({ length: 200 }, (_, i) => (5 * i) % W.AGGREGATES);
+      const results = [];
+      const t = now();
+      for (const a of aggsLoaded) results.push(await m.loadAggregate(W.aggName(a)));
+      const took = now() - t;
+      aggsLoaded.forEach((a, i) => checkHistory(fails, label, W.aggName(a), results[i], W.shapeCount(a, aggs, per, PUSHES_10K)));
+      return took;
+    };
+    const added = async (label) => {
+      const t = now();
+      const events = await m.filterAdded();
+      const took = now() - t;
+      const want = W.shapeAddedCount(aggs, per, PUSHES_10K);
+      if (events.length !== want) fail(fails, `${label}: user.*.added returned ${events.length} events, want ${want}`);
+      checkPositions(fails, label, events);
+      return took;
+    };
+    const tr = now();
+    const loadsNow = await loads("loads right after");
+    const addedNow = await added("user.*.added right after");
+    const readsNow = now() - tr;
+    let foldMs = null, loadsFolded = null, addedFolded = null;
+    if (m.unfoldedLeft) {
+      foldMs = await untilFolded(m, name, fails);
+      // Time from the last push until folding caught up (the reads above ran meanwhile).
+      foldMs += readsNow;
+      loadsFolded = await loads("loads after folding");
+      addedFolded = await added("user.*.added after folding");
+    }
+    await checkCount(m, fails, "shape append", PUSHES_10K * aggs * per);
+    await m.destroy(name);
+    return { ms, loadsNow, addedNow, foldMs, loadsFolded, addedFolded };
+  });
+}
+
+/** Waits (polling, at most 120 s) until the store has folded every unfolded record; ms waited. */
+async function untilFolded(m, name, fails) {
+  const t = now();
+  while ((await m.unfoldedLeft(name)) > 0) {
+    if (now() - t > 120_000) { fail(fails, "not folded after 120 s"); break; }
+    await new Promise((ok) => setTimeout(ok, 5));
+  }
+  return now() - t;
+}
+
+/** The floor: raw IndexedDB, one record per push of 100 events, no index (raw only). */
+export function appendFloor(key) {
+  return safely(async () => {
+    const m = mod(key);
+    const name = `bench-floor-${key}`;
+    await m.openFloor(name);
+    const batches = Array.from({ length: PUSHES_10K }, (_, p) => W.shapeEvents(100, 1, p));
+    const t0 = now();
+    for (const b of batches) await m.appendFloor(b);
+    const ms = now() - t0;
+    await m.closeFloor(name);
+    return { ms };
   });
 }

@@ -202,6 +202,14 @@ async function main() {
     if (!wantRun(r)) { skip(`case 1 runs ${r + 1}..${RUNS}`); break; }
     for (const k of rotate(keys, r)) await sess.run("append", k, "appendLog", [k], 180_000);
   }
+  // Case 1s: the push shapes of issue 9, and the floor (raw, one record per push).
+  for (let r = 0; r < RUNS && inTime(); r++) {
+    if (!wantRun(r)) { skip(`case 1s runs ${r + 1}..${RUNS}`); break; }
+    for (const [aggs, per] of SHAPES) {
+      for (const k of rotate(keys, r)) await sess.run(`shape${aggs}x${per}`, k, "appendShape", [k, aggs, per], 180_000);
+    }
+    if (keys.includes("raw")) await sess.run("floor", "raw", "appendFloor", ["raw"], 60_000);
+  }
   for (let r = 0; r < RUNS && inTime(); r++) {
     if (!wantRun(r)) { skip(`case 2 runs ${r + 1}..${RUNS}`); break; }
     for (const k of rotate(keys, r)) await sess.run("single", k, "singlePushes", [k], 120_000);
@@ -260,10 +268,24 @@ async function main() {
     await call(s.page, "cleanup", [k], 60_000);
     await s.close();
   }
+
+  // The 100k log in the other push shapes (eventstore-wasm only), with the time until folded.
+  if (keys.includes("eventstore")) {
+    const s = await new Session(["eventstore"]).start();
+    for (const [aggs, per] of SHAPES_100K) {
+      if (!inTime()) { skip(`the 100k log of ${aggs} × ${per}`); continue; }
+      await s.run(`build100k${aggs}x${per}`, "eventstore", "build100kShape", ["eventstore", aggs, per], 300_000);
+    }
+    await s.close();
+  }
 }
 
 // ---- report ---------------------------------------------------------------------------------
 
+/** Push shapes of case 1s: [aggregates per push, events per aggregate]. */
+const SHAPES = [[100, 1], [10, 10], [25, 4]];
+/** The 100k log is built in shape 25 × 4 for every implementation; these for eventstore-wasm alone. */
+const SHAPES_100K = [[100, 1], [10, 10]];
 const TARGETS = {
   append: [["dexie", 0.25], ["raw", 0.5]],
   single: [["raw", 1.2]],
@@ -306,6 +328,29 @@ function report() {
   };
 
   timed("1", "append 10,000 events, 100 per push", "append", TARGETS.append);
+  {
+    const floor = med("floor", "raw");
+    rows.push(["1f", "floor: raw IndexedDB, 1 record per push of 100 events, no index", "", "", floor == null ? "–" : `${floor.toFixed(0)} ms`, "", "", "", ""]);
+    for (const [aggs, per] of SHAPES) {
+      const c = `shape${aggs}x${per}`;
+      const e = med(c, E), d = med(c, "dexie");
+      const vsD = e != null && d ? e / d : null;
+      const vsF = e != null && floor ? e / floor : null;
+      const met = vsD == null || vsF == null ? "n/a" : !ok(c, E) ? "read-back failed" : vsD <= 0.25 && vsF <= 3 ? "yes" : "**no**";
+      rows.push([`1s`, `append 10,000 events, pushes of ${aggs} aggregates × ${per}`, cell(c, E), cell(c, "dexie"), cell(c, "raw"), fmtX(vsD), fmtX(vsF) + " of floor", "≤ 0.25x Dexie, ≤ 3x floor", met]);
+      const x = (k, f) => median((results[c]?.[k]?.extra ?? []).map((r) => r[f]).filter((v) => typeof v === "number"));
+      const fmt = (v) => (v == null ? "–" : `${v.toFixed(1)} ms`);
+      const ln = x(E, "loadsNow"), lf = x(E, "loadsFolded"), ld = x("dexie", "loadsNow");
+      for (const [what, now, folded] of [["200 aggregate loads", "loadsNow", "loadsFolded"], ["`user.*.added`", "addedNow", "addedFolded"]]) {
+        const vn = x(E, now), vf = x(E, folded), vd = x("dexie", now), vr = x("raw", now);
+        rows.push([`1s`, `… ${what} right after / after folding (${aggs} × ${per})`, `${fmt(vn)} / ${fmt(vf)}`, fmt(vd), fmt(vr),
+          vd && vn != null && vf != null ? `${fmtX(vn / vd)} / ${fmtX(vf / vd)}` : "–",
+          vr && vn != null && vf != null ? `${fmtX(vn / vr)} / ${fmtX(vf / vr)}` : "–",
+          "≤ 0.5x Dexie", vd && vn != null && vf != null ? (Math.max(vn, vf) / vd <= 0.5 ? "yes" : "**no**") : "n/a"]);
+      }
+      rows.push([`1s`, `… time from the last push until folding caught up (${aggs} × ${per})`, fmt(x(E, "foldMs")), "", "", "", "", "", ""]);
+    }
+  }
   timed("2", "500 pushes of one event (1 transaction each)", "single", TARGETS.single);
   timed("3", "200 aggregate loads (full history)", "loads", TARGETS.loads);
   timed("4", "filter `user.*.added`, 10,000-event log", "added", TARGETS.added);
@@ -334,6 +379,15 @@ function report() {
     rows.push(["9", "gzip -9 of .wasm + JS glue and snippets", z ? `${fmtKiB(z.gzip)} (${(z.gzip / 1000).toFixed(1)} kB)` : "–", "", "", "", "", "≤ 120 kB (117.2 KiB)", z ? (z.gzip <= 120_000 ? "yes" : "**no**") : "n/a"]);
   }
   timed("–", "building the 100k log (1,000 pushes of 100; not a case)", "build100k");
+  {
+    const x = (c, f) => median((results[c]?.eventstore?.extra ?? []).map((r) => r[f]).filter((v) => typeof v === "number"));
+    const fmt = (v) => (v == null ? "–" : fmtMs(v));
+    rows.push(["–", "… then until folding caught up (25 × 4)", fmt(x("build100k", "foldMs")), "", "", "", "", "", ""]);
+    for (const [aggs, per] of SHAPES_100K) {
+      const c = `build100k${aggs}x${per}`;
+      rows.push(["–", `writing a 100,000-event log in pushes of ${aggs} × ${per}; then until folding caught up`, `${fmt(med(c, E))}; ${fmt(x(c, "foldMs"))}`, "", "", "", "", "", ""]);
+    }
+  }
 
   const head = ["#", "case", NAMES.eventstore, NAMES.dexie, NAMES.raw, "vs Dexie", "vs raw", "target", "met"];
   const md = [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
@@ -420,16 +474,26 @@ The table's last column says which targets this run met; figures move by ±20–
 on this machine, so a ratio near its target can land on either side. What sets each figure, from
 how eventstore-wasm stores events (\`docs/storage.md\`):
 
-- **Case 1, append (≤ 0.25x Dexie, ≤ 0.5x raw).** eventstore-wasm writes one IndexedDB record per
-  push entry (here 25 per push of 100 events, each with one \`aggregate\` index entry, plus one
-  \`start\` entry per push; actions that start with their aggregate are not indexed) and, once it
-  knows the log, reads nothing before writing. The peers write 100 records with about 5 index
-  entries each. What remains is IndexedDB's cost per record (about 60 µs per \`add\` in the page,
-  and the browser's write) and the library's own work (checking the input, encoding JSON),
-  which puts it around 0.25–0.3x Dexie. Fewer records per push would go further, at the loads'
-  expense: measured here, packing 6 aggregates' batches per record makes appends 2–3x cheaper
-  and aggregate loads 10–20 % slower; one record per push makes loads about 2x slower. An
-  aggregate load is what every command pays, so a record stays one aggregate's.
+- **Case 1, append (≤ 0.25x Dexie, ≤ 0.5x raw).** eventstore-wasm writes each push as one
+  *unfolded* record holding all its aggregates' batches as one JSON text (three index entries:
+  \`start\`, \`createdAt\`, \`unfolded\`), and once it knows the log, reads nothing before
+  writing; a background step folds those records into one record per aggregate and push once the
+  page is quiet. The peers write 100 records with about 5 index entries each. What remains is
+  IndexedDB's cost of one record and one transaction per push (the floor, row 1f) and the
+  library's own work (checking the input, encoding JSON): about 1.5–2x the floor.
+- **Case 1s, push shapes (≤ 0.25x Dexie, ≤ 3x the floor).** One record per push whatever the
+  shape, so 100 aggregates × 1 event cost what 25 × 4 cost; the peers pay per event and index
+  entry. The fold pays the per-record cost later (one record per aggregate and push: 10,000 for
+  100 × 1, 1,000 for 10 × 10, 2,500 for 25 × 4), in transactions of about 128 batches that wait
+  for pushes and reads to pause; "time until folding caught up" is measured from the last push.
+  Reads right after the appends find the store's own pushes in memory (decoded once per
+  connection) and read IndexedDB only outside them, which makes \`user.*.added\` there several
+  times faster than on the folded log; after folding, reads cost what the per-aggregate records
+  cost: an aggregate load of 100 × 1 reads 10 records of one event each, as the peers read 10
+  records, hence about Dexie's time; \`user.*.added\` on 100 × 1 reads 10,000 one-event records
+  and hands each event's text to wasm, where the peers hand over objects, hence slower than
+  Dexie there. A 100,000-event log in pushes of 100 × 1 leaves 100,000 batch records to fold,
+  which takes several seconds after the pushes.
 - **Case 2, one event per push (≤ 1.2x raw).** A store that knows the log's end and the
   aggregate's head writes at once: the push's first record carries its first position under a
   unique index, so a write based on a stale guess fails and is redone after reading. It does less
@@ -440,6 +504,9 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
   speed, and raw IndexedDB itself takes 0.5–0.9x Dexie's time in these runs: the time is
   Chromium's request round trip. Halving Dexie would need answering without asking IndexedDB,
   i.e. from memory, which a store shared with other tabs cannot trust without a round trip.
+  Cases 3 and 4 read the log case 1 wrote once it has been folded (case 1 waits for that,
+  untimed), in a new connection each run; each read transaction also lists the \`unfolded\`
+  index, pipelined with its first lookup, to merge records pushed but not folded yet.
 - **Case 4, \`user.*.added\` (≤ 0.5x Dexie).** Every batch holds all four lifecycle events of an
   aggregate's push entry, so finding the \`added\` ones reads every batch: \`getAll\` of those
   2,500 records alone takes about 65 ms here, around 0.4x Dexie's whole query; decoding 10,000

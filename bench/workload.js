@@ -118,3 +118,35 @@ export function prefixes(action) {
   }
   return out;
 }
+
+/**
+ * Push `p` of another shape: `aggs` aggregates of `per` events each (100
+ * events when aggs × per = 100), group g = aggs·p + slot belonging to
+ * aggregate aggOfGroup(g) as above, so the aggregates of a push are all
+ * different. Shape 25 × 4 is `pushEvents`.
+ */
+export function shapeEvents(aggs, per, p) {
+  const out = [];
+  for (let slot = 0; slot < aggs; slot++) {
+    const g = p * aggs + slot;
+    const a = aggOfGroup(g);
+    const first = Math.floor(g / AGGREGATES) * per + 1;
+    for (let k = 0; k < per; k++) {
+      const sequence = first + k;
+      const kind = k % KINDS.length;
+      out.push({ aggregate: aggName(a), action: `${aggName(a)}.${KINDS[kind]}`, payload: payload(a, sequence, kind), sequence });
+    }
+  }
+  return out;
+}
+
+/** Events of aggregate `a` after pushes 0..pushes-1 of shape aggs × per. */
+export function shapeCount(a, aggs, per, pushes) {
+  const groups = pushes * aggs;
+  const r = (a * INV_STRIDE) % AGGREGATES;
+  if (r >= groups) return 0;
+  return (Math.floor((groups - 1 - r) / AGGREGATES) + 1) * per;
+}
+
+/** `user.*.added` events after pushes 0..pushes-1 of shape aggs × per (kind k % 4 of each group's k-th event). */
+export const shapeAddedCount = (aggs, per, pushes) => pushes * aggs * Math.ceil(per / KINDS.length);

@@ -103,10 +103,21 @@ async fn write<T: Transaction, R>(
     batches: &[Batch],
     published: &mut impl FnMut(&T, &[Batch]) -> Result<R>,
 ) -> Result<R> {
-    tx.add(batches)?;
+    tx.append(batches)?;
     let out = published(&tx, batches)?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Folds the oldest unfolded records (about `budget` batches, at least one
+/// record) in one write transaction: their batches become records of their
+/// own and the unfolded records are deleted, all or nothing (see
+/// [`crate::log`]). Returns how many records were folded (0: none left).
+pub async fn fold<S: Storage>(storage: &S, budget: usize) -> Result<usize> {
+    let mut tx = storage.write().await?;
+    let folded = tx.fold(budget).await?;
+    tx.commit().await?;
+    Ok(folded)
 }
 
 /// Records in the cache what a committed push found (`heads`, when the log

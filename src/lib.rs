@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod heads;
+pub mod log;
 pub mod marker;
 pub mod portability;
 pub mod presence;
@@ -28,6 +29,10 @@ pub use error::{Error, Result};
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use web::commits_early;
+/// Pauses background folding in this thread: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::pause_folding;
 /// IndexedDB records read so far in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

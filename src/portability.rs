@@ -154,7 +154,7 @@ async fn write<S: Storage>(
         });
     }
     let batches = push::pack(&given, last)?;
-    tx.add(&batches)?;
+    tx.append(&batches)?;
     tx.commit().await?;
     let end = batches.last().map_or(last, |b| b.last_position);
     cache.record(last, end, heads.iter().map(|(a, h)| (a.to_string(), *h)));

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use common::{aggregate, entry, Store};
 use eventstore_wasm::filter::Filter;
 use eventstore_wasm::storage::memory::MemoryStorage;
+use eventstore_wasm::storage::{Storage, Transaction};
 use eventstore_wasm::sync::local::{self, Decision, State};
 use eventstore_wasm::sync::protocol::{
     decode_forget, decode_push, ForgetItem, PullItem, PullResponse, PushResponse, WireEvent,
@@ -525,6 +526,11 @@ enum Op {
         device: usize,
         aggregate: usize,
     },
+    /// The background fold of unfolded records (docs/storage.md).
+    Fold {
+        device: usize,
+        budget: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -532,6 +538,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 0..3usize, 1..4usize).prop_map(|(device, aggregate, n)| Op::Push { device, aggregate, n }),
         4 => (0..3usize, prop::bool::weighted(0.2)).prop_map(|(device, lost)| Op::Round { device, lost }),
         1 => (0..3usize, 0..3usize).prop_map(|(device, aggregate)| Op::Forget { device, aggregate }),
+        2 => (0..3usize, 1..4usize).prop_map(|(device, budget)| Op::Fold { device, budget }),
     ]
 }
 
@@ -557,6 +564,11 @@ proptest! {
                 Op::Forget { device, aggregate } => {
                     devices[device].store.forget(&common::aggregate(aggregates[aggregate])).unwrap();
                 }
+                Op::Fold { device, budget } => block_on(async {
+                    let mut tx = devices[device].storage().write().await.unwrap();
+                    tx.fold(budget).await.unwrap();
+                    tx.commit().await.unwrap();
+                }),
             }
         }
         for _ in 0..2 {
@@ -610,5 +622,28 @@ fn a_pull_on_stale_heads_is_redone_when_another_tab_pushed() {
     assert_eq!(conflict.aggregate, "user.A");
     assert_eq!(conflict.pending.len(), 1);
     b.round(&mut server, false);
+    converged(&b, &server);
+}
+
+#[test]
+fn pulled_events_keep_their_own_created_at() {
+    let mut server = Server::default();
+    let mut a = Device::new(1, Decision::Rebase);
+    for k in 0..5 {
+        a.store.now = 10_000 + k;
+        push(&mut a, "user.A", 2, "a");
+    }
+    a.round(&mut server, false);
+    let mut b = Device::new(2, Decision::Rebase);
+    b.round(&mut server, false);
+    let created: Vec<u64> = b
+        .events()
+        .iter()
+        .map(|e| e["createdAt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        created,
+        [10_000, 10_000, 10_001, 10_001, 10_002, 10_002, 10_003, 10_003, 10_004, 10_004]
+    );
     converged(&b, &server);
 }

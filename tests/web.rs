@@ -324,7 +324,7 @@ async fn another_tab_upgrading_closes_this_connection() {
     .await
     .unwrap();
     // Stands in for a newer release in another tab: not blocked by us.
-    raw_open("web-versionchange", 5).await.unwrap();
+    raw_open("web-versionchange", 6).await.unwrap();
     let err = s
         .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
         .await
@@ -738,6 +738,7 @@ async fn only_actions_foreign_to_the_aggregate_are_indexed() {
         {"aggregate":"user.b","commands":[{"action":"user.b.added"},{"action":"team.t1.joined"}]}]"#))
         .await
         .unwrap();
+    s.fold_all(128).await.unwrap();
     let records = raw_records("sparse-actions").await;
     assert_eq!(records.len(), 2);
     assert!(!records[0].contains(r#""actions""#), "{}", records[0]);
@@ -1096,19 +1097,44 @@ async fn schema(name: &str) -> String {
     JsFuture::from(p).await.unwrap().as_string().unwrap()
 }
 
+/// A version-4 database: version 3's, with the `sync` object store.
+async fn write_version_4(name: &str) {
+    write_version_3(name).await;
+    let f = js_sys::Function::new_with_args(
+        "name",
+        r#"return new Promise((ok, fail) => {
+            const r = indexedDB.open(name, 4);
+            r.onupgradeneeded = () => { r.result.createObjectStore("sync"); };
+            r.onerror = () => fail(r.error);
+            r.onsuccess = () => { r.result.close(); ok(); };
+          });"#,
+    );
+    let p: Promise = f
+        .call1(&JsValue::NULL, &name.into())
+        .unwrap()
+        .unchecked_into();
+    JsFuture::from(p).await.unwrap();
+}
+
 #[wasm_bindgen_test]
-async fn versions_1_2_and_3_are_upgraded_to_4_with_their_data() {
-    for (name, version) in [("web-v1-to-4", 1), ("web-v2-to-4", 2), ("web-v3-to-4", 3)] {
+async fn versions_1_to_4_are_upgraded_to_5_with_their_data() {
+    for (name, version) in [
+        ("web-v1-to-5", 1),
+        ("web-v2-to-5", 2),
+        ("web-v3-to-5", 3),
+        ("web-v4-to-5", 4),
+    ] {
         EventStore::delete_store(name.into()).await.unwrap();
         match version {
             1 => write_version_1(name).await,
             2 => write_version_2(name).await,
-            _ => write_version_3(name).await,
+            3 => write_version_3(name).await,
+            _ => write_version_4(name).await,
         }
         let s = EventStore::open(name.into(), None).await.unwrap();
         assert_eq!(
             schema(name).await,
-            "4:actions,aggregate,createdAt,start:batches,sync",
+            "5:actions,aggregate,createdAt,start,unfolded:batches,sync",
             "from {version}"
         );
         let all = s
@@ -1125,7 +1151,7 @@ async fn versions_1_2_and_3_are_upgraded_to_4_with_their_data() {
             let (got, cost) = records_read_by(s.get(get(&e, "id"))).await;
             let got = got.unwrap();
             assert_eq!(get(&got, "position"), get(&e, "position"), "from {version}");
-            if version == 2 {
+            if version >= 2 {
                 assert_eq!(cost, 1, "from {version}: {cost} records read");
             }
         }
@@ -1140,9 +1166,20 @@ async fn versions_1_2_and_3_are_upgraded_to_4_with_their_data() {
             .await
             .unwrap();
         let id = get(&Array::from(&e).get(0), "id");
+        let (got, cost) = records_read_by(s.get(id.clone())).await;
+        assert_eq!(get(&got.unwrap(), "position"), 4);
+        assert_eq!(cost, 1);
+        // Folded, the old and new records read the same.
+        s.fold_all(128).await.unwrap();
         let (got, cost) = records_read_by(s.get(id)).await;
         assert_eq!(get(&got.unwrap(), "position"), 4);
         assert_eq!(cost, 1);
+        let folded = s
+            .filter(JsValue::UNDEFINED, JsValue::UNDEFINED)
+            .await
+            .unwrap();
+        assert_eq!(field_list(&folded, "position"), ["1", "2", "3", "4"]);
+        assert_eq!(field_list(&folded, "sequence"), ["1", "2", "1", "3"]);
         s.close();
         EventStore::delete_store(name.into()).await.unwrap();
     }
@@ -1424,6 +1461,7 @@ async fn reverse_reads_step_a_cursor_without_get_all_records() {
         s.push(push_json("rev.a", 3)).await.unwrap();
         s.push(push_json("rev.b", 2)).await.unwrap();
     }
+    s.fold_all(128).await.unwrap();
     // The engine as it is, then without getAllRecords (if it has it).
     let hide = js_sys::Function::new_no_args(
         "const p = IDBObjectStore.prototype;
@@ -1457,5 +1495,227 @@ async fn reverse_reads_step_a_cursor_without_get_all_records() {
     assert_eq!(seen[0][0], all);
     assert_eq!(seen[0][1], all[..7]);
     assert_eq!(seen[0][2], ["99", "98", "97", "96"]);
+    s.close();
+}
+
+/// Unfolded records in the raw database (records with `unfolded`).
+async fn unfolded_records(name: &str) -> usize {
+    raw_records(name)
+        .await
+        .iter()
+        .filter(|r| r.contains(r#""unfolded":1"#))
+        .count()
+}
+
+/// Pushes of 20 aggregates of 2 events each, `pushes` times (one record each).
+async fn push_wide(s: &EventStore, pushes: usize) {
+    for p in 0..pushes {
+        let entries: Vec<String> = (0..20)
+            .map(|a| {
+                format!(
+                    r#"{{"aggregate":"w.a{a}","commands":[{{"action":"w.a{a}.x","payload":{{"p":{p}}}}},{{"action":"w.a{a}.y"}}]}}"#
+                )
+            })
+            .collect();
+        s.push(js(&format!("[{}]", entries.join(","))))
+            .await
+            .unwrap();
+    }
+}
+
+/// Everything a page reads of the wide log: all events, an aggregate, a
+/// prefix, backwards, counts.
+async fn wide_reads(s: &EventStore) -> Vec<String> {
+    let mut out = Vec::new();
+    for filter in [
+        "{}",
+        r#"{"queries":[{"aggregate":"w.a7"}]}"#,
+        r#"{"queries":[{"subjects":"w.*.y"}]}"#,
+        r#"{"queries":[{"aggregate":"w.>","position":{"from":30,"to":90}}]}"#,
+        r#"{"reverse":true,"limit":25}"#,
+    ] {
+        let events = read(s, filter).await;
+        out.push(
+            js_sys::JSON::stringify(&events)
+                .unwrap()
+                .as_string()
+                .unwrap(),
+        );
+    }
+    out.push(
+        s.count(js(r#"{"queries":[{"aggregate":"w.a3"}]}"#))
+            .await
+            .unwrap()
+            .to_string(),
+    );
+    out
+}
+
+#[wasm_bindgen_test]
+async fn a_fold_cut_short_loses_and_duplicates_nothing() {
+    eventstore_wasm::pause_folding(true);
+    let s = fresh("web-fold-abort").await;
+    push_wide(&s, 4).await;
+    assert_eq!(unfolded_records("web-fold-abort").await, 4);
+    let before = wide_reads(&s).await;
+    assert!(before[0].contains(r#""position":160"#));
+    // A tab closed in the middle of a fold: its transaction aborts.
+    s.fold_aborted(30).await.unwrap();
+    assert_eq!(unfolded_records("web-fold-abort").await, 4);
+    assert_eq!(wide_reads(&s).await, before);
+    assert_eq!(raw_records("web-fold-abort").await.len(), 4);
+    // Folded for good: one record per aggregate and push, read the same.
+    assert_eq!(s.fold_all(30).await.unwrap(), 4);
+    assert_eq!(unfolded_records("web-fold-abort").await, 0);
+    assert_eq!(raw_records("web-fold-abort").await.len(), 80);
+    assert_eq!(wide_reads(&s).await, before);
+    // Pushes go on from the folded log, by guess and checked alike.
+    let e = s
+        .push(js(
+            r#"[{"aggregate":"w.a1","expectedSequence":8,"commands":[{"action":"w.a1.z"}]}]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(field_list(&e, "position"), ["161"]);
+    let other = EventStore::open("web-fold-abort".into(), None)
+        .await
+        .unwrap();
+    let e = other
+        .push(js(
+            r#"[{"aggregate":"w.a1","expectedSequence":9,"commands":[{"action":"w.a1.z"}]}]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(field_list(&e, "sequence"), ["10"]);
+    other.close();
+    s.close();
+    eventstore_wasm::pause_folding(false);
+}
+
+#[wasm_bindgen_test]
+async fn long_scans_over_folded_and_unfolded_records_read_as_folded() {
+    eventstore_wasm::pause_folding(true);
+    let name = "web-fold-long";
+    let s = fresh(name).await;
+    // Folded batches, then unfolded records with a folded one among them
+    // (a forget folds the records it touches), then more unfolded ones:
+    // more batches than a page of a scan (256) on either side.
+    push_wide(&s, 8).await;
+    s.fold_all(128).await.unwrap();
+    push_wide(&s, 10).await;
+    s.forget(js(
+        r#"{"queries":[{"aggregate":"w.a5","position":{"from":450,"to":455}}]}"#,
+    ))
+    .await
+    .unwrap();
+    push_wide(&s, 10).await;
+    assert_eq!(unfolded_records(name).await, 19);
+    let reads = |s: EventStore| async move {
+        let mut out = wide_reads(&s).await;
+        for filter in [
+            r#"{"reverse":true}"#,
+            r#"{"queries":[{"position":{"from":300,"to":900}}],"reverse":true,"limit":400}"#,
+            r#"{"queries":[{"subjects":"w.>","position":{"from":100}}],"limit":700}"#,
+        ] {
+            let events = read(&s, filter).await;
+            out.push(JSON::stringify(&events).unwrap().as_string().unwrap());
+        }
+        (s, out)
+    };
+    let (s, before) = reads(s).await;
+    assert!(before[0].contains(r#""position":1120"#));
+    assert_eq!(before[6].matches(r#""position""#).count(), 1120);
+    // The same in a connection that decodes the unfolded records afresh.
+    let other = EventStore::open(name.into(), None).await.unwrap();
+    let (other, fresh_reads) = reads(other).await;
+    assert_eq!(fresh_reads, before);
+    assert_eq!(s.fold_all(128).await.unwrap(), 19);
+    let (s, after) = reads(s).await;
+    assert_eq!(after, before);
+    other.close();
+    s.close();
+    eventstore_wasm::pause_folding(false);
+}
+
+#[wasm_bindgen_test]
+async fn two_connections_folding_at_once_fold_each_record_once() {
+    eventstore_wasm::pause_folding(true);
+    let a = fresh("web-fold-two").await;
+    push_wide(&a, 6).await;
+    let b = EventStore::open("web-fold-two".into(), None).await.unwrap();
+    let before = wide_reads(&b).await;
+    let (x, y) = futures::join!(a.fold_all(25), b.fold_all(25));
+    assert_eq!(x.unwrap() + y.unwrap(), 6);
+    assert_eq!(unfolded_records("web-fold-two").await, 0);
+    assert_eq!(raw_records("web-fold-two").await.len(), 120);
+    assert_eq!(wide_reads(&a).await, before);
+    assert_eq!(wide_reads(&b).await, before);
+    a.close();
+    b.close();
+    eventstore_wasm::pause_folding(false);
+}
+
+#[wasm_bindgen_test]
+async fn a_forget_in_unfolded_records_leaves_no_copy() {
+    eventstore_wasm::pause_folding(true);
+    let s = fresh("web-forget-unfolded").await;
+    s.push(js(r#"[{"aggregate":"user.A","commands":[{"action":"user.A.added","payload":{"email":"ada-secret@example.com"}}]},
+        {"aggregate":"user.B","commands":[{"action":"user.B.added","payload":{"email":"bob@example.com"}}]}]"#))
+        .await
+        .unwrap();
+    s.push(js(r#"[{"aggregate":"user.C","commands":[{"action":"user.C.added","payload":{"email":"cy@example.com"}}]},
+        {"aggregate":"user.A","commands":[{"action":"user.A.renamed","payload":{"name":"Ada Secret"}}]}]"#))
+        .await
+        .unwrap();
+    s.push(js(r#"[{"aggregate":"user.D","commands":[{"action":"user.D.added","payload":{"email":"dee@example.com"}}]}]"#))
+        .await
+        .unwrap();
+    assert_eq!(unfolded_records("web-forget-unfolded").await, 3);
+    let n = s
+        .forget(js(r#"{"queries":[{"aggregate":"user.A"}]}"#))
+        .await
+        .unwrap();
+    assert_eq!(n, 2.0);
+    let raw = raw_records("web-forget-unfolded").await;
+    let all = raw.join("\n");
+    assert!(
+        !all.contains("ada-secret") && !all.contains("Ada Secret"),
+        "{all}"
+    );
+    assert!(all.contains("bob@example.com") && all.contains("cy@example.com"));
+    // The two records it touched were folded; the other is untouched.
+    assert_eq!(unfolded_records("web-forget-unfolded").await, 1);
+    let events = read(&s, "{}").await;
+    assert_eq!(
+        field_list(&events, "forgotten"),
+        ["true", "false", "false", "true", "false"]
+    );
+    assert_eq!(field_list(&events, "position"), ["1", "2", "3", "4", "5"]);
+    s.fold_all(128).await.unwrap();
+    assert_eq!(
+        JSON::stringify(&read(&s, "{}").await).unwrap(),
+        JSON::stringify(&events).unwrap()
+    );
+    assert_eq!(
+        field_list(&read(&s, "{}").await, "forgotten"),
+        ["true", "false", "false", "true", "false"]
+    );
+    s.close();
+    eventstore_wasm::pause_folding(false);
+}
+
+#[wasm_bindgen_test]
+async fn pushes_are_folded_in_the_background() {
+    let s = fresh("web-fold-background").await;
+    push_wide(&s, 3).await;
+    let before = wide_reads(&s).await;
+    let mut waited = 0;
+    while unfolded_records("web-fold-background").await > 0 {
+        assert!(waited < 5000, "not folded after {waited} ms");
+        sleep(50).await;
+        waited += 50;
+    }
+    assert_eq!(raw_records("web-fold-background").await.len(), 60);
+    assert_eq!(wide_reads(&s).await, before);
     s.close();
 }

@@ -83,3 +83,17 @@ export async function destroy(dbName) {
   await ready();
   await EventStore.delete(dbName);
 }
+
+/** Unfolded records left in the database (the store folds them in the background). */
+export function unfoldedLeft(dbName) {
+  return new Promise((ok, fail) => {
+    const r = indexedDB.open(dbName);
+    r.onerror = () => fail(r.error);
+    r.onsuccess = () => {
+      const db = r.result;
+      const c = db.transaction("batches").objectStore("batches").index("unfolded").count();
+      c.onsuccess = () => { db.close(); ok(c.result); };
+      c.onerror = () => { db.close(); fail(c.error); };
+    };
+  });
+}

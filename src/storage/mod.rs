@@ -5,6 +5,8 @@
 //! indexes: `aggregate` on `(aggregate, lastSequence)` (unique), `actions`
 //! on each action of the batch its aggregate does not own (multi-entry,
 //! sparse: see [`crate::subject::owns`]) and `createdAt` (for `get`).
+//! Pushes are written as unfolded records ([`crate::log`]), which every
+//! read method sees as the batches they hold.
 
 use std::borrow::Cow;
 
@@ -83,8 +85,17 @@ pub trait Transaction {
     fn delete(&mut self, keys: &[u64]) -> Result<()>;
     /// Adds new batches; fails if a key is taken.
     fn add(&mut self, batches: &[Batch]) -> Result<()>;
-    /// Replaces existing batches (same keys).
+    /// Replaces existing batches (same keys). A batch of an unfolded record
+    /// folds that record (see [`crate::log`]).
     fn put(&mut self, batches: &[Batch]) -> Result<()>;
+    /// Writes the batches of one push as unfolded records
+    /// ([`crate::log::Unfolded::chunk`]); fails if a key or the push's
+    /// `start` is taken.
+    fn append(&mut self, batches: &[Batch]) -> Result<()>;
+    /// Folds the oldest unfolded records, whole, into batches of their own
+    /// (at least one record if there is any, then while fewer than about
+    /// `budget` batches were written); returns how many records it folded.
+    async fn fold(&mut self, budget: usize) -> Result<usize>;
     /// Commits; resolves once the writes are durable as far as the backend promises.
     async fn commit(self) -> Result<()>;
 }

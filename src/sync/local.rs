@@ -665,7 +665,7 @@ async fn apply_once<S: Storage>(
     tx.put(&puts)?;
     let given: Vec<Given<'_>> = appended.iter().map(|e| given(e, e.position)).collect();
     let adds = push::pack(&given, last)?;
-    tx.add(&adds)?;
+    tx.append(&adds)?;
     applied.added = given.len() as u64;
     applied.erased = notice.take();
     state.cursor = cursor;
@@ -891,7 +891,7 @@ pub async fn resolve<S: Storage>(
     appended.extend(rebased.iter().map(|e| given(e, None)));
     tx.delete(&deleted)?;
     tx.add(&kept)?;
-    tx.add(&push::pack(&appended, last)?)?;
+    tx.append(&push::pack(&appended, last)?)?;
     state.withdrawn += pending.len() as u64;
     state.parked.retain(|p| p.aggregate != aggregate);
     state.save(&mut tx)?;

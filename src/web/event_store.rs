@@ -6,6 +6,7 @@ use std::rc::Rc;
 use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::prelude::*;
 
+use super::fold::{fold_once, Folder};
 use super::idb::{Database, IdbStorage};
 use super::interop::{self, js_error};
 use super::live::Live;
@@ -166,6 +167,7 @@ pub struct EventStore {
     storage: IdbStorage,
     heads: HeadCache,
     live: Rc<Live>,
+    folder: Rc<Folder>,
     upcasters: Option<Rc<Upcasters>>,
     /// Keeps the loss marker (`None` where OPFS cannot be used).
     keeper: Option<Rc<Keeper>>,
@@ -221,8 +223,12 @@ impl EventStore {
                 live.fail_all(why);
             }
         });
+        let folder = Folder::new(storage.clone());
+        // Records another tab left unfolded are folded once this page is quiet.
+        folder.pushed();
         Ok(EventStore {
             live,
+            folder,
             heads: HeadCache::new(),
             storage,
             upcasters,
@@ -508,6 +514,31 @@ impl Drop for EventStore {
 }
 
 impl EventStore {
+    /// Folds every unfolded record now, in transactions of `budget`
+    /// batches; how many records were folded (for tests and benchmarks).
+    #[doc(hidden)]
+    pub async fn fold_all(&self, budget: usize) -> std::result::Result<usize, JsValue> {
+        let mut total = 0;
+        loop {
+            match fold_once(&self.storage, budget).await.map_err(js_error)? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
+    /// Starts a fold of about `budget` batches and drops it unfinished: the
+    /// transaction aborts, as when a tab closes in the middle of a fold
+    /// (for tests).
+    #[doc(hidden)]
+    pub async fn fold_aborted(&self, budget: usize) -> std::result::Result<(), JsValue> {
+        use crate::storage::Transaction;
+        let mut tx = self.storage.0.fold_write().map_err(js_error)?;
+        tx.fold(budget).await.map_err(js_error)?;
+        drop(tx);
+        Ok(())
+    }
+
     pub(super) fn storage(&self) -> &IdbStorage {
         &self.storage
     }
@@ -578,6 +609,7 @@ impl EventStore {
         let (batches, events) = push.await?;
         if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
+            self.folder.pushed();
             if let Some(keeper) = &self.keeper {
                 if keeper.needs_first_id() {
                     // The log's first push: its first event may be position 1.

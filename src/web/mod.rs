@@ -1,6 +1,7 @@
 //! The browser edge: IndexedDB storage, JS conversions and the exported class.
 
 mod event_store;
+mod fold;
 mod idb;
 mod interop;
 mod live;
@@ -11,6 +12,7 @@ mod types;
 mod upcast;
 
 pub use event_store::EventStore;
+pub use fold::pause_folding;
 pub use idb::{records_read, transactions_created};
 pub use request::commits_early;
 pub use types::OpenOptionsArg;
