@@ -34,6 +34,16 @@ export function pagedEvents(fetchPage, limit) {
   };
 }
 export function nextTask() { return new Promise((r) => setTimeout(r, 0)); }
+// For the background fold (fold.rs), kept in this snippet: each inline_js
+// snippet is a module the page loads, and wasm-bindgen-test's runner hangs
+// now and then at start with five of them.
+export function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+export function idle() {
+  return new Promise((resolve) =>
+    typeof requestIdleCallback === "function"
+      ? requestIdleCallback(() => resolve(), { timeout: 100 })
+      : setTimeout(resolve, 0));
+}
 
 const DIR = "eventstore-wasm";
 async function folder(create) {
@@ -159,6 +169,11 @@ extern "C" {
     /// the function that stops listening.
     #[wasm_bindgen(js_name = onHidden)]
     pub(super) fn on_hidden(f: &Closure<dyn FnMut()>) -> js_sys::Function;
+    /// Resolves after `ms` milliseconds.
+    pub(super) fn sleep(ms: f64) -> js_sys::Promise;
+    /// Resolves when the page is idle (`requestIdleCallback`, at most
+    /// 100 ms), or on the next task where there is no such thing.
+    pub(super) fn idle() -> js_sys::Promise;
 }
 
 /// An event store on one IndexedDB database. Open it with `EventStore.open(name)`.

@@ -4,28 +4,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use wasm_bindgen::prelude::*;
-
+use super::event_store::{idle, sleep};
 use super::idb::IdbStorage;
 use crate::error::Result;
 use crate::log::FOLD_BUDGET;
 use crate::storage::Transaction;
-
-#[wasm_bindgen(inline_js = r#"
-export function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-export function idle() {
-  return new Promise((resolve) =>
-    typeof requestIdleCallback === "function"
-      ? requestIdleCallback(() => resolve(), { timeout: 100 })
-      : setTimeout(resolve, 0));
-}
-"#)]
-extern "C" {
-    fn sleep(ms: f64) -> js_sys::Promise;
-    fn idle() -> js_sys::Promise;
-}
 
 /// A fold transaction starts once no push and no read has begun for this
 /// long (a fold holds back the reads and pushes that come after it)...
