@@ -905,14 +905,33 @@ pub async fn resolve<S: Storage>(
     })
 }
 
+/// What [`counts`] reads, in one read transaction.
+#[derive(Debug)]
+pub struct Counts {
+    /// Events not yet synced.
+    pub pending: u64,
+    /// Of those, the ones held by parked conflicts.
+    pub conflicts: u64,
+    /// The log's last position.
+    pub last: u64,
+    /// The sync state, if the store ever synced.
+    pub state: Option<State>,
+}
+
 /// How many events are pending, and how many of them are held by parked
-/// conflicts (read transaction).
-pub async fn counts<S: Storage>(storage: &S) -> Result<(u64, u64, Option<State>)> {
+/// conflicts, with the log's end (one read transaction).
+pub async fn counts<S: Storage>(storage: &S) -> Result<Counts> {
     let tx = storage.read().await?;
-    let Some(state) = State::load(&tx).await? else {
-        return Ok((tx.last_position().await?, 0, None));
+    let (state, last) = futures::join!(State::load(&tx), tx.last_position());
+    let last = last?;
+    let Some(state) = state? else {
+        return Ok(Counts {
+            pending: last,
+            conflicts: 0,
+            last,
+            state: None,
+        });
     };
-    let last = tx.last_position().await?;
     let (mut pending, mut conflicts) = (0, 0);
     let mut from = state.settled + 1;
     while from <= last {
@@ -934,5 +953,10 @@ pub async fn counts<S: Storage>(storage: &S) -> Result<(u64, u64, Option<State>)
         }
         from = end + 1;
     }
-    Ok((pending, conflicts, Some(state)))
+    Ok(Counts {
+        pending,
+        conflicts,
+        last,
+        state: Some(state),
+    })
 }

@@ -359,18 +359,7 @@ impl Database {
     /// order is fixed here), awaited to its end by `commit`.
     fn write(self: &Rc<Self>) -> Result<IdbTx> {
         let (tx, store) = self.create(IdbTransactionMode::Readwrite)?;
-        let done = Some(Completion::new(&tx));
-        Ok(IdbTx {
-            current: RefCell::new((tx, store)),
-            done,
-            retry: Cell::new(None),
-            held: RefCell::default(),
-            added: Array::new(),
-            db: self.clone(),
-            pending: RefCell::new(None),
-            folded: RefCell::default(),
-            appended: RefCell::default(),
-        })
+        Ok(self.writer(tx, store))
     }
 
     /// A read-write transaction for a fold: it changes no event, so a read
@@ -378,8 +367,13 @@ impl Database {
     /// [`Database::read`]), and it is not counted for tests.
     pub fn fold_write(self: &Rc<Self>) -> Result<IdbTx> {
         let (tx, store) = self.create_as(IdbTransactionMode::Readwrite, false)?;
+        Ok(self.writer(tx, store))
+    }
+
+    /// The [`IdbTx`] of a read-write transaction, awaited to its end by `commit`.
+    fn writer(self: &Rc<Self>, tx: IdbTransaction, store: IdbObjectStore) -> IdbTx {
         let done = Some(Completion::new(&tx));
-        Ok(IdbTx {
+        IdbTx {
             current: RefCell::new((tx, store)),
             done,
             retry: Cell::new(None),
@@ -389,7 +383,7 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
-        })
+        }
     }
 
     fn create(&self, mode: IdbTransactionMode) -> Result<(IdbTransaction, IdbObjectStore)> {

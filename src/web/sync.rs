@@ -8,7 +8,6 @@ use wasm_bindgen::prelude::*;
 
 use super::event_store::EventStore;
 use super::interop::{self, js_error};
-use crate::engine;
 use crate::error::Error;
 use crate::sync::local::{self, Conflict, Decision, Pending};
 use crate::sync::protocol::{ErrorResponse, PullResponse, PushResponse};
@@ -280,17 +279,14 @@ impl EventStore {
     /// `{ pending, conflicts, cursor, log }` from storage.
     #[wasm_bindgen(js_name = __syncCounts, skip_typescript)]
     pub async fn sync_counts(&self) -> Result<JsValue, JsValue> {
-        let (pending, conflicts, state) = local::counts(self.storage()).await.map_err(js_error)?;
+        let counts = local::counts(self.storage()).await.map_err(js_error)?;
         let out = Object::new();
-        set(&out, "pending", &(pending as f64).into());
-        set(&out, "conflicts", &(conflicts as f64).into());
-        let last = engine::last_position(self.storage())
-            .await
-            .map_err(js_error)?;
-        set(&out, "last", &(last as f64).into());
-        let settled = state.as_ref().map_or(0, |s| s.settled);
+        set(&out, "pending", &(counts.pending as f64).into());
+        set(&out, "conflicts", &(counts.conflicts as f64).into());
+        set(&out, "last", &(counts.last as f64).into());
+        let settled = counts.state.as_ref().map_or(0, |s| s.settled);
         set(&out, "settled", &(settled as f64).into());
-        let (cursor, log) = state.map_or((0, None), |s| (s.cursor, s.log));
+        let (cursor, log) = counts.state.map_or((0, None), |s| (s.cursor, s.log));
         set(&out, "cursor", &(cursor as f64).into());
         set(&out, "log", &log.map_or(JsValue::NULL, |l| l.into()));
         Ok(out.into())
