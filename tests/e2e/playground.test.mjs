@@ -82,6 +82,8 @@ test("the demo syncs: two databases (two devices) see each other's events, statu
     await two.page.click("#push button");
     await two.page.click("#flush");
     await one.page.waitForFunction(() => [...document.querySelectorAll("#events tr")].some((tr) => tr.children[3].textContent === "user.T.added" && tr.children[6].textContent === "2"), null, { timeout: 20_000 });
+    // The demo redraws its status line on its own timer: wait for it, then check it.
+    await two.page.waitForFunction(() => /remote position 2/.test(document.querySelector("#sync-status").textContent), null, { timeout: 10_000 }).catch(() => {});
     assert.match(await two.page.textContent("#sync-status"), /online, pending 0, conflicts 0, remote position 2, error none/);
     assert.deepEqual([...one.errors, ...two.errors], []);
     await Promise.all([one.page.close(), two.page.close()]);
