@@ -615,6 +615,12 @@ pub fn storage_error(e: &JsValue) -> Error {
         Some(d) if says_disk_full(&d.message()) => {
             Error::QuotaExceeded(format!("{}: {}", d.name(), d.message()))
         }
+        // Chromium, when it force-closes the connection (a storage failure,
+        // the origin's data cleared): `UnknownError: Connection is closing
+        // because of: …`, sometimes before the `close` event reaches us.
+        Some(d) if d.message().starts_with("Connection is closing") => {
+            Error::Closed(format!("{BROWSER_CLOSED} ({}: {})", d.name(), d.message()))
+        }
         Some(d) if d.name() == "ConstraintError" => {
             Error::Constraint(format!("{}: {}", d.name(), d.message()))
         }
