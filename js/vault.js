@@ -95,6 +95,14 @@ export function vaultCore(scope) {
         return await file.createSyncAccessHandle();
       } catch (e) {
         if (!e || e.name !== "NoModificationAllowedError" || waited >= BUSY_MS) {
+          if (e && e.name === "NotFoundError") {
+            throw error("DATA_LOST", `vault: the key vault of store ${JSON.stringify(name)} was deleted`, { reason: "no-vault" });
+          }
+          if (e && e.name !== "NoModificationAllowedError" && e.name !== "QuotaExceededError") {
+            /* WebKitGTK 2.50 with OPFS turned on: NotSupportedError, then InvalidStateError for that file. */
+            throw error("STORAGE", `vault: this browser cannot open a FileSystemSyncAccessHandle (${e.name}: ${e.message}); the key vault of an encrypted store needs it`,
+              e.name === "NotSupportedError" || e.name === "SecurityError" ? { reason: "unsupported" } : undefined);
+          }
           if (e && e.name === "NoModificationAllowedError") {
             throw error("STORAGE", `vault: the key vault of store ${JSON.stringify(name)} stayed in use elsewhere for ${BUSY_MS / 1000} s`, { cause: e });
           }
