@@ -122,7 +122,74 @@ EventStore.import = function importStore(name, source, options) {
 const close = EventStore.prototype.close;
 EventStore.prototype.close = function closeStore() {
   syncs.get(this)?.stop();
+  delivering.delete(this);
   return close.apply(this, arguments);
+};
+
+// A store the app holds no reference to is freed by the garbage collector
+// (wasm-bindgen's FinalizationRegistry), which closes its connection. A
+// store that still delivers events must not go that way: a subscription's
+// callbacks or a running `for await (... of store.events())` are reason
+// enough to keep it, however the app holds (or dropped) the store itself.
+// Live subscriptions hold their store here until they end (unsubscribed,
+// failed, or the store closed); an iterator holds it as a property, so it
+// lives exactly as long as the iterator can be used.
+const delivering = new Map();
+function hold(store) {
+  delivering.set(store, (delivering.get(store) ?? 0) + 1);
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    const left = (delivering.get(store) ?? 1) - 1;
+    if (left > 0) delivering.set(store, left);
+    else delivering.delete(store);
+  };
+}
+const subscribe = EventStore.prototype.subscribe;
+EventStore.prototype.subscribe = function subscribeStore(filter, onEvent, options) {
+  // Options the store rejects go through untouched, to be rejected there.
+  const plain = options === undefined || options === null || (typeof options === "object" && !Array.isArray(options));
+  const onError = options?.onError;
+  if (!plain || (onError !== undefined && typeof onError !== "function")) {
+    return subscribe.call(this, filter, onEvent, options);
+  }
+  const release = hold(this);
+  const ended = (error) => {
+    release();
+    if (onError) onError(error);
+    else globalThis.reportError?.(error);
+  };
+  let stop;
+  try {
+    stop = subscribe.call(this, filter, onEvent, { ...options, onError: ended });
+  } catch (e) {
+    release();
+    throw e;
+  }
+  return function unsubscribe() {
+    release();
+    return stop();
+  };
+};
+const events = EventStore.prototype.events;
+EventStore.prototype.events = function eventsOf(filter) {
+  const pages = events.call(this, filter);
+  const store = this;
+  return {
+    [Symbol.asyncIterator]() {
+      const it = pages[Symbol.asyncIterator]();
+      return {
+        store,
+        next: (value) => it.next(value),
+        return: (value) => it.return(value),
+        throw: (error) => it.throw(error),
+        [Symbol.asyncIterator]() {
+          return this;
+        },
+      };
+    },
+  };
 };
 
 // A store that was freed (`store.free()`, `using store = ...`) has been

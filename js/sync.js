@@ -391,6 +391,8 @@ export class Sync {
   async #settleFlushes() {
     if (this.#flushes.length === 0) return;
     const c = await this.#store.__syncCounts();
+    // status() right after a flush resolves tells what the flush saw.
+    this.#take(c);
     debug("settle flushes", JSON.stringify(c), JSON.stringify(this.#flushes));
     for (const f of [...this.#flushes]) {
       if (f.head === null || f.last === null) continue;
@@ -428,11 +430,16 @@ export class Sync {
     this.#refreshing = false;
   }
 
+  /** Counts read from storage become status()'s (the leader's pull cursor may be ahead of them). */
+  #take(c) {
+    this.#counts = this.#leading ? { ...c, cursor: Math.max(c.cursor, this.#counts.cursor) } : c;
+  }
+
   async #refresh() {
     if (this.#stopped) return;
     try {
       const c = await this.#store.__syncCounts();
-      this.#counts = this.#leading ? { ...c, cursor: Math.max(c.cursor, this.#counts.cursor) } : c;
+      this.#take(c);
       if (!this.#leading) await this.#followerFlushes();
     } catch (e) {
       if (e?.code === "CLOSED") this.stop();

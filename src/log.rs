@@ -145,7 +145,7 @@ impl Unfolded {
 }
 
 /// The unfolded records one transaction sees, indexed like the store.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Pending {
     records: BTreeMap<u64, Arc<Unfolded>>,
     /// Last position of each batch → (record key, index in the record).
@@ -161,18 +161,84 @@ impl Pending {
     pub fn new(records: impl IntoIterator<Item = Arc<Unfolded>>) -> Self {
         let mut p = Pending::default();
         for r in records {
-            for (i, b) in r.batches.iter().enumerate() {
-                p.batches.insert(b.last_position, (r.key, i));
-                let (head, keys) = p.aggregates.entry(b.aggregate.clone()).or_default();
-                *head = (*head).max(b.last_sequence);
-                keys.push(b.last_position);
-                if !b.actions.is_empty() {
-                    p.with_actions.push(b.last_position);
-                }
-            }
-            p.records.insert(r.key, r);
+            p.add(r);
         }
         p
+    }
+
+    /// This view moved on to the records of `keys` (in key order): those no
+    /// longer listed (folded since) are dropped, new ones taken from
+    /// `record`. Much cheaper than [`Pending::new`] when few records changed,
+    /// as between the pages of a long read while the fold runs.
+    pub fn updated(&self, keys: &[u64], record: impl Fn(u64) -> Option<Arc<Unfolded>>) -> Self {
+        let mut p = self.clone();
+        let listed: std::collections::BTreeSet<u64> = keys.iter().copied().collect();
+        let gone: Vec<u64> = p.keys().filter(|k| !listed.contains(k)).collect();
+        for key in gone {
+            p.remove(key);
+        }
+        for &key in keys {
+            if !p.records.contains_key(&key) {
+                if let Some(r) = record(key) {
+                    p.add(r);
+                }
+            }
+        }
+        p
+    }
+
+    fn add(&mut self, r: Arc<Unfolded>) {
+        for (i, b) in r.batches.iter().enumerate() {
+            self.batches.insert(b.last_position, (r.key, i));
+            match self.aggregates.get_mut(b.aggregate.as_str()) {
+                Some((head, keys)) => {
+                    *head = (*head).max(b.last_sequence);
+                    // Records usually come in key order: then this is a push.
+                    let at = keys.partition_point(|k| *k < b.last_position);
+                    keys.insert(at, b.last_position);
+                }
+                None => {
+                    self.aggregates.insert(
+                        b.aggregate.clone(),
+                        (b.last_sequence, vec![b.last_position]),
+                    );
+                }
+            }
+            if !b.actions.is_empty() {
+                let at = self.with_actions.partition_point(|k| *k < b.last_position);
+                self.with_actions.insert(at, b.last_position);
+            }
+        }
+        self.records.insert(r.key, r);
+    }
+
+    fn remove(&mut self, key: u64) {
+        let Some(r) = self.records.remove(&key) else {
+            return;
+        };
+        let gone = |k: &u64| {
+            r.batches
+                .binary_search_by_key(k, |b| b.last_position)
+                .is_ok()
+        };
+        for b in &r.batches {
+            self.batches.remove(&b.last_position);
+        }
+        self.with_actions.retain(|k| !gone(k));
+        for b in &r.batches {
+            let Some((head, keys)) = self.aggregates.get_mut(b.aggregate.as_str()) else {
+                continue;
+            };
+            keys.retain(|k| !gone(k));
+            // An aggregate's sequences grow with its positions: its head is
+            // its last remaining batch's.
+            match keys.last().and_then(|k| self.batches.get(k)) {
+                Some(&(record, i)) => *head = self.records[&record].batches[i].last_sequence,
+                None => {
+                    self.aggregates.remove(b.aggregate.as_str());
+                }
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -436,6 +502,47 @@ mod tests {
             },
             events: format!("[{}]", events.join(",")),
             starts_push: starts,
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    proptest::proptest! {
+        /// A view moved on to other records (some folded, some pushed) is
+        /// the view built afresh from those records.
+        #[test]
+        fn an_updated_view_is_the_view_of_its_records(
+            // Record i: batches over aggregates from a small set, so that
+            // aggregates span records; `keep`/`take`: which records each
+            // view lists.
+            shapes in proptest::collection::vec(proptest::collection::vec(0..4u8, 1..4), 1..12),
+            before in proptest::collection::vec(proptest::bool::ANY, 12),
+            after in proptest::collection::vec(proptest::bool::ANY, 12),
+        ) {
+            let mut position = 0;
+            let mut sequences = [0u64; 4];
+            let records: Vec<Arc<Unfolded>> = shapes
+                .iter()
+                .map(|aggregates| {
+                    let batches: Vec<Batch> = aggregates
+                        .iter()
+                        .map(|&a| {
+                            position += 1;
+                            sequences[a as usize] += 1;
+                            let s = sequences[a as usize];
+                            batch(position, &format!("g{a}"), (s, s), a == 3)
+                        })
+                        .collect();
+                    Arc::new(Unfolded { key: position, start: None, created_at: 7, batches })
+                })
+                .collect();
+            let view = |listed: &[bool]| -> Vec<Arc<Unfolded>> {
+                records.iter().zip(listed).filter(|(_, l)| **l).map(|(r, _)| r.clone()).collect()
+            };
+            let old = Pending::new(view(&before));
+            let wanted = view(&after);
+            let keys: Vec<u64> = wanted.iter().map(|r| r.key).collect();
+            let updated = old.updated(&keys, |k| records.iter().find(|r| r.key == k).cloned());
+            proptest::prop_assert_eq!(updated, Pending::new(wanted));
         }
     }
 

@@ -832,7 +832,21 @@ impl IdbTx {
         if from > to {
             return Ok(Vec::new());
         }
-        let known = self.pending.borrow().clone();
+        let mut known = self.pending.borrow().clone();
+        // When this connection last saw unfolded records, they are likely
+        // still there: learn them first (one `getAllKeys`), so that the
+        // store is read only between them. Read at once with the store, a
+        // page would read the unfolded records in its range as well (up to
+        // `limit` records of a whole push each), only to drop them.
+        let unfolded_seen = self
+            .db
+            .last_pending
+            .borrow()
+            .as_ref()
+            .is_some_and(|(_, p)| !p.is_empty());
+        if known.is_none() && unfolded_seen {
+            known = Some(self.pending().await?);
+        }
         if let Some(pending) = known {
             return crate::log::scan(&pending, (from, to), limit, reverse, |a, b, want| {
                 self.scan_store(a, b, want, reverse)
@@ -891,9 +905,19 @@ impl IdbTx {
             let wanted: HashSet<u64> = keys.iter().copied().collect();
             // Records folded since are of no use any more.
             cache.retain(|k, _| wanted.contains(k));
-            Rc::new(Pending::new(
-                keys.iter().filter_map(|k| cache.get(k).cloned()),
-            ))
+            // Usually the last view with a few records folded or pushed
+            // since: moved on, not rebuilt (a long read while the fold runs
+            // sees a new set at every page).
+            let last = self
+                .db
+                .last_pending
+                .borrow()
+                .as_ref()
+                .map(|(_, p)| p.clone());
+            Rc::new(match last {
+                Some(last) => last.updated(&keys, |k| cache.get(&k).cloned()),
+                None => Pending::new(keys.iter().filter_map(|k| cache.get(k).cloned())),
+            })
         };
         if self.done.is_none() {
             self.db
