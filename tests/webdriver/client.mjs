@@ -41,7 +41,7 @@ const ENGINES = {
     args: (port) => ["--port", String(port), "--host", "127.0.0.1"],
     capabilities: (opts) => ({
       browserName: "firefox",
-      "moz:firefoxOptions": { binary: FIREFOX_BINARY, args: ["-headless"], prefs: { "browser.shell.checkDefaultBrowser": false, ...opts.firefoxPrefs } },
+      "moz:firefoxOptions": { binary: FIREFOX_BINARY, args: ["-headless", ...(opts.firefoxProfile ? ["-profile", opts.firefoxProfile] : [])], prefs: { "browser.shell.checkDefaultBrowser": false, ...opts.firefoxPrefs } },
     }),
   },
   // WebKitGTK with IndexedDB on disk (SQLite, as in Safari and GNOME Web):
@@ -317,7 +317,8 @@ class Browser {
 /**
  * Starts the engine's driver on a free port (and Xvfb for WebKit when there is
  * no display) and opens a session with a fresh profile. `opts.firefoxPrefs`
- * adds Firefox preferences; `opts.webkitFeatures` (engine "webkit") turns on
+ * adds Firefox preferences, `opts.firefoxProfile` a profile directory of the
+ * caller's for Firefox (kept after close, for reading its files); `opts.webkitFeatures` (engine "webkit") turns on
  * WebKit features WebKitGTK leaves off (scripts/bin/webkit-persistent-browser).
  */
 export async function launch(engine, opts = {}) {

@@ -8,13 +8,18 @@
 // with WebKitGTK 2.50), so the vault must refuse there too.
 // The API round trip across two tabs, two tabs creating keys at once, a
 // destroy seen by the other tab and in the file, Vault.delete, and the vault
-// inside a dedicated worker. The disk scan is Chromium's (tests/e2e/vault.test.mjs).
+// inside a dedicated worker; in Firefox also the scan of the profile's files
+// after a destroy (Chromium's is in tests/e2e/vault.test.mjs).
 //
 //   node --test --test-concurrency=1 tests/webdriver/vault.test.mjs   (after npm run build)
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { launch, enginesFromEnv } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
+import { scanProfile, found } from "../e2e/disk.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit", "chromium"]);
 
@@ -214,5 +219,47 @@ for (const { engine, label, opts, supported } of RUNS) {
       assert.deepEqual(r.texts, ["from the worker", "from the worker"]);
       assert.equal(r.unsupported?.reason, "unsupported");
     });
+  });
+}
+
+if (ENGINES.includes("firefox")) {
+  test("Firefox: a destroyed key's bytes are in no file of the profile, a live key's are, in the same file", { timeout: 120_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), "eventstore-firefox-"));
+    const server = await serve();
+    let browser;
+    try {
+      browser = await launch("firefox", { firefoxProfile: dir });
+      const tab = await browser.open(`${server.url}/tests/e2e/blank.html`);
+      const name = uniqueName("wd-vault-disk");
+      const raws = await tab.run(async (name) => {
+        await import("/tests/e2e/vault-page.js");
+        await loadVault();
+        window.vault = await Vault.open(name, { create: true });
+        await vault.create(4);
+        const raws = [];
+        for (let s = 0; s < 4; s++) raws.push((await rawSlot(name, s)).key);
+        return raws;
+      }, [name]);
+      let hits = await scanProfile(dir, raws);
+      assert.deepEqual(found(hits, raws), raws, "control: every live key is found");
+      const files = [...new Set(raws.flatMap((r) => hits[r]))];
+      assert.equal(files.length, 1, `one file holds the keys: ${files}`);
+      const path = join(dir, files[0].replace(/ \(latin1\)$/, ""));
+      const inode = (await stat(path)).ino;
+      await tab.run(async () => {
+        await vault.destroy([1, 3]);
+        vault.close();
+      });
+      await browser.close();
+      hits = await scanProfile(dir, raws);
+      console.log(`firefox: keys in ${files[0]}; after destroy, destroyed keys in ${[raws[1], raws[3]].flatMap((r) => hits[r]).join(", ") || "no file"}`);
+      assert.deepEqual(found(hits, [raws[0], raws[2]]), [raws[0], raws[2]], "the live keys are still found");
+      assert.deepEqual(found(hits, [raws[1], raws[3]]), [], "no file holds a destroyed key");
+      assert.equal((await stat(path)).ino, inode, "the same file, overwritten in place");
+    } finally {
+      await browser?.close();
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 }
