@@ -321,7 +321,13 @@ function runner() {
     for (const { reject } of pending.values()) reject(err);
     pending.clear();
   };
+  let loaded = false;
   worker.onmessage = ({ data }) => {
+    // The Blob URL is needed only until the worker's script has run.
+    if (!loaded) {
+      loaded = true;
+      URL.revokeObjectURL(url);
+    }
     const p = pending.get(data.id);
     if (!p) return;
     pending.delete(data.id);
@@ -333,8 +339,6 @@ function runner() {
     failAll(fail("STORAGE", `vault: the key vault's worker failed (a Content-Security-Policy without worker-src blob:?): ${event.message ?? "error"}`, { reason: "unsupported" }));
   };
   worker.onmessageerror = () => failAll(fail("STORAGE", "vault: a message from the key vault's worker could not be read"));
-  // The Blob URL is needed only while the worker's script loads.
-  setTimeout(() => URL.revokeObjectURL(url), 30_000);
   return {
     call(op, args) {
       if (broken) return Promise.reject(broken);
@@ -355,6 +359,11 @@ function runner() {
 function checkName(name) {
   if (typeof name !== "string" || name.length === 0) {
     throw fail("INVALID_ARGUMENT", `vault: the store name must be a non-empty string, got ${typeof name === "string" ? '""' : typeof name}`);
+  }
+  try {
+    encodeURIComponent(name);
+  } catch {
+    throw fail("INVALID_ARGUMENT", `vault: the store name ${JSON.stringify(name)} holds a lone surrogate (not valid Unicode)`);
   }
 }
 

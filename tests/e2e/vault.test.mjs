@@ -269,6 +269,26 @@ test("errors: bad arguments, a missing vault, a closed vault, a file that is not
     await w.close();
     out.bad = await vaultError(() => Vault.open(`${name}-bad`));
     await Vault.delete(`${name}-bad`);
+    // A vault of a newer format.
+    const newer = new Uint8Array(64);
+    newer.set([...new TextEncoder().encode("ESWKEYS1"), 2, 0, 0, 0, 64]);
+    const w2 = await (await dir.getFileHandle(`${encodeURIComponent(`${name}-v2`)}.keys`, { create: true })).createWritable();
+    await w2.write(newer);
+    await w2.close();
+    out.newer = await vaultError(() => Vault.open(`${name}-v2`));
+    await Vault.delete(`${name}-v2`);
+    out.loneSurrogate = await vaultError(() => Vault.open("a\ud800"));
+    // A long name (its file name is cut and hashed) and names OPFS would refuse as they are.
+    out.names = [];
+    for (const n of [`${name}-${"é".repeat(300)}`, ".", "..", "a/b\\c"]) {
+      const v = await Vault.open(n, { create: true });
+      const [{ slot }] = await v.create(1);
+      v.close();
+      const again = await Vault.open(n);
+      out.names.push([(await again.keys([slot])).get(slot) !== null, await Vault.delete(n)]);
+      again.close();
+    }
+    out.longFile = (await Array.fromAsync(dir.keys())).filter((f) => f.includes("~")).length;
     // A vault deleted under an open vault.
     const v2 = await Vault.open(name, { create: true });
     await Vault.delete(name);
@@ -293,6 +313,11 @@ test("errors: bad arguments, a missing vault, a closed vault, a file that is not
   assert.equal(r.bad?.code, "STORAGE");
   assert.match(r.bad.message, /not a key vault/);
   assert.equal(r.goneUnder?.code, "DATA_LOST", "a vault whose file was deleted meanwhile");
+  assert.equal(r.newer?.code, "VERSION_MISMATCH");
+  assert.match(r.newer.message, /format 2/);
+  assert.equal(r.loneSurrogate?.code, "INVALID_ARGUMENT");
+  assert.deepEqual(r.names, [[true, true], [true, true], [true, true], [true, true]], "long and odd names work, and delete removes their files");
+  assert.equal(r.longFile, 0, "no file of a long name is left");
   await page.close();
 });
 
