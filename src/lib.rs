@@ -17,6 +17,7 @@ pub mod marker;
 pub mod portability;
 pub mod presence;
 pub mod push;
+pub mod seal;
 pub mod storage;
 pub mod subject;
 pub mod sync;
