@@ -33,12 +33,14 @@ const fail = (code, message, extra) => Object.assign(new Error(message), { code 
 export function vaultCore(scope) {
   const DIR = "eventstore-wasm";
   const MAGIC = [0x45, 0x53, 0x57, 0x4b, 0x45, 0x59, 0x53, 0x31]; /* "ESWKEYS1" */
-  const VERSION = 1;
+  const VERSION = 2;
   const HEADER = 64; /* magic, u32 format version, u32 slot size, zeros */
-  const SLOT = 64; /* u8 status, 32 key bytes, zeros */
+  const SLOT = 96; /* u8 status, 32 key bytes, 32 bytes SHA-256 of the aggregate (zeros: none), zeros */
   const KEY = 32;
+  const HASH = 1 + KEY; /* where the aggregate's hash starts in a slot */
   const LIVE = 1;
   const DESTROYED = 2;
+  const RETIRED = 3; /* rotated: still decrypts, no longer used to encrypt */
   const BUSY_MS = 10000; /* how long a handle held elsewhere is waited for */
 
   const error = (code, message, extra) => Object.assign(new Error(message), { code }, extra);
@@ -173,7 +175,99 @@ export function vaultCore(scope) {
     });
   }
 
+  /** SHA-256 of each name's UTF-8, as hex strings. */
+  const hashes = (names) =>
+    Promise.all(names.map(async (n) => [...new Uint8Array(await scope.crypto.subtle.digest("SHA-256", new TextEncoder().encode(n)))]));
+  const hex = (bytes) => bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+
+  /** Every slot's bytes (one read). */
+  async function allSlots(h) {
+    const count = slotCount(await h.getSize());
+    const bytes = new Uint8Array(count * SLOT);
+    h.read(bytes, { at: HEADER });
+    return { count, bytes };
+  }
+
+  /** Hex hash -> live slot, from every slot's bytes. */
+  function liveSlots({ count, bytes }) {
+    const live = new Map();
+    for (let s = 0; s < count; s++) {
+      if (bytes[s * SLOT] === LIVE) live.set(hex([...bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY)]), s);
+    }
+    return live;
+  }
+
+  /** Appends a live slot per hash at slot `first` on; resolves to their keys' bytes. */
+  async function appendSlots(h, first, list) {
+    const bytes = new Uint8Array(list.length * SLOT);
+    list.forEach((hash, i) => {
+      bytes[i * SLOT] = LIVE;
+      scope.crypto.getRandomValues(bytes.subarray(i * SLOT + 1, i * SLOT + 1 + KEY));
+      bytes.set(hash, i * SLOT + HASH);
+    });
+    const written = h.write(bytes, { at: HEADER + first * SLOT });
+    if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+    await h.flush();
+    return list.map((_, i) => bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY));
+  }
+
   const ops = {
+    /**
+     * The live slot and raw key bytes of each aggregate, [[aggregate,
+     * slot, bytes]]; with `create`, a live slot is made for those without
+     * one (under the lock, so never two live slots for one aggregate).
+     */
+    keysFor: (name, aggregates, create) =>
+      withFile(name, false, async (h) => {
+        const hs = await hashes(aggregates);
+        const all = await allSlots(h);
+        const live = liveSlots(all);
+        const out = [];
+        const missing = [];
+        aggregates.forEach((a, i) => {
+          const slot = live.get(hex(hs[i]));
+          if (slot === undefined) missing.push(i);
+          else out.push([a, slot, all.bytes.slice(slot * SLOT + 1, slot * SLOT + 1 + KEY)]);
+        });
+        if (create && missing.length > 0) {
+          const keys = await appendSlots(h, all.count, missing.map((i) => hs[i]));
+          missing.forEach((i, k) => out.push([aggregates[i], all.count + k, keys[k]]));
+        }
+        all.bytes.fill(0);
+        return out;
+      }),
+
+    /** [[slot, bytes | null | undefined]]: null for a destroyed slot, undefined for one not written. */
+    rawKeys: (name, slots) =>
+      withFile(name, false, async (h) => {
+        const all = await allSlots(h);
+        const out = slots.map((s) => {
+          if (s >= all.count) return [s, undefined];
+          const status = all.bytes[s * SLOT];
+          if (status === LIVE || status === RETIRED) return [s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)];
+          return [s, status === DESTROYED ? null : undefined];
+        });
+        all.bytes.fill(0);
+        return out;
+      }),
+
+    /**
+     * A new live slot per aggregate; the old live one (if any) is retired
+     * (still decrypts until destroyed). [[aggregate, slot, bytes, old]].
+     */
+    rotate: (name, aggregates) =>
+      withFile(name, false, async (h) => {
+        const hs = await hashes(aggregates);
+        const all = await allSlots(h);
+        const live = liveSlots(all);
+        all.bytes.fill(0);
+        const olds = hs.map((hash) => live.get(hex(hash)) ?? null);
+        for (const old of olds) if (old !== null) h.write(new Uint8Array([RETIRED]), { at: HEADER + old * SLOT });
+        const keys = await appendSlots(h, all.count, hs);
+        return aggregates.map((a, i) => [a, all.count + i, keys[i], olds[i]]);
+      }),
+
+
     /** Checks (or with `create`, makes) the vault file; resolves to its slot count. */
     open: (name, create) => withFile(name, create, async (h) => slotCount(await h.getSize())),
 
@@ -212,7 +306,7 @@ export function vaultCore(scope) {
             }
             buf.fill(0);
             h.read(buf, { at: HEADER + slot * SLOT });
-            if (buf[0] === LIVE) out.push([slot, await importKey(buf.slice(1, 1 + KEY))]);
+            if (buf[0] === LIVE || buf[0] === RETIRED) out.push([slot, await importKey(buf.slice(1, 1 + KEY))]);
             else out.push([slot, buf[0] === DESTROYED ? null : undefined]);
           }
         } finally {
@@ -225,7 +319,7 @@ export function vaultCore(scope) {
     destroy: (name, slots) =>
       withFile(name, false, async (h) => {
         const count = slotCount(await h.getSize());
-        const dead = new Uint8Array(SLOT);
+        const dead = new Uint8Array(SLOT); /* the key and the aggregate's hash overwritten with zeros */
         dead[0] = DESTROYED;
         const done = [];
         for (const slot of slots) {
@@ -392,6 +486,8 @@ export class Vault {
   #seen = new Map();
   #channel = null;
   #closed = false;
+  /** Slots other tabs and workers destroyed, until `takeDestroyed()`. */
+  #destroyedElsewhere = new Set();
 
   constructor(name, runner) {
     this.#name = name;
@@ -400,7 +496,12 @@ export class Vault {
     if (typeof globalThis.BroadcastChannel === "function") {
       this.#channel = new BroadcastChannel(`eventstore-wasm:vault:${name}`);
       this.#channel.onmessage = ({ data }) => {
-        if (data?.destroyed) for (const s of data.destroyed) this.#seen.set(s, null);
+        if (data?.destroyed) {
+          for (const s of data.destroyed) {
+            this.#seen.set(s, null);
+            this.#destroyedElsewhere.add(s);
+          }
+        }
       };
     }
   }
@@ -468,6 +569,54 @@ export class Vault {
       }
     }
     return new Map(list.map((s) => [s, this.#seen.get(s) ?? null]));
+  }
+
+  /** Checks a list of aggregate names. */
+  #aggregates(list) {
+    if (!Array.isArray(list) || list.some((a) => typeof a !== "string")) throw fail("INVALID_ARGUMENT", "vault: aggregates must be an array of strings");
+    return [...new Set(list)];
+  }
+
+  /**
+   * The live slot and raw key bytes (32) of each aggregate: Map aggregate
+   * -> { slot, key: Uint8Array }. With `create: true`, aggregates without
+   * a live slot get one (atomically across tabs: never two live slots for
+   * one aggregate); without, they are left out. For the store's keyring
+   * (the raw bytes go into wasm; docs/privacy.md says why that is fine).
+   */
+  async keysFor(aggregates, { create = false } = {}) {
+    this.#check();
+    const list = this.#aggregates(aggregates);
+    if (list.length === 0) return new Map();
+    const found = await this.#runner.call("keysFor", [this.#name, list, create === true]);
+    return new Map(found.map(([a, slot, key]) => [a, { slot, key }]));
+  }
+
+  /** Map slot -> raw key bytes (live or retired slots), null (destroyed) or undefined (never written). */
+  async rawKeys(slots) {
+    this.#check();
+    const list = checkSlots(slots);
+    if (list.length === 0) return new Map();
+    return new Map(await this.#runner.call("rawKeys", [this.#name, list]));
+  }
+
+  /**
+   * A new live slot per aggregate; the old live slot is retired (it still
+   * decrypts until destroyed). Map aggregate -> { slot, key, old }.
+   */
+  async rotate(aggregates) {
+    this.#check();
+    const list = this.#aggregates(aggregates);
+    if (list.length === 0) return new Map();
+    const made = await this.#runner.call("rotate", [this.#name, list]);
+    return new Map(made.map(([a, slot, key, old]) => [a, { slot, key, old }]));
+  }
+
+  /** The slots other tabs and workers destroyed since the last call (for the keyring). */
+  takeDestroyed() {
+    const out = [...this.#destroyedElsewhere];
+    this.#destroyedElsewhere.clear();
+    return out;
   }
 
   /** Overwrites the slots' keys in place and flushes; resolves after the flush. Unknown slots are ignored. */

@@ -39,8 +39,8 @@ window.vaultFile = async (name) => {
 /** Slot `slot` of store `name`'s vault file: { status, key } (key: the 32 bytes as a Latin-1 string). */
 window.rawSlot = async (name, slot) => {
   const bytes = await vaultFile(name);
-  const at = 64 + slot * 64;
-  return { status: bytes[at], key: String.fromCharCode(...bytes.subarray(at + 1, at + 33)), rest: Array.from(bytes.subarray(at + 33, at + 64)) };
+  const at = 64 + slot * 96;
+  return { status: bytes[at], key: String.fromCharCode(...bytes.subarray(at + 1, at + 33)), rest: Array.from(bytes.subarray(at + 33, at + 96)) };
 };
 
 /** An AES-GCM key made from a Latin-1 string of 32 bytes (to show that the file's bytes are the key). */

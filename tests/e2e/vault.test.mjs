@@ -53,11 +53,11 @@ test("keys are AES-GCM keys that cannot be exported, kept on disk across a brows
   }
   assert.ok(made.exported?.message, "exportKey of a vault key fails");
   assert.equal(made.magic, "ESWKEYS1");
-  assert.equal(made.version, 1);
-  assert.equal(made.slotSize, 64);
-  assert.equal(made.size, 64 + 3 * 64, "a 64-byte header and three 64-byte slots");
+  assert.equal(made.version, 2);
+  assert.equal(made.slotSize, 96);
+  assert.equal(made.size, 64 + 3 * 96, "a 64-byte header and three 96-byte slots");
   assert.equal(made.raw.status, 1, "a live slot's status byte");
-  assert.deepEqual(made.raw.rest, new Array(31).fill(0), "padding is zeros");
+  assert.deepEqual(made.raw.rest, new Array(63).fill(0), "no aggregate (create(n)): hash and padding are zeros");
   assert.equal(made.fromFile, "secret 1", "the slot's 32 bytes are the key");
 
   await env.restart();
@@ -105,6 +105,45 @@ test("two pages creating keys at once get distinct slots, and each reads the oth
     }, made);
   assert.deepEqual(await readOther(pages[0], b), b.map((m) => `tab 1 slot ${m.slot}`), "page 0 reads page 1's keys");
   assert.deepEqual(await readOther(pages[1], a), a.map((m) => `tab 0 slot ${m.slot}`), "page 1 reads page 0's keys");
+  for (const p of pages) await p.close();
+});
+
+test("keysFor: two pages asking for the same aggregates at once get one live slot each; rotate retires the old slot", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("vault-keysfor");
+  const pages = [await vaultPage(), await vaultPage()];
+  await pages[0].evaluate((name) => Vault.open(name, { create: true }).then((v) => v.close()), name);
+  const ask = (page) =>
+    page.evaluate(async (name) => {
+      window.vault = await Vault.open(name);
+      const runs = [];
+      for (let i = 0; i < 6; i++) runs.push(vault.keysFor(["user.a", "user.b", `user.c${i % 2}`], { create: true }));
+      const out = {};
+      for (const m of await Promise.all(runs)) for (const [a, { slot, key }] of m) out[`${a}@${slot}`] = key.join(",");
+      return out;
+    }, name);
+  const [a, b] = await Promise.all([ask(pages[0]), ask(pages[1])]);
+  assert.deepEqual(a, b, "both pages see the same slot and key for each aggregate");
+  assert.deepEqual(Object.keys(a).map((k) => k.split("@")[0]).sort(), ["user.a", "user.b", "user.c0", "user.c1"], "one live slot per aggregate");
+  const after = await pages[1].evaluate(async () => {
+    const none = await vault.keysFor(["user.never"]);
+    const before = await vault.keysFor(["user.a"]);
+    const rotated = await vault.rotate(["user.a"]);
+    const now = await vault.keysFor(["user.a"]);
+    const raw = await vault.rawKeys([before.get("user.a").slot, rotated.get("user.a").slot, 99]);
+    await vault.destroy([before.get("user.a").slot]);
+    const gone = await vault.rawKeys([before.get("user.a").slot]);
+    return {
+      none: none.size, old: rotated.get("user.a").old, was: before.get("user.a").slot, slot: rotated.get("user.a").slot, live: now.get("user.a").slot,
+      oldStillReads: raw.get(before.get("user.a").slot)?.join(",") === before.get("user.a").key.join(","), never: raw.get(99), gone: gone.get(before.get("user.a").slot),
+    };
+  });
+  assert.equal(after.none, 0, "without create, an aggregate without a slot is left out");
+  assert.equal(after.old, after.was, "rotate names the slot it retired");
+  assert.equal(after.live, after.slot, "the new slot is the live one");
+  assert.notEqual(after.slot, after.was);
+  assert.ok(after.oldStillReads, "a retired slot still gives its key until destroyed");
+  assert.equal(after.never, undefined);
+  assert.equal(after.gone, null, "a destroyed slot gives null");
   for (const p of pages) await p.close();
 });
 
@@ -271,7 +310,7 @@ test("errors: bad arguments, a missing vault, a closed vault, a file that is not
     await Vault.delete(`${name}-bad`);
     // A vault of a newer format.
     const newer = new Uint8Array(64);
-    newer.set([...new TextEncoder().encode("ESWKEYS1"), 2, 0, 0, 0, 64]);
+    newer.set([...new TextEncoder().encode("ESWKEYS1"), 3, 0, 0, 0, 96]);
     const w2 = await (await dir.getFileHandle(`${encodeURIComponent(`${name}-v2`)}.keys`, { create: true })).createWritable();
     await w2.write(newer);
     await w2.close();
