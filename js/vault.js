@@ -251,6 +251,43 @@ export function vaultCore(scope) {
         return out;
       }),
 
+    /** [[slot, bytes | null]] for every slot written: a keyring's first load (one read). */
+    allKeys: (name) =>
+      withFile(name, false, async (h) => {
+        const all = await allSlots(h);
+        const out = [];
+        for (let s = 0; s < all.count; s++) {
+          const status = all.bytes[s * SLOT];
+          if (status === LIVE || status === RETIRED) out.push([s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)]);
+          else if (status === DESTROYED) out.push([s, null]);
+        }
+        all.bytes.fill(0);
+        return out;
+      }),
+
+    /**
+     * Destroys every slot (live and retired) of each aggregate, or with
+     * `retiredOnly` its retired slots only (after a rotation). The slots destroyed.
+     */
+    shred: (name, aggregates, retiredOnly) =>
+      withFile(name, false, async (h) => {
+        const wanted = new Set((await hashes(aggregates)).map(hex));
+        const all = await allSlots(h);
+        const dead = new Uint8Array(SLOT);
+        dead[0] = DESTROYED;
+        const done = [];
+        for (let s = 0; s < all.count; s++) {
+          const status = all.bytes[s * SLOT];
+          if (status !== RETIRED && (retiredOnly || status !== LIVE)) continue;
+          if (!wanted.has(hex([...all.bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY)]))) continue;
+          h.write(dead, { at: HEADER + s * SLOT });
+          done.push(s);
+        }
+        all.bytes.fill(0);
+        await h.flush();
+        return done;
+      }),
+
     /**
      * A new live slot per aggregate; the old live one (if any) is retired
      * (still decrypts until destroyed). [[aggregate, slot, bytes, old]].
@@ -488,6 +525,8 @@ export class Vault {
   #closed = false;
   /** Slots other tabs and workers destroyed, until `takeDestroyed()`. */
   #destroyedElsewhere = new Set();
+  /** Slots other tabs and workers retired (rotate), until `takeRetired()`. */
+  #retiredElsewhere = new Set();
 
   constructor(name, runner) {
     this.#name = name;
@@ -502,6 +541,7 @@ export class Vault {
             this.#destroyedElsewhere.add(s);
           }
         }
+        if (data?.retired) for (const s of data.retired) this.#retiredElsewhere.add(s);
       };
     }
   }
@@ -609,6 +649,7 @@ export class Vault {
     const list = this.#aggregates(aggregates);
     if (list.length === 0) return new Map();
     const made = await this.#runner.call("rotate", [this.#name, list]);
+    this.#channel?.postMessage({ retired: made.map(([, , , old]) => old).filter((s) => s !== null) });
     return new Map(made.map(([a, slot, key, old]) => [a, { slot, key, old }]));
   }
 
@@ -616,6 +657,34 @@ export class Vault {
   takeDestroyed() {
     const out = [...this.#destroyedElsewhere];
     this.#destroyedElsewhere.clear();
+    return out;
+  }
+
+  /** Every written slot's key: Map slot -> raw bytes, or null for a destroyed slot. */
+  async allKeys() {
+    this.#check();
+    return new Map(await this.#runner.call("allKeys", [this.#name]));
+  }
+
+  /**
+   * Destroys every slot of each aggregate (`retiredOnly`: its retired slots
+   * only), overwriting them in place; resolves to the slots destroyed,
+   * after the flush. Other tabs and workers are told.
+   */
+  async shred(aggregates, { retiredOnly = false } = {}) {
+    this.#check();
+    const list = this.#aggregates(aggregates);
+    if (list.length === 0) return [];
+    const done = await this.#runner.call("shred", [this.#name, list, retiredOnly === true]);
+    for (const s of done) this.#seen.set(s, null);
+    this.#channel?.postMessage({ destroyed: done });
+    return done;
+  }
+
+  /** The slots other tabs and workers retired since the last call: no longer to encrypt with. */
+  takeRetired() {
+    const out = [...this.#retiredElsewhere];
+    this.#retiredElsewhere.clear();
     return out;
   }
 

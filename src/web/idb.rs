@@ -19,6 +19,7 @@ use web_sys::{
 };
 
 use super::request::{self, open_backwards, Completion, CursorValues, Request};
+use super::vault::Sealer;
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::log::{Pending, Unfolded};
@@ -34,6 +35,10 @@ pub const STORE: &str = "batches";
 /// under the key [`SYNC_KEY`].
 pub const SYNC_STORE: &str = "sync";
 const SYNC_KEY: &str = "state";
+/// The key of an encrypted store's flag in the `sync` object store.
+pub const ENCRYPTION_KEY: &str = "encryption";
+/// The key of the aggregates whose keys a forget left to shred.
+pub const SHRED_KEY: &str = "shred";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
 /// Unique index on `start`, the first position of a push (on its first
@@ -97,20 +102,21 @@ export function recordsMeta(records) {
 export function wholePart(lastPosition, firstSequence, lastSequence, createdAt, aggregate, events) {
   return { lastPosition, firstSequence, lastSequence, createdAt, aggregate, events };
 }
-export function writeUnfolded(store, numbers, texts, added) {
+export function writeUnfolded(store, numbers, texts, added, plain) {
   texts.forEach((batches, i) => {
     const [lastPosition, start, createdAt] = numbers.subarray(i * 3, i * 3 + 3);
     const record = { lastPosition, createdAt, unfolded: 1, batches };
     if (start > 0) record.start = start;
     store.add(record);
-    if (added) for (const b of JSON.parse(batches)) { b.createdAt = createdAt; added.push(b); }
+    if (added) for (const b of JSON.parse(plain ? plain[i] : batches)) { b.createdAt = createdAt; added.push(b); }
   });
 }
-export function writeRecords(store, json, replace, added) {
+export function writeRecords(store, json, replace, added, plain) {
   for (const record of JSON.parse(json)) {
     if (replace) store.put(record); else store.add(record);
-    added?.push(record);
+    if (added && !plain) added.push(record);
   }
+  if (added && plain) for (const record of JSON.parse(plain)) added.push(record);
 }
 "#)]
 extern "C" {
@@ -133,6 +139,7 @@ extern "C" {
         json: &str,
         replace: bool,
         added: Option<&Array>,
+        plain: Option<String>,
     ) -> std::result::Result<(), JsValue>;
     /// A batch of an unfolded record as [`expand_page`] takes a record.
     #[wasm_bindgen(js_name = wholePart)]
@@ -146,13 +153,15 @@ extern "C" {
     ) -> JsValue;
     /// `add`s unfolded records: three numbers each in `numbers` (key,
     /// `start` or 0, `createdAt`), their `batches` texts in `texts`; their
-    /// batches, as records, are appended to `added` if given.
+    /// batches, as records, are appended to `added` if given (from
+    /// `plain`, the texts before sealing, in an encrypted store).
     #[wasm_bindgen(js_name = writeUnfolded, catch)]
     fn write_unfolded(
         store: &IdbObjectStore,
         numbers: &[f64],
         texts: &Array,
         added: Option<&Array>,
+        plain: Option<Array>,
     ) -> std::result::Result<(), JsValue>;
 }
 
@@ -216,6 +225,10 @@ pub struct Database {
     /// The unfolded records the last transaction that looked saw (a
     /// reused read transaction sees the same).
     last_pending: RefCell<Option<(IdbTransaction, Rc<Pending>)>>,
+    /// The keys of an encrypted store (`None`: not encrypted): events are
+    /// sealed where records are written and unsealed where they are read,
+    /// so that everything above this module sees plaintext.
+    sealer: RefCell<Option<Rc<Sealer>>>,
     _on_version_change: Closure<dyn FnMut(IdbVersionChangeEvent)>,
 }
 
@@ -313,6 +326,7 @@ impl Database {
             read_at: Cell::new(0.0),
             unfolded: RefCell::default(),
             last_pending: RefCell::new(None),
+            sealer: RefCell::new(None),
             _on_version_change: on_version_change,
         })
     }
@@ -330,6 +344,74 @@ impl Database {
     pub fn close(&self) {
         self.closed.replace(Some("close() was called".to_owned()));
         self.db.close();
+        if let Some(sealer) = self.sealer.take() {
+            sealer.close();
+        }
+    }
+
+    /// Makes this an encrypted connection (see [`Database::sealer`]).
+    pub fn set_sealer(&self, sealer: Rc<Sealer>) {
+        self.sealer.replace(Some(sealer));
+    }
+
+    /// The keys of an encrypted store, `None` for a store without encryption.
+    pub fn sealer(&self) -> Option<Rc<Sealer>> {
+        self.sealer.borrow().clone()
+    }
+
+    /// The value under `key` in the `sync` object store (`undefined` if none).
+    pub async fn sync_entry(&self, key: &str) -> Result<JsValue> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readonly, false)?;
+        let request = tx
+            .object_store(SYNC_STORE)
+            .and_then(|s| s.get(&key.into()))
+            .map_err(|e| storage_error(&e))?;
+        wait(&request).await.map_err(|e| storage_error(&e))
+    }
+
+    /// Takes `done` out of the `"shred"` entry (deleted once empty), in
+    /// one transaction, so that a forget committed meanwhile keeps its own.
+    pub async fn shredded(&self, done: &[String]) -> Result<()> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readwrite, false)?;
+        let finished = Completion::new(&tx);
+        let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
+        let request = store
+            .get(&SHRED_KEY.into())
+            .map_err(|e| storage_error(&e))?;
+        let now = wait(&request).await.map_err(|e| storage_error(&e))?;
+        if let Some(text) = now.as_string() {
+            let left: Vec<String> = crate::seal::shred_entry(&text)?
+                .into_iter()
+                .filter(|a| !done.contains(a))
+                .collect();
+            let r = if left.is_empty() {
+                store.delete(&SHRED_KEY.into()).map(drop)
+            } else {
+                let none: [String; 0] = [];
+                let text = crate::seal::shred_list(None, left.iter().chain(none.iter()))?;
+                store
+                    .put_with_key(&text.into(), &SHRED_KEY.into())
+                    .map(drop)
+            };
+            r.map_err(|e| storage_error(&e))?;
+        }
+        super::request::commit_early(&tx);
+        finished.await.map_err(|e| storage_error(&e))
+    }
+
+    /// Writes (or with `None`, deletes) the value under `key` in the `sync`
+    /// object store, in a transaction of its own, awaited to its end.
+    pub async fn put_sync_entry(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readwrite, false)?;
+        let done = Completion::new(&tx);
+        let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
+        match value {
+            Some(v) => store.put_with_key(&v.into(), &key.into()).map(drop),
+            None => store.delete(&key.into()).map(drop),
+        }
+        .map_err(|e| storage_error(&e))?;
+        super::request::commit_early(&tx);
+        done.await.map_err(|e| storage_error(&e))
     }
 
     /// Calls `f` (once) if the browser closes the connection by itself.
@@ -383,6 +465,7 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
+            forgot: RefCell::default(),
         }
     }
 
@@ -468,6 +551,7 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
+            forgot: RefCell::default(),
         })
     }
 }
@@ -706,6 +790,8 @@ pub struct IdbTx {
     /// Unfolded records this transaction added: known to the connection
     /// (without a read) once committed.
     appended: RefCell<Vec<Unfolded>>,
+    /// Aggregates whose payloads this transaction erased (see `Transaction::forgot`).
+    forgot: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl IdbTx {
@@ -759,6 +845,7 @@ impl IdbTx {
                 .then_some(n as u64)
                 .ok_or_else(corrupt)
         };
+        let sealer = self.db.sealer();
         let mut held = self.held.borrow_mut();
         let mut batches = Vec::with_capacity(records.length() as usize);
         let mut last_key = None;
@@ -783,8 +870,22 @@ impl IdbTx {
                 starts_push: n[4] == 1.0,
             }
             .check()?;
-            held.insert(batch.last_position, records.get(i as u32));
-            batches.push(batch);
+            match &sealer {
+                // Encrypted: the text is opened here, so the batch carries it.
+                Some(sealer) => {
+                    let text = get(&records.get(i as u32), "events")
+                        .as_string()
+                        .ok_or_else(corrupt)?;
+                    batches.push(Batch {
+                        events: sealer.unseal(&text)?,
+                        ..batch
+                    });
+                }
+                None => {
+                    held.insert(batch.last_position, records.get(i as u32));
+                    batches.push(batch);
+                }
+            }
         }
         Ok((batches, records.length() as usize, last_key))
     }
@@ -950,7 +1051,12 @@ impl IdbTx {
             let text = get(&record, "batches").as_string().ok_or_else(|| {
                 Error::Storage(format!("corrupt unfolded record {key}: no batches"))
             })?;
-            let decoded = Unfolded::decode(*key, start, created_at, &text)?;
+            let mut decoded = Unfolded::decode(*key, start, created_at, &text)?;
+            if let Some(sealer) = self.db.sealer() {
+                for b in &mut decoded.batches {
+                    b.events = sealer.unseal(&b.events)?;
+                }
+            }
             self.db
                 .unfolded
                 .borrow_mut()
@@ -1017,9 +1123,19 @@ impl IdbTx {
         if batches.is_empty() {
             return Ok(());
         }
-        let json = crate::batch::records_json(batches)?;
         let added = published.then_some(&self.added);
-        write_records(&self.current.borrow().1, &json, replace, added)
+        let (json, plain) = match self.db.sealer() {
+            Some(sealer) => {
+                let sealed = sealed(&sealer, batches)?;
+                let plain = match published {
+                    true => Some(crate::batch::records_json(batches)?),
+                    false => None,
+                };
+                (crate::batch::records_json(&sealed)?, plain)
+            }
+            None => (crate::batch::records_json(batches)?, None),
+        };
+        write_records(&self.current.borrow().1, &json, replace, added, plain)
             .map_err(|e| storage_error(&e))
     }
 
@@ -1229,6 +1345,12 @@ impl Transaction for IdbTx {
         self.held.borrow_mut().remove(&batch.last_position);
     }
 
+    fn forgot(&mut self, aggregate: &str) {
+        if self.db.sealer().is_some() {
+            self.forgot.borrow_mut().insert(aggregate.to_owned());
+        }
+    }
+
     async fn sync_state(&self) -> Result<Option<String>> {
         let value = self
             .call(&|store| {
@@ -1298,7 +1420,41 @@ impl Transaction for IdbTx {
     }
 
     fn append(&mut self, batches: &[Batch]) -> Result<()> {
-        let records = Unfolded::chunk(batches);
+        let sealer = self.db.sealer();
+        let (records, plain) = match &sealer {
+            // Encrypted: records are cut by their sealed size; the
+            // connection keeps (and the push returns) the plaintext ones.
+            Some(sealer) => {
+                let sealed_records = Unfolded::chunk(&sealed(sealer, batches)?);
+                let by_position: HashMap<u64, &Batch> =
+                    batches.iter().map(|b| (b.last_position, b)).collect();
+                let plain: Vec<Unfolded> = sealed_records
+                    .iter()
+                    .map(|r| Unfolded {
+                        batches: r
+                            .batches
+                            .iter()
+                            .map(|b| {
+                                by_position
+                                    .get(&b.last_position)
+                                    .map_or_else(|| b.clone(), |p| (*p).clone())
+                            })
+                            .collect(),
+                        ..r.clone()
+                    })
+                    .collect();
+                (sealed_records, Some(plain))
+            }
+            None => (Unfolded::chunk(batches), None),
+        };
+        let plain_texts = match &plain {
+            Some(p) => Some(
+                p.iter()
+                    .map(|r| r.text().map(|t| JsValue::from_str(&t)))
+                    .collect::<Result<Array>>()?,
+            ),
+            None => None,
+        };
         let mut numbers = Vec::with_capacity(records.len() * 3);
         let texts = Array::new();
         for r in &records {
@@ -1314,9 +1470,10 @@ impl Transaction for IdbTx {
             &numbers,
             &texts,
             Some(&self.added),
+            plain_texts,
         )
         .map_err(|e| storage_error(&e))?;
-        self.appended.borrow_mut().extend(records);
+        self.appended.borrow_mut().extend(plain.unwrap_or(records));
         Ok(())
     }
 
@@ -1358,6 +1515,26 @@ impl Transaction for IdbTx {
     }
 
     async fn commit(mut self) -> Result<()> {
+        let forgot = self.forgot.take();
+        if !forgot.is_empty() {
+            // The aggregates whose keys to shred, with the forget (see
+            // `super::shred`): a tab closed before the shred ends leaves
+            // them for the next open.
+            let store = self
+                .current
+                .borrow()
+                .0
+                .object_store(SYNC_STORE)
+                .map_err(|e| storage_error(&e))?;
+            let before = self
+                .call(&|_| store.get(&SHRED_KEY.into()))
+                .await?
+                .as_string();
+            let text = crate::seal::shred_list(before.as_deref(), &forgot)?;
+            store
+                .put_with_key(&text.into(), &SHRED_KEY.into())
+                .map_err(|e| storage_error(&e))?;
+        }
         let tx = self.current.borrow().0.clone();
         let done = self.done.take();
         super::request::commit_early(&tx);
@@ -1409,4 +1586,19 @@ fn number(v: &JsValue) -> u64 {
 
 fn get(obj: &JsValue, key: &'static str) -> JsValue {
     Reflect::get(obj, &super::interop::key(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Copies of `batches` with their payloads sealed (an encrypted store).
+fn sealed(sealer: &Sealer, batches: &[Batch]) -> Result<Vec<Batch>> {
+    batches
+        .iter()
+        .map(|b| {
+            Ok(Batch {
+                events: sealer.seal(&b.aggregate, &b.events)?,
+                aggregate: b.aggregate.clone(),
+                actions: b.actions.clone(),
+                ..*b
+            })
+        })
+        .collect()
 }

@@ -131,15 +131,21 @@ impl EventStore {
     #[wasm_bindgen(js_name = __syncApply, skip_typescript)]
     pub async fn sync_apply(&self, text: String) -> Result<JsValue, JsValue> {
         let page: PullResponse = decode(&text, "pull").map_err(js_error)?;
-        let applied = local::apply_pull(self.storage(), self.head_cache(), &page)
-            .await
-            .map_err(js_error)?;
+        let applied = super::shred::keyed(self.storage(), || {
+            local::apply_pull(self.storage(), self.head_cache(), &page)
+        })
+        .await
+        .map_err(js_error)?;
         if applied.added > 0 || applied.synced > 0 {
             self.announce().await;
         }
         if applied.erased.len() > 2 {
             let erased = js_sys::JSON::parse(&applied.erased)?;
             self.forgotten_elsewhere(&Array::from(&erased));
+            // Encrypted: a forget pulled from the server shreds keys too.
+            super::shred::run(self.storage(), true)
+                .await
+                .map_err(js_error)?;
         }
         let out = Object::new();
         set(&out, "added", &(applied.added as f64).into());
@@ -257,12 +263,14 @@ impl EventStore {
     /// first being line `first_line`); resolves to how many events.
     #[wasm_bindgen(js_name = __importLines, skip_typescript)]
     pub async fn import_lines(&self, text: String, first_line: f64) -> Result<f64, JsValue> {
-        let n = crate::portability::import_lines(
-            self.storage(),
-            self.head_cache(),
-            &text,
-            first_line as u64,
-        )
+        let n = super::shred::keyed(self.storage(), || {
+            crate::portability::import_lines(
+                self.storage(),
+                self.head_cache(),
+                &text,
+                first_line as u64,
+            )
+        })
         .await
         .map_err(js_error)?;
         Ok(n as f64)
