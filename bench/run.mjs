@@ -272,8 +272,8 @@ async function main() {
   // The 100k log in the other push shapes (eventstore-wasm only), with the time until folded.
   if (keys.includes("eventstore")) {
     const s = await new Session(["eventstore"]).start();
+    // Issue 9 asks for these figures in every run: not subject to the time budget.
     for (const [aggs, per] of SHAPES_100K) {
-      if (!inTime()) { skip(`the 100k log of ${aggs} × ${per}`); continue; }
       await s.run(`build100k${aggs}x${per}`, "eventstore", "build100kShape", ["eventstore", aggs, per], 300_000);
     }
     await s.close();
