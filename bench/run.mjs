@@ -272,8 +272,8 @@ async function main() {
   // The 100k log in the other push shapes (eventstore-wasm only), with the time until folded.
   if (keys.includes("eventstore")) {
     const s = await new Session(["eventstore"]).start();
+    // Issue 9 asks for these figures in every run: not subject to the time budget.
     for (const [aggs, per] of SHAPES_100K) {
-      if (!inTime()) { skip(`the 100k log of ${aggs} × ${per}`); continue; }
       await s.run(`build100k${aggs}x${per}`, "eventstore", "build100kShape", ["eventstore", aggs, per], 300_000);
     }
     await s.close();
@@ -490,9 +490,13 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
   connection) and read IndexedDB only outside them, which makes \`user.*.added\` there several
   times faster than on the folded log; after folding, reads cost what the per-aggregate records
   cost: an aggregate load of 100 × 1 reads 10 records of one event each, as the peers read 10
-  records, hence about Dexie's time; \`user.*.added\` on 100 × 1 reads 10,000 one-event records
-  and hands each event's text to wasm, where the peers hand over objects, hence slower than
-  Dexie there. A 100,000-event log in pushes of 100 × 1 leaves 100,000 batch records to fold,
+  records, hence about Dexie's time; \`user.*.added\` on 100 × 1 reads 10,000 one-event records,
+  and Chromium's \`getAll\` of them is most of its time (CPU profile: wasm decoding is a few
+  percent), hence slower than Dexie there. Folded, the 100 × 1 log is the layout the store wrote
+  for such pushes before unfolded records existed (one record per aggregate and push), and
+  reads cost what they cost there: 200 loads and \`user.*.added\` on that log, timed in one page
+  against a build of the store from before the change, alternating, came out 5–10 % slower
+  (steady state within noise; the first 200 loads of a connection 10–19 % slower). A 100,000-event log in pushes of 100 × 1 leaves 100,000 batch records to fold,
   which takes several seconds after the pushes.
 - **Case 2, one event per push (≤ 1.2x raw).** A store that knows the log's end and the
   aggregate's head writes at once: the push's first record carries its first position under a
@@ -515,7 +519,14 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
   the aggregate, so the \`aggregate\` index finds them): 3 records in the 10k log, 25 in the 100k
   log. Its cost follows the matching records, not the log; 2x would need the per-query fixed cost
   to dominate 25 records, which no implementation here reaches.
-- Cases 6–9 meet their targets.
+- Case 5 lands on either side of 2x between runs (1.8x and 2.7x on 2026-11-27): about 0.7 ms
+  against 2 ms, where one round trip more or less moves the ratio by half.
+- Cases 6–8 meet their targets.
+- **Case 9, size (≤ 120 kB).** Not met since the sync client joined the module (its protocol
+  types and rules are the core's, compiled in) and the write path's unfolded records. The figure
+  also depends on the build machine: on 2026-11-27 a build of the commit of the previous
+  \`BENCHMARKS.md\` (which recorded 348 KiB of wasm) came out at 526 KiB with the same Rust
+  1.95.0, wasm-bindgen 0.2.130 and binaryen 132; the cause was not found.
 
 ## Firefox and WebKit
 
