@@ -800,6 +800,7 @@ impl IdbTx {
     /// records, without their text ever crossing into wasm (their events
     /// backwards for a `reverse` read).
     pub fn expand(&self, page: Vec<Segment>, reverse: bool) -> Result<Array> {
+        let sealer = self.db.sealer();
         let parts = Array::new();
         for segment in page {
             match segment {
@@ -809,6 +810,21 @@ impl IdbTx {
                     // one of an unfolded record has its text in wasm.
                     let record = self.held.borrow_mut().remove(&batch.last_position);
                     match record {
+                        Some(record) if sealer.is_some() => {
+                            let text = self.text_of(&record, batch.last_position)?;
+                            let text = match &sealer {
+                                Some(s) => s.unseal(&text)?,
+                                None => text,
+                            };
+                            parts.push(&whole_part(
+                                batch.last_position as f64,
+                                batch.first_sequence as f64,
+                                batch.last_sequence as f64,
+                                batch.created_at as f64,
+                                &batch.aggregate,
+                                &text,
+                            ))
+                        }
                         Some(record) => parts.push(&record),
                         None => parts.push(&whole_part(
                             batch.last_position as f64,
@@ -823,6 +839,13 @@ impl IdbTx {
             };
         }
         expand_page(&parts, reverse).map_err(|e| storage_error(&e))
+    }
+
+    /// The `events` text of a record read from the store.
+    fn text_of(&self, record: &JsValue, key: u64) -> Result<String> {
+        get(record, "events")
+            .as_string()
+            .ok_or_else(|| Error::Storage(format!("corrupt record {key}: events is not a string")))
     }
 
     /// Reads an array of records, holding their events text back; unfolded
@@ -845,7 +868,6 @@ impl IdbTx {
                 .then_some(n as u64)
                 .ok_or_else(corrupt)
         };
-        let sealer = self.db.sealer();
         let mut held = self.held.borrow_mut();
         let mut batches = Vec::with_capacity(records.length() as usize);
         let mut last_key = None;
@@ -870,22 +892,11 @@ impl IdbTx {
                 starts_push: n[4] == 1.0,
             }
             .check()?;
-            match &sealer {
-                // Encrypted: the text is opened here, so the batch carries it.
-                Some(sealer) => {
-                    let text = get(&records.get(i as u32), "events")
-                        .as_string()
-                        .ok_or_else(corrupt)?;
-                    batches.push(Batch {
-                        events: sealer.unseal(&text)?,
-                        ..batch
-                    });
-                }
-                None => {
-                    held.insert(batch.last_position, records.get(i as u32));
-                    batches.push(batch);
-                }
-            }
+            // Held in JavaScript; in an encrypted store its text is opened
+            // only when used (`text`, `expand`): records a filter skips by
+            // their clear ids and actions (`text_contains`) are never decrypted.
+            held.insert(batch.last_position, records.get(i as u32));
+            batches.push(batch);
         }
         Ok((batches, records.length() as usize, last_key))
     }
@@ -1315,16 +1326,15 @@ impl Transaction for IdbTx {
     }
 
     fn text<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
-        match self.held.borrow_mut().remove(&batch.last_position) {
-            Some(record) => get(&record, "events")
-                .as_string()
-                .map(Cow::Owned)
-                .ok_or_else(|| {
-                    Error::Storage(format!(
-                        "corrupt record {}: events is not a string",
-                        batch.last_position
-                    ))
-                }),
+        let record = self.held.borrow_mut().remove(&batch.last_position);
+        match record {
+            Some(record) => {
+                let text = self.text_of(&record, batch.last_position)?;
+                match self.db.sealer() {
+                    Some(sealer) => sealer.unseal(&text).map(Cow::Owned),
+                    None => Ok(Cow::Owned(text)),
+                }
+            }
             None => Ok(Cow::Borrowed(&batch.events)),
         }
     }
