@@ -56,7 +56,11 @@ async fn reseal(storage: &IdbStorage, aggregates: &[String]) -> Result<()> {
     let mut tx = storage.write().await?;
     let mut batches = Vec::new();
     for a in aggregates {
-        batches.extend(tx.by_aggregate(a, 1).await?);
+        for b in tx.by_aggregate(a, 1).await? {
+            // Read records hold their text back until asked (`text`).
+            let events = tx.text(&b)?.into_owned();
+            batches.push(crate::batch::Batch { events, ..b });
+        }
     }
     tx.put(&batches)?;
     tx.commit().await
