@@ -211,6 +211,12 @@ impl Keyring {
         if !text.contains("\"sealed\"") {
             return Ok(text.to_owned());
         }
+        // Text this module sealed holds no payload in the clear, so its
+        // only strings are ids, actions and sealed values: the sealed
+        // values are opened in place, without decoding the events.
+        if !text.contains("\"payload\"") {
+            return self.unseal_in_place(text);
+        }
         let mut events: Vec<Event<'_>> = serde_json::from_str(text)
             .map_err(|e| Error::Storage(format!("encryption: cannot read events: {e}")))?;
         let mut opened: Vec<Option<String>> = Vec::with_capacity(events.len());
@@ -305,6 +311,94 @@ pub fn shred_entry(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text)
         .map_err(|e| Error::Storage(format!("encryption: corrupt shred entry: {e}")))
 }
+
+impl Keyring {
+    /// Opens the sealed value `sealed` (`<slot>:<base64>`) of event `id`:
+    /// its plaintext, `None` for a destroyed slot.
+    fn open_one(&self, id: &str, sealed: &str) -> Result<Option<Vec<u8>>> {
+        let damaged = || {
+            Error::Storage(format!(
+                "encryption: the payload of event {id} cannot be decrypted (a wrong key or a damaged record)"
+            ))
+        };
+        let (slot, body) = sealed.split_once(':').ok_or_else(damaged)?;
+        let slot: u32 = slot.parse().map_err(|_| damaged())?;
+        let cipher = match self.ciphers.get(&slot) {
+            Some(Some(c)) => c,
+            Some(None) => return Ok(None),
+            None => {
+                self.wanted.borrow_mut().slots.insert(slot);
+                return Err(Error::Storage(MISSING.into()));
+            }
+        };
+        let bytes = B64.decode(body).map_err(|_| damaged())?;
+        if bytes.len() < NONCE + 16 {
+            return Err(damaged());
+        }
+        cipher
+            .decrypt(
+                Nonce::from_slice(&bytes[..NONCE]),
+                Payload {
+                    msg: &bytes[NONCE..],
+                    aad: id.as_bytes(),
+                },
+            )
+            .map(Some)
+            .map_err(|_| damaged())
+    }
+
+    /// [`Keyring::unseal`] of a text holding no clear payload: each
+    /// `"sealed":"…"` is replaced by `"payload":<plaintext>` (or
+    /// `"forgotten":true`), its event's id being the last `"id":"…"` before it.
+    fn unseal_in_place(&self, text: &str) -> Result<String> {
+        const SEALED: &str = "\"sealed\":\"";
+        const ID: &str = "\"id\":\"";
+        let corrupt = || Error::Storage("encryption: corrupt sealed events".into());
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut id: &str = "";
+        let mut missing = false;
+        while let Some(at) = rest.find(SEALED) {
+            let before = &rest[..at];
+            if let Some(i) = before.rfind(ID) {
+                let start = i + ID.len();
+                let end = before[start..].find('"').ok_or_else(corrupt)? + start;
+                id = &before[start..end];
+            }
+            if id.is_empty() {
+                return Err(corrupt());
+            }
+            out.push_str(before);
+            let value = &rest[at + SEALED.len()..];
+            let end = value.find('"').ok_or_else(corrupt)?;
+            let opened = match self.open_one(id, &value[..end]) {
+                // Every unknown slot of the text is wanted, not only the first.
+                Err(Error::Storage(m)) if m == MISSING => {
+                    missing = true;
+                    rest = &value[end + 1..];
+                    continue;
+                }
+                other => other?,
+            };
+            match opened {
+                Some(plain) => {
+                    out.push_str("\"payload\":");
+                    out.push_str(std::str::from_utf8(&plain).map_err(|_| corrupt())?);
+                }
+                None => out.push_str("\"forgotten\":true"),
+            }
+            rest = &value[end + 1..];
+        }
+        if missing {
+            return Err(Error::Storage(MISSING.into()));
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// Why an unseal failed for want of a key (fetched, then read again).
+const MISSING: &str = "encryption: a key slot of this record is not in this connection's keyring";
 
 #[cfg(test)]
 mod tests {
