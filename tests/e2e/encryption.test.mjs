@@ -240,3 +240,29 @@ test("errors: an encrypted store opened without the option, a plain store with e
   assert.match(out.lost.message, /key vault is gone.*keys are lost/);
   assert.equal(out.vaultLeft, 0, "EventStore.delete removed the vault file");
 });
+
+test("compact(), export and import work on an encrypted store (the same codec)", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("enc-portable");
+  await fill(name, { encryption: true }, "P", { "user.a": 3, "user.b": 2 });
+  const page = await env.newPage();
+  const out = await page.evaluate(async (name) => {
+    let store = await EventStore.open(name, { encryption: true });
+    await store.forget({ queries: [{ aggregate: "user.a" }] });
+    store = await store.compact();
+    const afterCompact = (await store.filter()).map((e) => e.payload?.text ?? null);
+    const text = await new Response(store.export()).text();
+    store.close();
+    const copy = await EventStore.import(`${name}-copy`, new Response(text).body, { encryption: true });
+    const imported = (await copy.filter()).map((e) => e.payload?.text ?? null);
+    copy.close();
+    const raw = JSON.stringify(await rawRecords(`${name}-copy`));
+    await EventStore.delete(name);
+    await EventStore.delete(`${name}-copy`);
+    return { afterCompact, exported: text.includes("P-user.b-1"), imported, rawClear: raw.includes("P-user.b") };
+  }, name);
+  await page.close();
+  assert.deepEqual(out.afterCompact, [null, null, null, "P-user.b-0", "P-user.b-1"]);
+  assert.ok(out.exported, "export writes plaintext payloads");
+  assert.deepEqual(out.imported, out.afterCompact);
+  assert.equal(out.rawClear, false, "the imported store is encrypted at rest");
+});
