@@ -245,13 +245,45 @@ async fn a_partial_forget_keeps_the_rest_readable_under_a_new_key() {
         vec!["null".to_owned(), r#"{"secret":"MARK-keep"}"#.to_owned()]
     );
     let raw = raw_records(name).await;
+    // The shred entry (the JSON text `["order.x"]` in the sync store) is gone.
     assert!(
-        !raw.contains("\"shred\""),
-        "the shred finished and cleared its entry"
+        !raw.contains(SHRED_ENTRY),
+        "the shred cleared its entry: {raw}"
     );
     s.close();
     let again = EventStore::open(name.into(), encrypted()).await.unwrap();
     assert_eq!(of(&again, "order.x").await[1], r#"{"secret":"MARK-keep"}"#);
+    again.close();
+    EventStore::delete_store(name.into()).await.unwrap();
+}
+
+/// The `"shred"` entry of `order.x`, as `raw_records` shows it.
+const SHRED_ENTRY: &str = r#""[\"order.x\"]""#;
+
+#[wasm_bindgen_test]
+async fn a_shred_left_unfinished_is_finished_by_the_next_open() {
+    let name = "enc-shred-left";
+    let Some(s) = fresh(name).await else { return };
+    s.push(js(&format!("[{}]", entry("order.x", 2))))
+        .await
+        .unwrap();
+    // The test hook: the forget commits, its keys are not destroyed (as a
+    // tab closed before the shred ended).
+    s.keep_keys();
+    s.forget(js(r#"{"queries":[{"aggregate":"order.x"}]}"#))
+        .await
+        .unwrap();
+    assert!(
+        raw_records(name).await.contains(SHRED_ENTRY),
+        "the forget wrote its shred entry"
+    );
+    s.close();
+    let again = EventStore::open(name.into(), encrypted()).await.unwrap();
+    assert!(
+        !raw_records(name).await.contains(SHRED_ENTRY),
+        "the open finished the shred"
+    );
+    assert_eq!(of(&again, "order.x").await, vec!["null"; 2]);
     again.close();
     EventStore::delete_store(name.into()).await.unwrap();
 }

@@ -77,7 +77,7 @@ test("encrypted payloads read back after a restart; a folded log too", { timeout
  * put back after it (the vault file from after). `keepKeys`: the forget
  * does not destroy keys (the test hook), to show what shredding prevents.
  */
-async function attack(keepKeys) {
+async function attack(keepKeys, { reopen = false } = {}) {
   const name = uniqueName(keepKeys ? "enc-attack-kept" : "enc-attack");
   const tag = `ATT${Date.now().toString(36).toUpperCase()}${keepKeys ? "K" : "S"}`;
   await fill(name, { encryption: true }, tag, { "user.gone": 3, "user.part": 2, "user.kept": 2 });
@@ -98,6 +98,17 @@ async function attack(keepKeys) {
     return { all, part, now };
   }, { name, keepKeys });
   await page.close();
+  if (reopen) {
+    // As a tab closed before its shred ended: the next open finishes it.
+    page = await env.newPage();
+    forgot.shredLeft = await page.evaluate(async (name) => {
+      const raw = JSON.stringify(await rawRecords(name));
+      const store = await EventStore.open(name, { encryption: true });
+      store.close();
+      return [raw.includes("shred"), JSON.stringify(await rawRecords(name)).includes("shred")];
+    }, name);
+    await page.close();
+  }
   await env.stop();
   await rm(idbDir(), { recursive: true, force: true });
   await cp(copy, idbDir(), { recursive: true });
@@ -265,4 +276,12 @@ test("compact(), export and import work on an encrypted store (the same codec)",
   assert.ok(out.exported, "export writes plaintext payloads");
   assert.deepEqual(out.imported, out.afterCompact);
   assert.equal(out.rawClear, false, "the imported store is encrypted at rest");
+});
+
+test("a shred a closed tab left (forget committed, keys not yet destroyed) is finished by the next open", { timeout: TIMEOUT * 3 }, async () => {
+  const { tag, forgot, read } = await attack(true, { reopen: true });
+  assert.deepEqual(forgot.shredLeft, [true, false], "the forget left its shred entry; the open finished it and cleared it");
+  assert.ok(!read.error, read.error);
+  assert.deepEqual(read.out.filter(([a]) => a === "user.gone").map(([, p]) => p), [null, null, null], "the keys are destroyed: old records no longer open");
+  assert.deepEqual(read.out.filter(([a]) => a === "user.kept").map(([, p]) => p), [`${tag}-user.kept-0`, `${tag}-user.kept-1`]);
 });
