@@ -222,6 +222,10 @@ pub struct Database {
     /// unfolded (a forget folds the records it touches), so a key in a
     /// transaction's `unfolded` index always means the record cached here.
     unfolded: RefCell<HashMap<u64, Arc<Unfolded>>>,
+    /// In an encrypted store, the sealed events texts of the records in
+    /// `unfolded` (same keys, one text per batch), so that the fold writes
+    /// them as they are instead of sealing them again.
+    unfolded_sealed: RefCell<HashMap<u64, Rc<Vec<String>>>>,
     /// The unfolded records the last transaction that looked saw (a
     /// reused read transaction sees the same).
     last_pending: RefCell<Option<(IdbTransaction, Rc<Pending>)>>,
@@ -325,6 +329,7 @@ impl Database {
             last_read: RefCell::new(None),
             read_at: Cell::new(0.0),
             unfolded: RefCell::default(),
+            unfolded_sealed: RefCell::default(),
             last_pending: RefCell::new(None),
             sealer: RefCell::new(None),
             _on_version_change: on_version_change,
@@ -465,6 +470,7 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
+            appended_sealed: RefCell::default(),
             forgot: RefCell::default(),
         }
     }
@@ -551,6 +557,7 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
+            appended_sealed: RefCell::default(),
             forgot: RefCell::default(),
         })
     }
@@ -790,6 +797,8 @@ pub struct IdbTx {
     /// Unfolded records this transaction added: known to the connection
     /// (without a read) once committed.
     appended: RefCell<Vec<Unfolded>>,
+    /// Their sealed events texts (an encrypted store), in the same order.
+    appended_sealed: RefCell<Vec<Vec<String>>>,
     /// Aggregates whose payloads this transaction erased (see `Transaction::forgot`).
     forgot: RefCell<std::collections::BTreeSet<String>>,
 }
@@ -1017,6 +1026,10 @@ impl IdbTx {
             let wanted: HashSet<u64> = keys.iter().copied().collect();
             // Records folded since are of no use any more.
             cache.retain(|k, _| wanted.contains(k));
+            self.db
+                .unfolded_sealed
+                .borrow_mut()
+                .retain(|k, _| wanted.contains(k));
             // Usually the last view with a few records folded or pushed
             // since: moved on, not rebuilt (a long read while the fold runs
             // sees a new set at every page).
@@ -1064,9 +1077,15 @@ impl IdbTx {
             })?;
             let mut decoded = Unfolded::decode(*key, start, created_at, &text)?;
             if let Some(sealer) = self.db.sealer() {
+                let mut sealed = Vec::with_capacity(decoded.batches.len());
                 for b in &mut decoded.batches {
-                    b.events = sealer.unseal(&b.events)?;
+                    let open = sealer.unseal(&b.events)?;
+                    sealed.push(std::mem::replace(&mut b.events, open));
                 }
+                self.db
+                    .unfolded_sealed
+                    .borrow_mut()
+                    .insert(*key, Rc::new(sealed));
             }
             self.db
                 .unfolded
@@ -1483,6 +1502,13 @@ impl Transaction for IdbTx {
             plain_texts,
         )
         .map_err(|e| storage_error(&e))?;
+        if plain.is_some() {
+            self.appended_sealed.borrow_mut().extend(
+                records
+                    .iter()
+                    .map(|r| r.batches.iter().map(|b| b.events.clone()).collect()),
+            );
+        }
         self.appended.borrow_mut().extend(plain.unwrap_or(records));
         Ok(())
     }
@@ -1509,18 +1535,36 @@ impl Transaction for IdbTx {
         };
         let store = self.current.borrow().1.clone();
         let mut batches = Vec::new();
+        // Encrypted: batches whose sealed text is known are written as
+        // they are (the fold changes no event), the others sealed again.
+        let mut sealed = Vec::new();
         let mut folded = 0;
         for record in &records {
-            if folded > 0 && batches.len() >= budget {
+            if folded > 0 && batches.len() + sealed.len() >= budget {
                 break;
             }
             store
                 .delete(&JsValue::from_f64(record.key as f64))
                 .map_err(|e| storage_error(&e))?;
-            batches.extend(record.batches.iter().cloned());
+            let texts = self.db.unfolded_sealed.borrow().get(&record.key).cloned();
+            match texts.filter(|t| t.len() == record.batches.len()) {
+                Some(texts) => {
+                    sealed.extend(record.batches.iter().zip(texts.iter()).map(|(b, t)| Batch {
+                        events: t.clone(),
+                        aggregate: b.aggregate.clone(),
+                        actions: b.actions.clone(),
+                        ..*b
+                    }))
+                }
+                None => batches.extend(record.batches.iter().cloned()),
+            }
             folded += 1;
         }
         self.write_records(&batches, false, false)?;
+        if !sealed.is_empty() {
+            let json = crate::batch::records_json(&sealed)?;
+            write_records(&store, &json, false, None, None).map_err(|e| storage_error(&e))?;
+        }
         Ok(folded)
     }
 
@@ -1557,8 +1601,14 @@ impl Transaction for IdbTx {
                 // (Up to a bound: a long import that outruns the fold is
                 // decoded again by the reads that need it, if any.)
                 let mut cache = self.db.unfolded.borrow_mut();
+                let mut sealed = self.appended_sealed.take().into_iter();
+                let mut sealed_cache = self.db.unfolded_sealed.borrow_mut();
                 for r in self.appended.take() {
+                    let texts = sealed.next();
                     if cache.len() < CACHED_APPENDS {
+                        if let Some(texts) = texts {
+                            sealed_cache.insert(r.key, Rc::new(texts));
+                        }
                         cache.insert(r.key, Arc::new(r));
                     }
                 }
