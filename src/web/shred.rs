@@ -21,6 +21,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    // Keys an earlier operation lacked (one not retried here, such as a
+    // sync step) are fetched first.
+    if let Some(sealer) = storage.0.sealer().filter(|s| s.wants()) {
+        sealer.refresh().await?;
+    }
     let mut tries = 0;
     loop {
         let out = op().await;

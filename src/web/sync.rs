@@ -105,6 +105,11 @@ impl EventStore {
                 return Ok(out.into());
             }
         };
+        // Encrypted: keys an earlier step lacked are fetched before the
+        // settle, which is not retried (its transaction seals `remote`s).
+        if let Some(sealer) = self.storage().0.sealer().filter(|s| s.wants()) {
+            sealer.refresh().await.map_err(js_error)?;
+        }
         let Some(mut pending) = self.session().borrow_mut().pending.take() else {
             return Err(js_error(Error::Sync("no push in flight".into())));
         };

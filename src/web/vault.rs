@@ -263,6 +263,11 @@ impl Sealer {
         self.learn_live(&found)
     }
 
+    /// Whether a seal or unseal lacked a key since the last refresh.
+    pub fn wants(&self) -> bool {
+        self.ring.borrow().wants()
+    }
+
     /// Fetches what the last seals and unseals lacked; whether anything was
     /// (the caller then does its work again).
     pub async fn refresh(&self) -> Result<bool> {
