@@ -8,6 +8,7 @@ import * as W from "./workload.js";
 
 const LOADERS = {
   eventstore: () => import("./impl/eventstore.js"),
+  "eventstore-enc": () => import("./impl/eventstore.js?enc"),
   dexie: () => import("./impl/dexie.js"),
   raw: () => import("./impl/raw.js"),
 };

@@ -23,18 +23,23 @@ import { runSyncBench, syncSection, syncFailed } from "./sync.mjs";
 // ---- options ------------------------------------------------------------------
 
 const ALL = ["eventstore", "dexie", "raw"];
-const NAMES = { eventstore: "eventstore-wasm", dexie: "Dexie", raw: "raw IndexedDB" };
+/** Run by default beside ALL, in cases 1, 3 and 4 only: eventstore-wasm with { encryption: true }. */
+const ENC = "eventstore-enc";
+const NAMES = { eventstore: "eventstore-wasm", dexie: "Dexie", raw: "raw IndexedDB", [ENC]: "eventstore-wasm, encrypted" };
 const argv = process.argv.slice(2);
 const opt = (name) => argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`))?.split("=")[1] ?? (argv.includes(`--${name}`) ? "" : undefined);
-const requested = (opt("impl") ?? ALL.join(",")).split(",").filter(Boolean);
-for (const k of requested) if (!ALL.includes(k)) throw new Error(`--impl: unknown implementation ${k} (known: ${ALL.join(", ")})`);
+const requested = (opt("impl") ?? [...ALL, ENC].join(",")).split(",").filter(Boolean);
+for (const k of requested) if (![...ALL, ENC].includes(k)) throw new Error(`--impl: unknown implementation ${k} (known: ${[...ALL, ENC].join(", ")})`);
+// --cases=1,3,4: only these of cases 1-4 (then nothing after case 4).
+const CASES = opt("cases")?.split(",").filter(Boolean) ?? null;
+const wantCase = (id) => !CASES || CASES.includes(id);
 const RUNS = Math.max(1, Math.min(20, Number(opt("runs") ?? 5)));
 const RUNS_100K = Math.max(1, Math.min(RUNS, 3)); // cold start, stream, forget
 const RUNS_PREFIX = Math.max(RUNS, 7); // the query is short: more runs for a steadier median
 const ENGINES = (opt("engines") ?? OTHER_ENGINES.join(",")).split(",").filter(Boolean);
 for (const e of ENGINES) if (!OTHER_ENGINES.includes(e)) throw new Error(`--engines: unknown engine ${e} (known: ${OTHER_ENGINES.join(", ")})`);
 const WRITE = argv.includes("--no-write") ? false
-  : argv.includes("--write") || (requested.length === ALL.length && OTHER_ENGINES.every((e) => ENGINES.includes(e)));
+  : argv.includes("--write") || (ALL.every((k) => requested.includes(k)) && !CASES && OTHER_ENGINES.every((e) => ENGINES.includes(e)));
 
 const START = Date.now();
 const SOFT_LIMIT_MS = 5.5 * 60e3; // past this, optional runs (beyond the first 3) are skipped
@@ -195,32 +200,39 @@ async function main() {
   const sess = await new Session(requested).start();
   info.userAgent = await sess.page.evaluate(() => navigator.userAgent);
   log(`Chromium ${info.browser}; implementations: ${sess.ready.map((k) => NAMES[k]).join(", ") || "none"}`);
-  const keys = sess.ready;
+  // The encrypted store runs cases 1, 3 and 4 (issue 11's figures) only.
+  const all = sess.ready;
+  const keys = all.filter((k) => k !== ENC);
 
   // Cases 1–4 and 5 on the 10k log: interleaved runs, rotating the order.
-  for (let r = 0; r < RUNS && inTime(); r++) {
+  for (let r = 0; r < RUNS && inTime() && wantCase("1"); r++) {
     if (!wantRun(r)) { skip(`case 1 runs ${r + 1}..${RUNS}`); break; }
-    for (const k of rotate(keys, r)) await sess.run("append", k, "appendLog", [k], 180_000);
+    for (const k of rotate(all, r)) await sess.run("append", k, "appendLog", [k], 180_000);
   }
   // Case 1s: the push shapes of issue 9, and the floor (raw, one record per push).
-  for (let r = 0; r < RUNS && inTime(); r++) {
+  for (let r = 0; r < RUNS && inTime() && !CASES; r++) {
     if (!wantRun(r)) { skip(`case 1s runs ${r + 1}..${RUNS}`); break; }
     for (const [aggs, per] of SHAPES) {
       for (const k of rotate(keys, r)) await sess.run(`shape${aggs}x${per}`, k, "appendShape", [k, aggs, per], 180_000);
     }
     if (keys.includes("raw")) await sess.run("floor", "raw", "appendFloor", ["raw"], 60_000);
   }
-  for (let r = 0; r < RUNS && inTime(); r++) {
+  for (let r = 0; r < RUNS && inTime() && wantCase("2"); r++) {
     if (!wantRun(r)) { skip(`case 2 runs ${r + 1}..${RUNS}`); break; }
     for (const k of rotate(keys, r)) await sess.run("single", k, "singlePushes", [k], 120_000);
   }
-  for (let r = 0; r < RUNS && inTime(); r++) {
+  for (let r = 0; r < RUNS && inTime() && wantCase("3"); r++) {
     if (!wantRun(r)) { skip(`case 3 runs ${r + 1}..${RUNS}`); break; }
-    for (const k of rotate(keys, r)) await sess.run("loads", k, "aggregateLoads", [k, r], 120_000);
+    for (const k of rotate(all, r)) await sess.run("loads", k, "aggregateLoads", [k, r], 120_000);
   }
-  for (let r = 0; r < RUNS && inTime(); r++) {
+  for (let r = 0; r < RUNS && inTime() && wantCase("4"); r++) {
     if (!wantRun(r)) { skip(`case 4 runs ${r + 1}..${RUNS}`); break; }
-    for (const k of rotate(keys, r)) await sess.run("added", k, "filterAdded", [k], 60_000);
+    for (const k of rotate(all, r)) await sess.run("added", k, "filterAdded", [k], 60_000);
+  }
+  if (all.includes(ENC)) await call(sess.page, "cleanup", [ENC], 60_000);
+  if (CASES) {
+    await sess.close();
+    return;
   }
   for (let r = 0; r < RUNS_PREFIX && inTime(); r++) {
     if (!wantRun(r)) { skip(`case 5 (10k) runs ${r + 1}..${RUNS_PREFIX}`); break; }
@@ -390,7 +402,18 @@ function report() {
   }
 
   const head = ["#", "case", NAMES.eventstore, NAMES.dexie, NAMES.raw, "vs Dexie", "vs raw", "target", "met"];
-  const md = [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+  let md = [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+  // Encryption at rest (issue 11): cases 1, 3 and 4 with { encryption: true }.
+  if (requested.includes(ENC)) {
+    const enc = [["1", "append 10,000 events, 100 per push", "append"], ["3", "200 aggregate loads (full history)", "loads"], ["4", "filter `user.*.added`, 10,000-event log", "added"]].map(([id, label, c]) => {
+      const a = med(c, E), b = med(c, ENC);
+      const r = a && b != null ? b / a : null;
+      const checks = ok(c, ENC);
+      return [id, label, cell(c, E), cell(c, ENC), fmtX(r), "≤ 1.5x", r == null ? "n/a" : !checks ? "read-back failed" : r <= 1.5 ? "yes" : "**no**"];
+    });
+    const h = ["#", "case", NAMES.eventstore, NAMES[ENC], "encrypted / unencrypted", "target", "met"];
+    md += `\n\nEncryption at rest (\`{ encryption: true }\`, docs/privacy.md):\n\n${[`| ${h.join(" | ")} |`, `| ${h.map(() => "---").join(" | ")} |`, ...enc.map((r) => `| ${r.join(" | ")} |`)].join("\n")}`;
+  }
   return { md, rows };
 }
 

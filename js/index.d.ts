@@ -394,8 +394,16 @@ export interface DataLostInfo {
   reason: "empty" | "replaced" | "shorter";
 }
 
-/** Options of `EventStore.open`. (`encryption` is not built yet.) */
+/** Options of `EventStore.open`. */
 export interface OpenOptions {
+  /**
+   * Encrypt payloads at rest (AES-256-GCM, a key per aggregate in a key
+   * vault file in the Origin Private File System; `forget` destroys keys).
+   * Set when the store is created and on every open of it after
+   * (docs/privacy.md). Needs OPFS sync access handles: `STORAGE` where the
+   * browser has none.
+   */
+  encryption?: boolean;
   /** Upcasters applied on every read (filter, events, subscribe, get). */
   upcasters?: readonly Upcaster[];
   /**

@@ -7,10 +7,11 @@
 // awaits the module. `await init()` (the default export) still works, and
 // `init(url)` before the first call picks where the .wasm comes from. No
 // top-level await, so that bundlers' default targets accept the package.
-import initGlue, { EventStore } from "./eventstore_wasm.js";
+import initGlue, { EventStore, __setVault as setVault } from "./eventstore_wasm.js";
 import { Sync } from "./sync.js";
 import { exportEvents, importEvents } from "./portability.js";
 import { compact, recover } from "./compact.js";
+import { Vault } from "./vault.js";
 
 export * from "./eventstore_wasm.js";
 
@@ -35,8 +36,12 @@ export default function init(source) {
 }
 
 async function load(source) {
-  if (source !== undefined && Object.getPrototypeOf(source) === Object.prototype) return initGlue(source);
-  return initGlue({ module_or_path: source ?? (await nodeBytes()) });
+  const glue = source !== undefined && Object.getPrototypeOf(source) === Object.prototype
+    ? await initGlue(source)
+    : await initGlue({ module_or_path: source ?? (await nodeBytes()) });
+  // The key vault of encrypted stores (js/vault.js), handed to the wasm side.
+  setVault(Vault);
+  return glue;
 }
 
 /**

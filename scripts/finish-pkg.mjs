@@ -56,6 +56,7 @@ for (const [from, to] of [
   ["../js/sync.js", "sync.js"],
   ["../js/portability.js", "portability.js"],
   ["../js/compact.js", "compact.js"],
+  ["../js/vault.js", "vault.js"],
   ["../js/index.d.ts", "index.d.ts"],
   ["../npm/README.md", "README.md"],
   ["../LICENSE", "LICENSE"],
@@ -64,7 +65,7 @@ for (const [from, to] of [
 }
 // The entry keeps its code as written (its import() carries comments that
 // bundlers read), without its whole-line comments: 1 KB less gzipped.
-for (const file of ["index.js", "sync.js", "portability.js", "compact.js"]) {
+for (const file of ["index.js", "sync.js", "portability.js", "compact.js", "vault.js"]) {
   const entry = new URL(`../pkg/${file}`, import.meta.url);
   await writeFile(
     entry,
@@ -86,7 +87,7 @@ pkg.exports = {
 };
 // What the tarball holds: the entry, the glue and its snippets, the wasm,
 // the types, README and licences (npm adds package.json itself).
-const files = new Set(["index.js", "sync.js", "portability.js", "compact.js", "index.d.ts", "README.md", "LICENSE"]);
+const files = new Set(["index.js", "sync.js", "portability.js", "compact.js", "vault.js", "index.d.ts", "README.md", "LICENSE"]);
 if (entries.includes("snippets")) files.add("snippets");
 for (const f of entries) if (/^eventstore_wasm.*\.(js|wasm)$/.test(f)) files.add(f); // the glue's .d.ts: index.d.ts replaces it
 pkg.files = [...files].sort();

@@ -543,6 +543,7 @@ pub async fn forget<S: Storage>(
                 }
             }
             if erased > before {
+                tx.forgot(&batch.aggregate);
                 changed.push(Batch {
                     events: serde_json::to_string(&events)
                         .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?,

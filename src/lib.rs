@@ -17,6 +17,7 @@ pub mod marker;
 pub mod portability;
 pub mod presence;
 pub mod push;
+pub mod seal;
 pub mod storage;
 pub mod subject;
 pub mod sync;
@@ -37,6 +38,10 @@ pub use web::pause_folding;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use web::records_read;
+/// Hands the key vault class (js/vault.js) to the wasm side: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::set_vault;
 /// IndexedDB transactions created so far in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

@@ -1,14 +1,22 @@
 // eventstore-wasm behind the benchmark's common interface.
 // Loaded as the package is published for the web: the wasm-bindgen glue plus init().
-import init, { EventStore } from "/pkg/eventstore_wasm.js";
+import init, { EventStore, __setVault } from "/pkg/eventstore_wasm.js";
 
-export const name = "eventstore-wasm";
+// Imported as `eventstore.js?enc` (bench/cases.js, implementation
+// "eventstore-enc"): a second instance of this module whose stores are
+// opened with { encryption: true }, the key vault handed over as the
+// package's entry does.
+const ENCRYPTED = new URL(import.meta.url).searchParams.has("enc");
+const OPTIONS = ENCRYPTED ? { encryption: true } : undefined;
+
+export const name = ENCRYPTED ? "eventstore-wasm, encrypted" : "eventstore-wasm";
 let wasm = null;
 let store = null;
 
 /** Loads and instantiates the wasm module once per page; returns init()'s result. */
 export async function ready() {
   if (!wasm) wasm = await init();
+  if (ENCRYPTED) __setVault((await import("/pkg/vault.js")).Vault);
   return wasm;
 }
 
@@ -19,7 +27,7 @@ export function memoryBytes() {
 
 export async function open(dbName) {
   await ready();
-  store = await EventStore.open(dbName);
+  store = await EventStore.open(dbName, OPTIONS);
 }
 
 /**

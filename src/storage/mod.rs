@@ -76,6 +76,10 @@ pub trait Transaction {
     /// Says that a batch this transaction read will not be used (its held
     /// text, if any, can go).
     fn release(&self, _batch: &Batch) {}
+    /// Says that this transaction erased payloads of `aggregate` (a forget,
+    /// here or pulled by sync): an encrypted store shreds its key after
+    /// the commit (docs/privacy.md, "Crypto-shredding forget").
+    fn forgot(&mut self, _aggregate: &str) {}
     /// The sync state (JSON, see `crate::sync::local`), if this store ever synced.
     async fn sync_state(&self) -> Result<Option<String>>;
     /// Replaces the sync state.

@@ -648,6 +648,9 @@ async fn apply_once<S: Storage>(
     }
     let mut puts = Vec::new();
     for (batch, edits) in changes.values() {
+        if edits.values().any(|c| c.erase) {
+            tx.forgot(&batch.aggregate);
+        }
         let text = tx.text(batch)?;
         let mut events = batch.decode_text(&text)?;
         for (index, change) in edits {

@@ -7,11 +7,12 @@ use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::fold::{fold_once, Folder};
-use super::idb::{Database, IdbStorage};
+use super::idb::{Database, IdbStorage, ENCRYPTION_KEY};
 use super::interop::{self, js_error};
 use super::live::Live;
 use super::marker::{self as opfs, Keeper};
 use super::upcast::{self, Upcasters};
+use super::vault::Sealer;
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::heads::HeadCache;
@@ -190,6 +191,8 @@ pub struct EventStore {
     out_of_space: std::cell::Cell<bool>,
     /// Where sync's steps are (see `super::sync`).
     session: RefCell<super::sync::Session>,
+    /// Whether forgets destroy keys (off only in tests: `__keepKeys`).
+    shred: std::cell::Cell<bool>,
     name: String,
 }
 
@@ -224,6 +227,10 @@ impl EventStore {
             storage.0.close();
             return Err(js_error(e));
         }
+        if let Err(e) = encryption(&name, &storage, options.encryption).await {
+            storage.0.close();
+            return Err(e);
+        }
         let keeper = match guard(&name, &storage, options.on_data_lost.as_ref()).await {
             Ok(keeper) => keeper,
             Err(e) => {
@@ -231,6 +238,11 @@ impl EventStore {
                 return Err(e);
             }
         };
+        // A shred a closed tab left unfinished (see `super::shred`).
+        if let Err(e) = super::shred::run(&storage, true).await {
+            storage.0.close();
+            return Err(js_error(e));
+        }
         let live = Live::new(&name, storage.clone(), upcasters.clone());
         let weak = Rc::downgrade(&live);
         storage.0.on_closed(move |why| {
@@ -250,6 +262,7 @@ impl EventStore {
             keeper,
             out_of_space: std::cell::Cell::new(false),
             session: RefCell::default(),
+            shred: std::cell::Cell::new(true),
             name,
         })
     }
@@ -262,6 +275,8 @@ impl EventStore {
         opfs::deleting(&name);
         Database::delete(&name).await.map_err(js_error)?;
         opfs::remove(&name).await;
+        // An encrypted store's keys go with it.
+        Sealer::delete(&name).await;
         Ok(())
     }
 
@@ -308,24 +323,42 @@ impl EventStore {
             r => Some(interop::function(&r, interop::At::root("the reducer")).map_err(js_error)?),
         };
         let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-        let mut pages: Vec<Array> = Vec::new();
+        let pages: RefCell<Vec<Array>> = RefCell::default();
         let upcasters = self.upcasters.as_deref();
-        let read = engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
-            let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
-            match &reducer {
-                None => pages.push(events),
-                Some(f) => {
-                    for e in events.iter() {
-                        if let Err(err) = f.call1(&JsValue::UNDEFINED, &e) {
-                            thrown.replace(Some(err));
-                            return Err(Error::argument("the reducer threw"));
+        // The last position given to the reducer: a read done again (an
+        // encrypted store meeting a key another tab made) skips up to it.
+        let given: std::cell::Cell<Option<f64>> = std::cell::Cell::new(None);
+        let read = super::shred::keyed(&self.storage, || {
+            pages.borrow_mut().clear();
+            engine::filter(&self.storage, &filter, Window::default(), |tx, page| {
+                let events = upcast::page_events(tx, page, filter.reverse, upcasters, &thrown)?;
+                match &reducer {
+                    None => pages.borrow_mut().push(events),
+                    Some(f) => {
+                        for e in events.iter() {
+                            let at = Reflect::get(&e, &interop::key("position"))
+                                .ok()
+                                .and_then(|p| p.as_f64());
+                            let seen = match (given.get(), at) {
+                                (Some(g), Some(p)) => (p <= g) != filter.reverse || p == g,
+                                _ => false,
+                            };
+                            if seen {
+                                continue;
+                            }
+                            given.set(at);
+                            if let Err(err) = f.call1(&JsValue::UNDEFINED, &e) {
+                                thrown.replace(Some(err));
+                                return Err(Error::argument("the reducer threw"));
+                            }
                         }
                     }
                 }
-            }
-            Ok(())
+                Ok(())
+            })
         });
         let outcome = read.await;
+        let mut pages = pages.into_inner();
         if let Some(err) = thrown.into_inner() {
             return Err(err);
         }
@@ -351,13 +384,19 @@ impl EventStore {
     ) -> std::result::Result<f64, JsValue> {
         self.storage.0.check_open().map_err(js_error)?;
         let filter = interop::filter(&filter).map_err(js_error)?;
-        let forget = engine::forget(&self.storage, &filter, interop::random_uuid);
+        let forget = super::shred::keyed(&self.storage, || {
+            engine::forget(&self.storage, &filter, interop::random_uuid)
+        });
         let (erased, events) = match forget.await {
             Ok(done) => done,
             Err(e) => return Err(js_error(settle(&self.storage.0, e).await)),
         };
         if erased > 0 {
             self.live.forgot(&parse(&events).map_err(js_error)?);
+            // Encrypted: the keys of what was erased are destroyed (resolves after).
+            super::shred::run(&self.storage, self.shred.get())
+                .await
+                .map_err(js_error)?;
         }
         Ok(erased as f64)
     }
@@ -436,18 +475,21 @@ impl EventStore {
                         },
                     };
                     let thrown: RefCell<Option<JsValue>> = RefCell::new(None);
-                    let read = engine::filter(&storage, &filter, window, |tx, page| {
-                        let events = upcast::page_events(
-                            tx,
-                            page,
-                            filter.reverse,
-                            upcasters.as_deref(),
-                            &thrown,
-                        )?;
-                        for e in events.iter() {
-                            result.push(&e);
-                        }
-                        Ok(())
+                    let read = super::shred::keyed(&storage, || {
+                        result.set_length(0);
+                        engine::filter(&storage, &filter, window, |tx, page| {
+                            let events = upcast::page_events(
+                                tx,
+                                page,
+                                filter.reverse,
+                                upcasters.as_deref(),
+                                &thrown,
+                            )?;
+                            for e in events.iter() {
+                                result.push(&e);
+                            }
+                            Ok(())
+                        })
                     });
                     let outcome = read.await;
                     if let Some(e) = thrown.into_inner() {
@@ -472,12 +514,15 @@ impl EventStore {
         let id = interop::event_id(&id).map_err(js_error)?;
         let thrown = RefCell::new(None);
         let upcasters = self.upcasters.as_deref();
-        let mut event = JsValue::NULL;
-        let read = engine::get(&self.storage, &id, |tx, page| {
-            event = upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0);
-            Ok(())
+        let event = RefCell::new(JsValue::NULL);
+        let read = super::shred::keyed(&self.storage, || {
+            engine::get(&self.storage, &id, |tx, page| {
+                event.replace(upcast::page_events(tx, page, false, upcasters, &thrown)?.get(0));
+                Ok(())
+            })
         });
         let outcome = read.await;
+        let event = event.into_inner();
         if let Some(e) = thrown.into_inner() {
             return Err(e);
         }
@@ -500,6 +545,13 @@ impl EventStore {
             Ok(n) => Ok(n as f64),
             Err(e) => Err(js_error(settle(&self.storage.0, e).await)),
         }
+    }
+
+    /// Test hook (tests/e2e/encryption.test.mjs): forgets of this store
+    /// no longer destroy keys, to show what crypto-shredding prevents.
+    #[wasm_bindgen(js_name = __keepKeys, skip_typescript)]
+    pub fn keep_keys(&self) {
+        self.shred.set(false);
     }
 
     /// The name the store was opened with (its IndexedDB database).
@@ -594,6 +646,12 @@ impl EventStore {
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {
         self.storage.0.check_open()?;
         let entries = interop::push_entries(entries)?;
+        if let Some(sealer) = self.storage.0.sealer() {
+            // Every key the push seals with, before its transaction starts.
+            sealer
+                .ensure(entries.iter().map(|e| e.aggregate.as_str()))
+                .await?;
+        }
         let count: usize = entries.iter().map(|e| e.commands.len()).sum();
         let now = js_sys::Date::now() as u64;
         // Random bits for every id of the push, drawn in one call. A push
@@ -709,6 +767,70 @@ async fn guard(
         &found,
         marker.as_ref(),
     )))
+}
+
+/// Checks `{ encryption }` against the store's flag (docs/privacy.md) and
+/// gives an encrypted store its keys.
+async fn encryption(
+    name: &str,
+    storage: &IdbStorage,
+    on: bool,
+) -> std::result::Result<(), JsValue> {
+    let flag = storage
+        .0
+        .sync_entry(ENCRYPTION_KEY)
+        .await
+        .map_err(js_error)?;
+    let flagged = !flag.is_undefined();
+    if !on && !flagged {
+        return Ok(());
+    }
+    if !on {
+        return Err(js_error(Error::argument(format!(
+            "store {name:?} is encrypted: open it with EventStore.open({name:?}, {{ encryption: true }})"
+        ))));
+    }
+    if !flagged && engine::last_position(storage).await.map_err(js_error)? > 0 {
+        return Err(js_error(Error::argument(format!(
+            "store {name:?} holds events stored without encryption, which cannot be turned on for them: open it without `encryption`, or export its events and import them into a new store opened with {{ encryption: true }}"
+        ))));
+    }
+    let sealer = match Sealer::open(name, !flagged).await {
+        Ok(s) => s,
+        Err(e) => {
+            if Reflect::get(&e, &"code".into())
+                .ok()
+                .and_then(|c| c.as_string())
+                .as_deref()
+                == Some("DATA_LOST")
+            {
+                let detail = Reflect::get(&e, &"message".into()).unwrap_or_default();
+                let message = format!(
+                    "store {name:?} is encrypted but its key vault is gone, so its keys are lost and its payloads cannot be read ({})",
+                    detail.as_string().unwrap_or_default()
+                );
+                let _ = Reflect::set(&e, &"message".into(), &message.into());
+            }
+            return Err(e);
+        }
+    };
+    let sealer = Rc::new(sealer);
+    if let Err(e) = sealer.preload().await {
+        sealer.close();
+        return Err(js_error(e));
+    }
+    if !flagged {
+        if let Err(e) = storage
+            .0
+            .put_sync_entry(ENCRYPTION_KEY, Some(crate::seal::FLAG))
+            .await
+        {
+            sealer.close();
+            return Err(js_error(e));
+        }
+    }
+    storage.0.set_sealer(sealer);
+    Ok(())
 }
 
 fn parse(json: &str) -> Result<Array> {

@@ -97,7 +97,9 @@ impl Folder {
                     break;
                 }
                 let began = js_sys::Date::now();
-                match fold_once(&self.storage, FOLD_BUDGET).await {
+                let fold =
+                    super::shred::keyed(&self.storage, || fold_once(&self.storage, FOLD_BUDGET));
+                match fold.await {
                     Ok(0) => break,
                     Ok(_) => {}
                     // Closed, or failing: the next push or open tries again.

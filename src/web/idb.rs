@@ -19,6 +19,7 @@ use web_sys::{
 };
 
 use super::request::{self, open_backwards, Completion, CursorValues, Request};
+use super::vault::Sealer;
 use crate::batch::{Batch, Segment};
 use crate::error::{Error, Result};
 use crate::log::{Pending, Unfolded};
@@ -34,6 +35,10 @@ pub const STORE: &str = "batches";
 /// under the key [`SYNC_KEY`].
 pub const SYNC_STORE: &str = "sync";
 const SYNC_KEY: &str = "state";
+/// The key of an encrypted store's flag in the `sync` object store.
+pub const ENCRYPTION_KEY: &str = "encryption";
+/// The key of the aggregates whose keys a forget left to shred.
+pub const SHRED_KEY: &str = "shred";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
 /// Unique index on `start`, the first position of a push (on its first
@@ -97,20 +102,21 @@ export function recordsMeta(records) {
 export function wholePart(lastPosition, firstSequence, lastSequence, createdAt, aggregate, events) {
   return { lastPosition, firstSequence, lastSequence, createdAt, aggregate, events };
 }
-export function writeUnfolded(store, numbers, texts, added) {
+export function writeUnfolded(store, numbers, texts, added, plain) {
   texts.forEach((batches, i) => {
     const [lastPosition, start, createdAt] = numbers.subarray(i * 3, i * 3 + 3);
     const record = { lastPosition, createdAt, unfolded: 1, batches };
     if (start > 0) record.start = start;
     store.add(record);
-    if (added) for (const b of JSON.parse(batches)) { b.createdAt = createdAt; added.push(b); }
+    if (added) for (const b of JSON.parse(plain ? plain[i] : batches)) { b.createdAt = createdAt; added.push(b); }
   });
 }
-export function writeRecords(store, json, replace, added) {
+export function writeRecords(store, json, replace, added, plain) {
   for (const record of JSON.parse(json)) {
     if (replace) store.put(record); else store.add(record);
-    added?.push(record);
+    if (added && !plain) added.push(record);
   }
+  if (added && plain) for (const record of JSON.parse(plain)) added.push(record);
 }
 "#)]
 extern "C" {
@@ -133,6 +139,7 @@ extern "C" {
         json: &str,
         replace: bool,
         added: Option<&Array>,
+        plain: Option<String>,
     ) -> std::result::Result<(), JsValue>;
     /// A batch of an unfolded record as [`expand_page`] takes a record.
     #[wasm_bindgen(js_name = wholePart)]
@@ -146,13 +153,15 @@ extern "C" {
     ) -> JsValue;
     /// `add`s unfolded records: three numbers each in `numbers` (key,
     /// `start` or 0, `createdAt`), their `batches` texts in `texts`; their
-    /// batches, as records, are appended to `added` if given.
+    /// batches, as records, are appended to `added` if given (from
+    /// `plain`, the texts before sealing, in an encrypted store).
     #[wasm_bindgen(js_name = writeUnfolded, catch)]
     fn write_unfolded(
         store: &IdbObjectStore,
         numbers: &[f64],
         texts: &Array,
         added: Option<&Array>,
+        plain: Option<Array>,
     ) -> std::result::Result<(), JsValue>;
 }
 
@@ -213,9 +222,17 @@ pub struct Database {
     /// unfolded (a forget folds the records it touches), so a key in a
     /// transaction's `unfolded` index always means the record cached here.
     unfolded: RefCell<HashMap<u64, Arc<Unfolded>>>,
+    /// In an encrypted store, the sealed events texts of the records in
+    /// `unfolded` (same keys, one text per batch), so that the fold writes
+    /// them as they are instead of sealing them again.
+    unfolded_sealed: RefCell<HashMap<u64, Rc<Vec<String>>>>,
     /// The unfolded records the last transaction that looked saw (a
     /// reused read transaction sees the same).
     last_pending: RefCell<Option<(IdbTransaction, Rc<Pending>)>>,
+    /// The keys of an encrypted store (`None`: not encrypted): events are
+    /// sealed where records are written and unsealed where they are read,
+    /// so that everything above this module sees plaintext.
+    sealer: RefCell<Option<Rc<Sealer>>>,
     _on_version_change: Closure<dyn FnMut(IdbVersionChangeEvent)>,
 }
 
@@ -312,7 +329,9 @@ impl Database {
             last_read: RefCell::new(None),
             read_at: Cell::new(0.0),
             unfolded: RefCell::default(),
+            unfolded_sealed: RefCell::default(),
             last_pending: RefCell::new(None),
+            sealer: RefCell::new(None),
             _on_version_change: on_version_change,
         })
     }
@@ -330,6 +349,74 @@ impl Database {
     pub fn close(&self) {
         self.closed.replace(Some("close() was called".to_owned()));
         self.db.close();
+        if let Some(sealer) = self.sealer.take() {
+            sealer.close();
+        }
+    }
+
+    /// Makes this an encrypted connection (see [`Database::sealer`]).
+    pub fn set_sealer(&self, sealer: Rc<Sealer>) {
+        self.sealer.replace(Some(sealer));
+    }
+
+    /// The keys of an encrypted store, `None` for a store without encryption.
+    pub fn sealer(&self) -> Option<Rc<Sealer>> {
+        self.sealer.borrow().clone()
+    }
+
+    /// The value under `key` in the `sync` object store (`undefined` if none).
+    pub async fn sync_entry(&self, key: &str) -> Result<JsValue> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readonly, false)?;
+        let request = tx
+            .object_store(SYNC_STORE)
+            .and_then(|s| s.get(&key.into()))
+            .map_err(|e| storage_error(&e))?;
+        wait(&request).await.map_err(|e| storage_error(&e))
+    }
+
+    /// Takes `done` out of the `"shred"` entry (deleted once empty), in
+    /// one transaction, so that a forget committed meanwhile keeps its own.
+    pub async fn shredded(&self, done: &[String]) -> Result<()> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readwrite, false)?;
+        let finished = Completion::new(&tx);
+        let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
+        let request = store
+            .get(&SHRED_KEY.into())
+            .map_err(|e| storage_error(&e))?;
+        let now = wait(&request).await.map_err(|e| storage_error(&e))?;
+        if let Some(text) = now.as_string() {
+            let left: Vec<String> = crate::seal::shred_entry(&text)?
+                .into_iter()
+                .filter(|a| !done.contains(a))
+                .collect();
+            let r = if left.is_empty() {
+                store.delete(&SHRED_KEY.into()).map(drop)
+            } else {
+                let none: [String; 0] = [];
+                let text = crate::seal::shred_list(None, left.iter().chain(none.iter()))?;
+                store
+                    .put_with_key(&text.into(), &SHRED_KEY.into())
+                    .map(drop)
+            };
+            r.map_err(|e| storage_error(&e))?;
+        }
+        super::request::commit_early(&tx);
+        finished.await.map_err(|e| storage_error(&e))
+    }
+
+    /// Writes (or with `None`, deletes) the value under `key` in the `sync`
+    /// object store, in a transaction of its own, awaited to its end.
+    pub async fn put_sync_entry(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readwrite, false)?;
+        let done = Completion::new(&tx);
+        let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
+        match value {
+            Some(v) => store.put_with_key(&v.into(), &key.into()).map(drop),
+            None => store.delete(&key.into()).map(drop),
+        }
+        .map_err(|e| storage_error(&e))?;
+        super::request::commit_early(&tx);
+        done.await.map_err(|e| storage_error(&e))
     }
 
     /// Calls `f` (once) if the browser closes the connection by itself.
@@ -383,6 +470,8 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
+            appended_sealed: RefCell::default(),
+            forgot: RefCell::default(),
         }
     }
 
@@ -468,6 +557,8 @@ impl Database {
             pending: RefCell::new(None),
             folded: RefCell::default(),
             appended: RefCell::default(),
+            appended_sealed: RefCell::default(),
+            forgot: RefCell::default(),
         })
     }
 }
@@ -706,6 +797,10 @@ pub struct IdbTx {
     /// Unfolded records this transaction added: known to the connection
     /// (without a read) once committed.
     appended: RefCell<Vec<Unfolded>>,
+    /// Their sealed events texts (an encrypted store), in the same order.
+    appended_sealed: RefCell<Vec<Vec<String>>>,
+    /// Aggregates whose payloads this transaction erased (see `Transaction::forgot`).
+    forgot: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl IdbTx {
@@ -714,6 +809,7 @@ impl IdbTx {
     /// records, without their text ever crossing into wasm (their events
     /// backwards for a `reverse` read).
     pub fn expand(&self, page: Vec<Segment>, reverse: bool) -> Result<Array> {
+        let sealer = self.db.sealer();
         let parts = Array::new();
         for segment in page {
             match segment {
@@ -723,6 +819,21 @@ impl IdbTx {
                     // one of an unfolded record has its text in wasm.
                     let record = self.held.borrow_mut().remove(&batch.last_position);
                     match record {
+                        Some(record) if sealer.is_some() => {
+                            let text = self.text_of(&record, batch.last_position)?;
+                            let text = match &sealer {
+                                Some(s) => s.unseal(&text)?,
+                                None => text,
+                            };
+                            parts.push(&whole_part(
+                                batch.last_position as f64,
+                                batch.first_sequence as f64,
+                                batch.last_sequence as f64,
+                                batch.created_at as f64,
+                                &batch.aggregate,
+                                &text,
+                            ))
+                        }
                         Some(record) => parts.push(&record),
                         None => parts.push(&whole_part(
                             batch.last_position as f64,
@@ -737,6 +848,13 @@ impl IdbTx {
             };
         }
         expand_page(&parts, reverse).map_err(|e| storage_error(&e))
+    }
+
+    /// The `events` text of a record read from the store.
+    fn text_of(&self, record: &JsValue, key: u64) -> Result<String> {
+        get(record, "events")
+            .as_string()
+            .ok_or_else(|| Error::Storage(format!("corrupt record {key}: events is not a string")))
     }
 
     /// Reads an array of records, holding their events text back; unfolded
@@ -783,6 +901,9 @@ impl IdbTx {
                 starts_push: n[4] == 1.0,
             }
             .check()?;
+            // Held in JavaScript; in an encrypted store its text is opened
+            // only when used (`text`, `expand`): records a filter skips by
+            // their clear ids and actions (`text_contains`) are never decrypted.
             held.insert(batch.last_position, records.get(i as u32));
             batches.push(batch);
         }
@@ -905,6 +1026,10 @@ impl IdbTx {
             let wanted: HashSet<u64> = keys.iter().copied().collect();
             // Records folded since are of no use any more.
             cache.retain(|k, _| wanted.contains(k));
+            self.db
+                .unfolded_sealed
+                .borrow_mut()
+                .retain(|k, _| wanted.contains(k));
             // Usually the last view with a few records folded or pushed
             // since: moved on, not rebuilt (a long read while the fold runs
             // sees a new set at every page).
@@ -950,7 +1075,18 @@ impl IdbTx {
             let text = get(&record, "batches").as_string().ok_or_else(|| {
                 Error::Storage(format!("corrupt unfolded record {key}: no batches"))
             })?;
-            let decoded = Unfolded::decode(*key, start, created_at, &text)?;
+            let mut decoded = Unfolded::decode(*key, start, created_at, &text)?;
+            if let Some(sealer) = self.db.sealer() {
+                let mut sealed = Vec::with_capacity(decoded.batches.len());
+                for b in &mut decoded.batches {
+                    let open = sealer.unseal(&b.events)?;
+                    sealed.push(std::mem::replace(&mut b.events, open));
+                }
+                self.db
+                    .unfolded_sealed
+                    .borrow_mut()
+                    .insert(*key, Rc::new(sealed));
+            }
             self.db
                 .unfolded
                 .borrow_mut()
@@ -1017,9 +1153,19 @@ impl IdbTx {
         if batches.is_empty() {
             return Ok(());
         }
-        let json = crate::batch::records_json(batches)?;
         let added = published.then_some(&self.added);
-        write_records(&self.current.borrow().1, &json, replace, added)
+        let (json, plain) = match self.db.sealer() {
+            Some(sealer) => {
+                let sealed = sealed(&sealer, batches)?;
+                let plain = match published {
+                    true => Some(crate::batch::records_json(batches)?),
+                    false => None,
+                };
+                (crate::batch::records_json(&sealed)?, plain)
+            }
+            None => (crate::batch::records_json(batches)?, None),
+        };
+        write_records(&self.current.borrow().1, &json, replace, added, plain)
             .map_err(|e| storage_error(&e))
     }
 
@@ -1199,16 +1345,15 @@ impl Transaction for IdbTx {
     }
 
     fn text<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
-        match self.held.borrow_mut().remove(&batch.last_position) {
-            Some(record) => get(&record, "events")
-                .as_string()
-                .map(Cow::Owned)
-                .ok_or_else(|| {
-                    Error::Storage(format!(
-                        "corrupt record {}: events is not a string",
-                        batch.last_position
-                    ))
-                }),
+        let record = self.held.borrow_mut().remove(&batch.last_position);
+        match record {
+            Some(record) => {
+                let text = self.text_of(&record, batch.last_position)?;
+                match self.db.sealer() {
+                    Some(sealer) => sealer.unseal(&text).map(Cow::Owned),
+                    None => Ok(Cow::Owned(text)),
+                }
+            }
             None => Ok(Cow::Borrowed(&batch.events)),
         }
     }
@@ -1227,6 +1372,12 @@ impl Transaction for IdbTx {
 
     fn release(&self, batch: &Batch) {
         self.held.borrow_mut().remove(&batch.last_position);
+    }
+
+    fn forgot(&mut self, aggregate: &str) {
+        if self.db.sealer().is_some() {
+            self.forgot.borrow_mut().insert(aggregate.to_owned());
+        }
     }
 
     async fn sync_state(&self) -> Result<Option<String>> {
@@ -1298,7 +1449,41 @@ impl Transaction for IdbTx {
     }
 
     fn append(&mut self, batches: &[Batch]) -> Result<()> {
-        let records = Unfolded::chunk(batches);
+        let sealer = self.db.sealer();
+        let (records, plain) = match &sealer {
+            // Encrypted: records are cut by their sealed size; the
+            // connection keeps (and the push returns) the plaintext ones.
+            Some(sealer) => {
+                let sealed_records = Unfolded::chunk(&sealed(sealer, batches)?);
+                let by_position: HashMap<u64, &Batch> =
+                    batches.iter().map(|b| (b.last_position, b)).collect();
+                let plain: Vec<Unfolded> = sealed_records
+                    .iter()
+                    .map(|r| Unfolded {
+                        batches: r
+                            .batches
+                            .iter()
+                            .map(|b| {
+                                by_position
+                                    .get(&b.last_position)
+                                    .map_or_else(|| b.clone(), |p| (*p).clone())
+                            })
+                            .collect(),
+                        ..r.clone()
+                    })
+                    .collect();
+                (sealed_records, Some(plain))
+            }
+            None => (Unfolded::chunk(batches), None),
+        };
+        let plain_texts = match &plain {
+            Some(p) => Some(
+                p.iter()
+                    .map(|r| r.text().map(|t| JsValue::from_str(&t)))
+                    .collect::<Result<Array>>()?,
+            ),
+            None => None,
+        };
         let mut numbers = Vec::with_capacity(records.len() * 3);
         let texts = Array::new();
         for r in &records {
@@ -1314,9 +1499,17 @@ impl Transaction for IdbTx {
             &numbers,
             &texts,
             Some(&self.added),
+            plain_texts,
         )
         .map_err(|e| storage_error(&e))?;
-        self.appended.borrow_mut().extend(records);
+        if plain.is_some() {
+            self.appended_sealed.borrow_mut().extend(
+                records
+                    .iter()
+                    .map(|r| r.batches.iter().map(|b| b.events.clone()).collect()),
+            );
+        }
+        self.appended.borrow_mut().extend(plain.unwrap_or(records));
         Ok(())
     }
 
@@ -1342,22 +1535,60 @@ impl Transaction for IdbTx {
         };
         let store = self.current.borrow().1.clone();
         let mut batches = Vec::new();
+        // Encrypted: batches whose sealed text is known are written as
+        // they are (the fold changes no event), the others sealed again.
+        let mut sealed = Vec::new();
         let mut folded = 0;
         for record in &records {
-            if folded > 0 && batches.len() >= budget {
+            if folded > 0 && batches.len() + sealed.len() >= budget {
                 break;
             }
             store
                 .delete(&JsValue::from_f64(record.key as f64))
                 .map_err(|e| storage_error(&e))?;
-            batches.extend(record.batches.iter().cloned());
+            let texts = self.db.unfolded_sealed.borrow().get(&record.key).cloned();
+            match texts.filter(|t| t.len() == record.batches.len()) {
+                Some(texts) => {
+                    sealed.extend(record.batches.iter().zip(texts.iter()).map(|(b, t)| Batch {
+                        events: t.clone(),
+                        aggregate: b.aggregate.clone(),
+                        actions: b.actions.clone(),
+                        ..*b
+                    }))
+                }
+                None => batches.extend(record.batches.iter().cloned()),
+            }
             folded += 1;
         }
         self.write_records(&batches, false, false)?;
+        if !sealed.is_empty() {
+            let json = crate::batch::records_json(&sealed)?;
+            write_records(&store, &json, false, None, None).map_err(|e| storage_error(&e))?;
+        }
         Ok(folded)
     }
 
     async fn commit(mut self) -> Result<()> {
+        let forgot = self.forgot.take();
+        if !forgot.is_empty() {
+            // The aggregates whose keys to shred, with the forget (see
+            // `super::shred`): a tab closed before the shred ends leaves
+            // them for the next open.
+            let store = self
+                .current
+                .borrow()
+                .0
+                .object_store(SYNC_STORE)
+                .map_err(|e| storage_error(&e))?;
+            let before = self
+                .call(&|_| store.get(&SHRED_KEY.into()))
+                .await?
+                .as_string();
+            let text = crate::seal::shred_list(before.as_deref(), &forgot)?;
+            store
+                .put_with_key(&text.into(), &SHRED_KEY.into())
+                .map_err(|e| storage_error(&e))?;
+        }
         let tx = self.current.borrow().0.clone();
         let done = self.done.take();
         super::request::commit_early(&tx);
@@ -1370,8 +1601,14 @@ impl Transaction for IdbTx {
                 // (Up to a bound: a long import that outruns the fold is
                 // decoded again by the reads that need it, if any.)
                 let mut cache = self.db.unfolded.borrow_mut();
+                let mut sealed = self.appended_sealed.take().into_iter();
+                let mut sealed_cache = self.db.unfolded_sealed.borrow_mut();
                 for r in self.appended.take() {
+                    let texts = sealed.next();
                     if cache.len() < CACHED_APPENDS {
+                        if let Some(texts) = texts {
+                            sealed_cache.insert(r.key, Rc::new(texts));
+                        }
                         cache.insert(r.key, Arc::new(r));
                     }
                 }
@@ -1409,4 +1646,19 @@ fn number(v: &JsValue) -> u64 {
 
 fn get(obj: &JsValue, key: &'static str) -> JsValue {
     Reflect::get(obj, &super::interop::key(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Copies of `batches` with their payloads sealed (an encrypted store).
+fn sealed(sealer: &Sealer, batches: &[Batch]) -> Result<Vec<Batch>> {
+    batches
+        .iter()
+        .map(|b| {
+            Ok(Batch {
+                events: sealer.seal(&b.aggregate, &b.events)?,
+                aggregate: b.aggregate.clone(),
+                actions: b.actions.clone(),
+                ..*b
+            })
+        })
+        .collect()
 }

@@ -547,6 +547,8 @@ pub struct OpenOptions {
     pub upcasters: Vec<Upcaster>,
     /// Told when events this origin had written are gone (see `DATA_LOST`).
     pub on_data_lost: Option<js_sys::Function>,
+    /// `encryption: true`: payloads encrypted at rest (docs/privacy.md).
+    pub encryption: bool,
 }
 
 /// One entry of `upcasters`: turns payloads of `action` at revision
@@ -559,13 +561,28 @@ pub struct Upcaster {
     pub upcast: js_sys::Function,
 }
 
-/// Reads `{ upcasters?, onDataLost? }` (`undefined` = no options).
+/// Reads `{ upcasters?, onDataLost?, encryption? }` (`undefined` = no options).
 pub fn open_options(v: &JsValue) -> Result<OpenOptions> {
     let mut options = OpenOptions::default();
     if absent(v) {
         return Ok(options);
     }
-    check_keys(v, At::root("the open options"), "upcasters,onDataLost")?;
+    check_keys(
+        v,
+        At::root("the open options"),
+        "upcasters,onDataLost,encryption",
+    )?;
+    let encryption = field(v, "encryption");
+    match encryption.as_bool() {
+        Some(on) => options.encryption = on,
+        None if absent(&encryption) => {}
+        None => {
+            return Err(Error::argument(format!(
+                "encryption must be true or false, got {}",
+                describe_value(&encryption)
+            )))
+        }
+    }
     let f = field(v, "onDataLost");
     if !absent(&f) {
         options.on_data_lost = Some(function(&f, At::root("onDataLost"))?);

@@ -105,6 +105,11 @@ impl EventStore {
                 return Ok(out.into());
             }
         };
+        // Encrypted: keys an earlier step lacked are fetched before the
+        // settle, which is not retried (its transaction seals `remote`s).
+        if let Some(sealer) = self.storage().0.sealer().filter(|s| s.wants()) {
+            sealer.refresh().await.map_err(js_error)?;
+        }
         let Some(mut pending) = self.session().borrow_mut().pending.take() else {
             return Err(js_error(Error::Sync("no push in flight".into())));
         };
@@ -131,15 +136,21 @@ impl EventStore {
     #[wasm_bindgen(js_name = __syncApply, skip_typescript)]
     pub async fn sync_apply(&self, text: String) -> Result<JsValue, JsValue> {
         let page: PullResponse = decode(&text, "pull").map_err(js_error)?;
-        let applied = local::apply_pull(self.storage(), self.head_cache(), &page)
-            .await
-            .map_err(js_error)?;
+        let applied = super::shred::keyed(self.storage(), || {
+            local::apply_pull(self.storage(), self.head_cache(), &page)
+        })
+        .await
+        .map_err(js_error)?;
         if applied.added > 0 || applied.synced > 0 {
             self.announce().await;
         }
         if applied.erased.len() > 2 {
             let erased = js_sys::JSON::parse(&applied.erased)?;
             self.forgotten_elsewhere(&Array::from(&erased));
+            // Encrypted: a forget pulled from the server shreds keys too.
+            super::shred::run(self.storage(), true)
+                .await
+                .map_err(js_error)?;
         }
         let out = Object::new();
         set(&out, "added", &(applied.added as f64).into());
@@ -257,12 +268,14 @@ impl EventStore {
     /// first being line `first_line`); resolves to how many events.
     #[wasm_bindgen(js_name = __importLines, skip_typescript)]
     pub async fn import_lines(&self, text: String, first_line: f64) -> Result<f64, JsValue> {
-        let n = crate::portability::import_lines(
-            self.storage(),
-            self.head_cache(),
-            &text,
-            first_line as u64,
-        )
+        let n = super::shred::keyed(self.storage(), || {
+            crate::portability::import_lines(
+                self.storage(),
+                self.head_cache(),
+                &text,
+                first_line as u64,
+            )
+        })
         .await
         .map_err(js_error)?;
         Ok(n as f64)

@@ -95,8 +95,8 @@ const PAGE_HELPERS = () => {
   window.withdrawn = [];
   window.delivered = [];
   /** Opens the store (once per page) and starts syncing with `url`. `answer`: onConflict's answer, or none. */
-  window.startSync = async (url, { token, answer, name } = {}) => {
-    window.store ??= await EventStore.open(name);
+  window.startSync = async (url, { token, answer, name, open } = {}) => {
+    window.store ??= await EventStore.open(name, open);
     const options = { url };
     if (token) options.token = token;
     if (answer) {
@@ -224,6 +224,30 @@ test("two devices converge: same events per aggregate, remotePosition equal, for
     assert.deepEqual({ pending: s.pending, conflicts: s.conflicts, error: s.error }, { pending: 0, conflicts: 0, error: null });
     assert.equal(s.remotePosition, head);
   }
+  assert.deepEqual([...a.device.errors, ...b.device.errors], []);
+});
+
+test("encrypted stores sync plaintext payloads (the server reads them) and keep them sealed at rest; a pulled forget shreds", { timeout: TIMEOUT }, async (t) => {
+  const server = await startServer(t);
+  const a = await syncingDevice(t, server, { open: { encryption: true } });
+  const b = await syncingDevice(t, server, { open: { encryption: true } });
+  await a.page.evaluate(() => Promise.all([pushN("user.A", 3, "SECRETA"), pushN("user.B", 2, "SECRETB")]));
+  await b.page.evaluate(() => pushN("user.C", 2, "SECRETC"));
+  await flushOk(a.page);
+  await flushOk(b.page);
+  await flushOk(a.page);
+  const remote = await assertConverged(server, [a.page, b.page]);
+  assert.equal(remote.find((e) => e.aggregate.join(".") === "user.A").payload.tag, "SECRETA", "the server holds plaintext");
+  await a.page.evaluate(() => store.forget({ queries: [{ aggregate: "user.A" }] }));
+  await flushOk(a.page);
+  await flushOk(b.page);
+  await assertConverged(server, [a.page, b.page]);
+  const raw = await b.page.evaluate((name) => rawRecords(name), STORE);
+  const text = JSON.stringify(raw);
+  assert.ok(!/SECRET[ABC]/.test(text), "no plaintext payload in device B's IndexedDB");
+  assert.match(text, /sealed/);
+  const shredEntry = await b.page.evaluate(() => store.filter({ queries: [{ aggregate: "user.A" }] }).then((es) => es.map((e) => e.forgotten)));
+  assert.deepEqual(shredEntry, [true, true, true]);
   assert.deepEqual([...a.device.errors, ...b.device.errors], []);
 });
 

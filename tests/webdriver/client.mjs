@@ -41,7 +41,7 @@ const ENGINES = {
     args: (port) => ["--port", String(port), "--host", "127.0.0.1"],
     capabilities: (opts) => ({
       browserName: "firefox",
-      "moz:firefoxOptions": { binary: FIREFOX_BINARY, args: ["-headless"], prefs: { "browser.shell.checkDefaultBrowser": false, ...opts.firefoxPrefs } },
+      "moz:firefoxOptions": { binary: FIREFOX_BINARY, args: ["-headless", ...(opts.firefoxProfile ? ["-profile", opts.firefoxProfile] : [])], prefs: { "browser.shell.checkDefaultBrowser": false, ...opts.firefoxPrefs } },
     }),
   },
   // WebKitGTK with IndexedDB on disk (SQLite, as in Safari and GNOME Web):
@@ -54,7 +54,12 @@ const ENGINES = {
     profile: true,
     driver: () => which("WebKitWebDriver", "/usr/bin/WebKitWebDriver"),
     args: (port) => [`--port=${port}`, "--host=local"],
-    capabilities: (opts) => ({ "webkitgtk:browserOptions": { binary: PERSISTENT_WEBKIT, args: ["--automation", `--data-dir=${opts.profile}`] } }),
+    capabilities: (opts) => ({
+      "webkitgtk:browserOptions": {
+        binary: PERSISTENT_WEBKIT,
+        args: ["--automation", `--data-dir=${opts.profile}`, ...(opts.webkitFeatures?.length ? [`--features=${opts.webkitFeatures.join(",")}`] : [])],
+      },
+    }),
   },
   // WebKitGTK's MiniBrowser, which WebKitWebDriver (and wasm-pack --safari)
   // starts by default: its automation session keeps website data in memory,
@@ -312,7 +317,9 @@ class Browser {
 /**
  * Starts the engine's driver on a free port (and Xvfb for WebKit when there is
  * no display) and opens a session with a fresh profile. `opts.firefoxPrefs`
- * adds Firefox preferences.
+ * adds Firefox preferences, `opts.firefoxProfile` a profile directory of the
+ * caller's for Firefox (kept after close, for reading its files); `opts.webkitFeatures` (engine "webkit") turns on
+ * WebKit features WebKitGTK leaves off (scripts/bin/webkit-persistent-browser).
  */
 export async function launch(engine, opts = {}) {
   const spec = ENGINES[engine];

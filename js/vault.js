@@ -1,0 +1,709 @@
+// The key vault of encryption at rest (issue 11): per store, a file in the
+// Origin Private File System holding fixed-size key slots, written and
+// overwritten in place through a FileSystemSyncAccessHandle, so that
+// destroying a key (crypto-shredding) overwrites its bytes in the file
+// itself. docs/privacy.md, "Key vault", has the file layout, the rules and
+// what was measured on disk. For the store's own use, not a public API.
+//
+//   const vault = await Vault.open("my-app", { create: true });
+//   const [{ slot, key }] = await vault.create(1); // key: AES-GCM CryptoKey, not extractable
+//   const keys = await vault.keys([slot]);          // Map slot -> CryptoKey | null
+//   await vault.destroy([slot]);                    // resolves after flush()
+//   vault.close();
+//   await Vault.delete("my-app");
+//
+// Sync access handles exist only in dedicated workers: in a window the
+// vault starts a worker of its own from a Blob URL made of `vaultCore`'s
+// source (no file for the app to serve); in a dedicated worker it runs
+// `vaultCore` in that worker. Either way every operation takes the Web Lock
+// `eventstore-wasm:vault:<name>`, opens the file's sync access handle,
+// reads or writes, flushes, and closes the handle before the lock is
+// released, so that tabs and workers take turns (a sync access handle is
+// exclusive per file).
+
+/** Raises an Error with `code` (SPEC section 6) and extra fields. */
+const fail = (code, message, extra) => Object.assign(new Error(message), { code }, extra);
+
+/**
+ * The vault's file operations, run in a dedicated worker: `vaultCore(scope)`
+ * returns `run(op, args)`. Its source becomes the window's worker (via
+ * Function.prototype.toString), so it must not use anything from this
+ * module: everything it needs is inside it.
+ */
+export function vaultCore(scope) {
+  const DIR = "eventstore-wasm";
+  const MAGIC = [0x45, 0x53, 0x57, 0x4b, 0x45, 0x59, 0x53, 0x31]; /* "ESWKEYS1" */
+  const VERSION = 2;
+  const HEADER = 64; /* magic, u32 format version, u32 slot size, zeros */
+  const SLOT = 96; /* u8 status, 32 key bytes, 32 bytes SHA-256 of the aggregate (zeros: none), zeros */
+  const KEY = 32;
+  const HASH = 1 + KEY; /* where the aggregate's hash starts in a slot */
+  const LIVE = 1;
+  const DESTROYED = 2;
+  const RETIRED = 3; /* rotated: still decrypts, no longer used to encrypt */
+  const BUSY_MS = 10000; /* how long a handle held elsewhere is waited for */
+
+  const error = (code, message, extra) => Object.assign(new Error(message), { code }, extra);
+  const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+  /** The vault file's name: as docs/privacy.md says (long names hashed). */
+  function fileName(name) {
+    let enc = encodeURIComponent(name);
+    if (enc.length > 200) {
+      let h = 0xcbf29ce484222325n;
+      for (const b of new TextEncoder().encode(name)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+      enc = `${enc.slice(0, 150)}~${h.toString(16).padStart(16, "0")}`;
+    }
+    return `${enc}.keys`;
+  }
+
+  function supported() {
+    const proto = scope.FileSystemFileHandle && scope.FileSystemFileHandle.prototype;
+    if (!scope.isSecureContext) return "the page is not a secure context (https or localhost), so it has no Origin Private File System";
+    if (!scope.navigator.storage || typeof scope.navigator.storage.getDirectory !== "function") return "this browser has no Origin Private File System (navigator.storage.getDirectory)";
+    if (!proto || typeof proto.createSyncAccessHandle !== "function") return "this browser has no FileSystemSyncAccessHandle in workers";
+    if (!scope.crypto || !scope.crypto.subtle) return "this browser has no WebCrypto (crypto.subtle)";
+    return null;
+  }
+
+  /** Runs `fn` holding the vault's Web Lock, or without one where Web Locks are missing. */
+  function locked(name, fn) {
+    const locks = scope.navigator.locks;
+    if (!locks || typeof locks.request !== "function") return fn();
+    return locks.request(`eventstore-wasm:vault:${name}`, fn);
+  }
+
+  /** The vault files' handles, kept between operations (1.4 ms less each in Chromium). */
+  const handles = new Map();
+
+  async function fileHandle(name, create) {
+    if (handles.has(name)) return handles.get(name);
+    const root = await scope.navigator.storage.getDirectory();
+    try {
+      const dir = await root.getDirectoryHandle(DIR, { create });
+      const file = await dir.getFileHandle(fileName(name), { create });
+      handles.set(name, file);
+      return file;
+    } catch (e) {
+      if (e && e.name === "NotFoundError") {
+        throw error("DATA_LOST", `vault: the key vault of store ${JSON.stringify(name)} does not exist (OPFS file ${DIR}/${fileName(name)})`, { reason: "no-vault" });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Opens the sync access handle of `file`. Another context holding one
+   * (which the Web Lock prevents, unless Web Locks are missing or another
+   * copy of the library does not take it) makes this wait, bounded.
+   */
+  async function accessHandle(file, name) {
+    for (let waited = 0; ; waited += 20) {
+      try {
+        return await file.createSyncAccessHandle();
+      } catch (e) {
+        if (!e || e.name !== "NoModificationAllowedError" || waited >= BUSY_MS) {
+          if (e && e.name === "NotFoundError") {
+            handles.delete(name);
+            throw error("DATA_LOST", `vault: the key vault of store ${JSON.stringify(name)} was deleted`, { reason: "no-vault" });
+          }
+          if (e && e.name !== "NoModificationAllowedError" && e.name !== "QuotaExceededError") {
+            /* WebKitGTK 2.50 with OPFS turned on: NotSupportedError, then InvalidStateError for that file. */
+            throw error("STORAGE", `vault: this browser cannot open a FileSystemSyncAccessHandle (${e.name}: ${e.message}); the key vault of an encrypted store needs it`,
+              e.name === "NotSupportedError" || e.name === "SecurityError" ? { reason: "unsupported" } : undefined);
+          }
+          if (e && e.name === "NoModificationAllowedError") {
+            throw error("STORAGE", `vault: the key vault of store ${JSON.stringify(name)} stayed in use elsewhere for ${BUSY_MS / 1000} s`, { cause: e });
+          }
+          throw e;
+        }
+        await sleep(20);
+      }
+    }
+  }
+
+  /** Writes the header of an empty file, or checks the file's. */
+  async function header(h, name) {
+    const size = await h.getSize();
+    if (size === 0) {
+      const head = new Uint8Array(HEADER);
+      head.set(MAGIC);
+      const view = new DataView(head.buffer);
+      view.setUint32(8, VERSION, true);
+      view.setUint32(12, SLOT, true);
+      h.write(head, { at: 0 });
+      await h.flush();
+      return;
+    }
+    const head = new Uint8Array(Math.min(HEADER, size));
+    h.read(head, { at: 0 });
+    if (size < HEADER || MAGIC.some((b, i) => head[i] !== b)) {
+      throw error("STORAGE", `vault: the key vault file of store ${JSON.stringify(name)} is not a key vault (bad header)`);
+    }
+    const view = new DataView(head.buffer);
+    const version = view.getUint32(8, true);
+    if (version !== VERSION || view.getUint32(12, true) !== SLOT) {
+      throw error("VERSION_MISMATCH", `vault: the key vault of store ${JSON.stringify(name)} has format ${version}, this library reads format ${VERSION}`);
+    }
+  }
+
+  /** The number of slot positions in a file of `size` bytes (a torn last slot counts, so it is never reused). */
+  const slotCount = (size) => Math.max(0, Math.ceil((size - HEADER) / SLOT));
+
+  /** Imports 32 key bytes as a non-extractable AES-GCM key, then zeroes them. */
+  async function importKey(bytes) {
+    try {
+      return await scope.crypto.subtle.importKey("raw", bytes, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+    } finally {
+      bytes.fill(0);
+    }
+  }
+
+  /** One batch under the lock with the file's handle open; `fn(handle)`. */
+  async function withFile(name, create, fn) {
+    const why = supported();
+    if (why) throw error("STORAGE", `vault: ${why}; the key vault of an encrypted store needs it`, { reason: "unsupported" });
+    return locked(name, async () => {
+      const file = await fileHandle(name, create);
+      const h = await accessHandle(file, name);
+      try {
+        await header(h, name);
+        return await fn(h);
+      } finally {
+        await h.close();
+      }
+    });
+  }
+
+  /** SHA-256 of each name's UTF-8, as hex strings. */
+  const hashes = (names) =>
+    Promise.all(names.map(async (n) => [...new Uint8Array(await scope.crypto.subtle.digest("SHA-256", new TextEncoder().encode(n)))]));
+  const hex = (bytes) => bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+
+  /** Every slot's bytes (one read). */
+  async function allSlots(h) {
+    const count = slotCount(await h.getSize());
+    const bytes = new Uint8Array(count * SLOT);
+    h.read(bytes, { at: HEADER });
+    return { count, bytes };
+  }
+
+  /** Hex hash -> live slot, from every slot's bytes. */
+  function liveSlots({ count, bytes }) {
+    const live = new Map();
+    for (let s = 0; s < count; s++) {
+      if (bytes[s * SLOT] === LIVE) live.set(hex([...bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY)]), s);
+    }
+    return live;
+  }
+
+  /** Appends a live slot per hash at slot `first` on; resolves to their keys' bytes. */
+  async function appendSlots(h, first, list) {
+    const bytes = new Uint8Array(list.length * SLOT);
+    list.forEach((hash, i) => {
+      bytes[i * SLOT] = LIVE;
+      scope.crypto.getRandomValues(bytes.subarray(i * SLOT + 1, i * SLOT + 1 + KEY));
+      bytes.set(hash, i * SLOT + HASH);
+    });
+    const written = h.write(bytes, { at: HEADER + first * SLOT });
+    if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+    await h.flush();
+    return list.map((_, i) => bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY));
+  }
+
+  const ops = {
+    /**
+     * The live slot and raw key bytes of each aggregate, [[aggregate,
+     * slot, bytes]]; with `create`, a live slot is made for those without
+     * one (under the lock, so never two live slots for one aggregate).
+     */
+    keysFor: (name, aggregates, create) =>
+      withFile(name, false, async (h) => {
+        const hs = await hashes(aggregates);
+        const all = await allSlots(h);
+        const live = liveSlots(all);
+        const out = [];
+        const missing = [];
+        aggregates.forEach((a, i) => {
+          const slot = live.get(hex(hs[i]));
+          if (slot === undefined) missing.push(i);
+          else out.push([a, slot, all.bytes.slice(slot * SLOT + 1, slot * SLOT + 1 + KEY)]);
+        });
+        if (create && missing.length > 0) {
+          const keys = await appendSlots(h, all.count, missing.map((i) => hs[i]));
+          missing.forEach((i, k) => out.push([aggregates[i], all.count + k, keys[k]]));
+        }
+        all.bytes.fill(0);
+        return out;
+      }),
+
+    /** [[slot, bytes | null | undefined]]: null for a destroyed slot, undefined for one not written. */
+    rawKeys: (name, slots) =>
+      withFile(name, false, async (h) => {
+        const all = await allSlots(h);
+        const out = slots.map((s) => {
+          if (s >= all.count) return [s, undefined];
+          const status = all.bytes[s * SLOT];
+          if (status === LIVE || status === RETIRED) return [s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)];
+          return [s, status === DESTROYED ? null : undefined];
+        });
+        all.bytes.fill(0);
+        return out;
+      }),
+
+    /** [[slot, bytes | null]] for every slot written: a keyring's first load (one read). */
+    allKeys: (name) =>
+      withFile(name, false, async (h) => {
+        const all = await allSlots(h);
+        const out = [];
+        for (let s = 0; s < all.count; s++) {
+          const status = all.bytes[s * SLOT];
+          if (status === LIVE || status === RETIRED) out.push([s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)]);
+          else if (status === DESTROYED) out.push([s, null]);
+        }
+        all.bytes.fill(0);
+        return out;
+      }),
+
+    /**
+     * Destroys every slot (live and retired) of each aggregate, or with
+     * `retiredOnly` its retired slots only (after a rotation). The slots destroyed.
+     */
+    shred: (name, aggregates, retiredOnly) =>
+      withFile(name, false, async (h) => {
+        const wanted = new Set((await hashes(aggregates)).map(hex));
+        const all = await allSlots(h);
+        const dead = new Uint8Array(SLOT);
+        dead[0] = DESTROYED;
+        const done = [];
+        for (let s = 0; s < all.count; s++) {
+          const status = all.bytes[s * SLOT];
+          if (status !== RETIRED && (retiredOnly || status !== LIVE)) continue;
+          if (!wanted.has(hex([...all.bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY)]))) continue;
+          h.write(dead, { at: HEADER + s * SLOT });
+          done.push(s);
+        }
+        all.bytes.fill(0);
+        await h.flush();
+        return done;
+      }),
+
+    /**
+     * A new live slot per aggregate; the old live one (if any) is retired
+     * (still decrypts until destroyed). [[aggregate, slot, bytes, old]].
+     */
+    rotate: (name, aggregates) =>
+      withFile(name, false, async (h) => {
+        const hs = await hashes(aggregates);
+        const all = await allSlots(h);
+        const live = liveSlots(all);
+        all.bytes.fill(0);
+        const olds = hs.map((hash) => live.get(hex(hash)) ?? null);
+        for (const old of olds) if (old !== null) h.write(new Uint8Array([RETIRED]), { at: HEADER + old * SLOT });
+        const keys = await appendSlots(h, all.count, hs);
+        return aggregates.map((a, i) => [a, all.count + i, keys[i], olds[i]]);
+      }),
+
+
+    /** Checks (or with `create`, makes) the vault file; resolves to its slot count. */
+    open: (name, create) => withFile(name, create, async (h) => slotCount(await h.getSize())),
+
+    /** n new live slots: [{ slot, key }], written and flushed before the keys are imported. */
+    create: (name, n) =>
+      withFile(name, false, async (h) => {
+        const first = slotCount(await h.getSize());
+        const bytes = new Uint8Array(n * SLOT);
+        for (let i = 0; i < n; i++) {
+          bytes[i * SLOT] = LIVE;
+          scope.crypto.getRandomValues(bytes.subarray(i * SLOT + 1, i * SLOT + 1 + KEY));
+        }
+        try {
+          const written = h.write(bytes, { at: HEADER + first * SLOT });
+          if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+          await h.flush();
+          const out = [];
+          for (let i = 0; i < n; i++) out.push({ slot: first + i, key: await importKey(bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY)) });
+          return out;
+        } finally {
+          bytes.fill(0);
+        }
+      }),
+
+    /** [[slot, CryptoKey | null]]: null for a destroyed slot, undefined for one not written yet. */
+    keys: (name, slots) =>
+      withFile(name, false, async (h) => {
+        const count = slotCount(await h.getSize());
+        const out = [];
+        const buf = new Uint8Array(SLOT);
+        try {
+          for (const slot of slots) {
+            if (slot >= count) {
+              out.push([slot, undefined]);
+              continue;
+            }
+            buf.fill(0);
+            h.read(buf, { at: HEADER + slot * SLOT });
+            if (buf[0] === LIVE || buf[0] === RETIRED) out.push([slot, await importKey(buf.slice(1, 1 + KEY))]);
+            else out.push([slot, buf[0] === DESTROYED ? null : undefined]);
+          }
+        } finally {
+          buf.fill(0);
+        }
+        return out;
+      }),
+
+    /** Overwrites the slots in place (status 2, zeros), then flushes. */
+    destroy: (name, slots) =>
+      withFile(name, false, async (h) => {
+        const count = slotCount(await h.getSize());
+        const dead = new Uint8Array(SLOT); /* the key and the aggregate's hash overwritten with zeros */
+        dead[0] = DESTROYED;
+        const done = [];
+        for (const slot of slots) {
+          if (slot >= count) continue;
+          h.write(dead, { at: HEADER + slot * SLOT });
+          done.push(slot);
+        }
+        await h.flush();
+        return done;
+      }),
+
+    /** Overwrites the whole file with zeros, flushes, and removes it. */
+    delete: async (name) => {
+      const why = supported();
+      if (why) throw error("STORAGE", `vault: ${why}`, { reason: "unsupported" });
+      return locked(name, async () => {
+        const root = await scope.navigator.storage.getDirectory();
+        let dir;
+        try {
+          dir = await root.getDirectoryHandle(DIR);
+          const file = await dir.getFileHandle(fileName(name));
+          const h = await accessHandle(file, name);
+          try {
+            const zeros = new Uint8Array(64 * 1024);
+            const size = await h.getSize();
+            for (let at = 0; at < size; at += zeros.length) h.write(zeros.subarray(0, Math.min(zeros.length, size - at)), { at });
+            await h.flush();
+          } finally {
+            await h.close();
+          }
+          await dir.removeEntry(fileName(name));
+          handles.delete(name);
+          return true;
+        } catch (e) {
+          if (e && e.name === "NotFoundError") return false;
+          throw e;
+        }
+      });
+    },
+  };
+
+  return async function run(op, args) {
+    return ops[op](...args);
+  };
+}
+
+/** Whether this global is a dedicated worker (which may open sync access handles itself). */
+const inDedicatedWorker = () =>
+  typeof globalThis.DedicatedWorkerGlobalScope === "function" && globalThis instanceof globalThis.DedicatedWorkerGlobalScope;
+
+/** The worker's script: vaultCore, answering { id, op, args } with { id, value } or { id, error }. */
+const WORKER_SOURCE = `const run = (${vaultCore.toString()})(self);
+self.onmessage = async ({ data: { id, op, args } }) => {
+  try {
+    self.postMessage({ id, value: await run(op, args) });
+  } catch (e) {
+    const plain = e !== null && typeof e === "object";
+    self.postMessage({ id, error: { name: plain ? e.name : "Error", message: plain ? String(e.message) : String(e), code: plain ? e.code : undefined, reason: plain ? e.reason : undefined } });
+  }
+};
+`;
+
+/** An error from the worker as an Error with a SPEC code (DOMExceptions: STORAGE or QUOTA_EXCEEDED). */
+function fromWorker(e) {
+  if (e.code && typeof e.code === "string") return fail(e.code, e.message, e.reason ? { reason: e.reason } : undefined);
+  const code = e.name === "QuotaExceededError" ? "QUOTA_EXCEEDED" : "STORAGE";
+  return fail(code, `vault: ${e.name}: ${e.message}`, { cause: e });
+}
+
+/**
+ * Starts a runner: `call(op, args)` and `close()`. In a dedicated worker it
+ * is vaultCore itself; elsewhere a worker started from a Blob URL.
+ */
+function runner() {
+  if (inDedicatedWorker()) {
+    const run = vaultCore(globalThis);
+    return {
+      call: (op, args) => run(op, args).catch((e) => { throw e && typeof e.code === "string" ? e : fromWorker(e ?? {}); }),
+      close() {},
+    };
+  }
+  if (globalThis.isSecureContext === false) {
+    throw fail("STORAGE", "vault: the page is not a secure context (https or localhost), so it has no Origin Private File System; the key vault of an encrypted store needs it", { reason: "unsupported" });
+  }
+  if (typeof globalThis.Worker !== "function" || typeof globalThis.Blob !== "function" || typeof URL.createObjectURL !== "function") {
+    throw fail("STORAGE", "vault: this context cannot start a dedicated worker, where the key vault's sync access handles live (open the store in a window or a dedicated worker)", { reason: "unsupported" });
+  }
+  const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+  let worker;
+  try {
+    worker = new Worker(url, { name: "eventstore-wasm vault" });
+  } catch (e) {
+    URL.revokeObjectURL(url);
+    throw fail("STORAGE", `vault: could not start the key vault's worker (a Content-Security-Policy without worker-src blob:?): ${e?.message ?? e}`, { cause: e, reason: "unsupported" });
+  }
+  const pending = new Map();
+  let next = 0;
+  let broken = null;
+  const failAll = (err) => {
+    broken = err;
+    for (const { reject } of pending.values()) reject(err);
+    pending.clear();
+  };
+  let loaded = false;
+  worker.onmessage = ({ data }) => {
+    // The Blob URL is needed only until the worker's script has run.
+    if (!loaded) {
+      loaded = true;
+      URL.revokeObjectURL(url);
+    }
+    const p = pending.get(data.id);
+    if (!p) return;
+    pending.delete(data.id);
+    if (data.error) p.reject(fromWorker(data.error));
+    else p.resolve(data.value);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault?.();
+    failAll(fail("STORAGE", `vault: the key vault's worker failed (a Content-Security-Policy without worker-src blob:?): ${event.message ?? "error"}`, { reason: "unsupported" }));
+  };
+  worker.onmessageerror = () => failAll(fail("STORAGE", "vault: a message from the key vault's worker could not be read"));
+  return {
+    call(op, args) {
+      if (broken) return Promise.reject(broken);
+      return new Promise((resolve, reject) => {
+        const id = ++next;
+        pending.set(id, { resolve, reject });
+        worker.postMessage({ id, op, args });
+      });
+    },
+    close() {
+      worker.terminate();
+      URL.revokeObjectURL(url);
+      failAll(fail("CLOSED", "vault: the key vault was closed"));
+    },
+  };
+}
+
+function checkName(name) {
+  if (typeof name !== "string" || name.length === 0) {
+    throw fail("INVALID_ARGUMENT", `vault: the store name must be a non-empty string, got ${typeof name === "string" ? '""' : typeof name}`);
+  }
+  try {
+    encodeURIComponent(name);
+  } catch {
+    throw fail("INVALID_ARGUMENT", `vault: the store name ${JSON.stringify(name)} holds a lone surrogate (not valid Unicode)`);
+  }
+}
+
+function checkSlots(slots) {
+  if (!Array.isArray(slots) && !(slots instanceof Set)) throw fail("INVALID_ARGUMENT", `vault: slots must be an array of slot numbers, got ${typeof slots}`);
+  const list = [...new Set(slots)];
+  for (const s of list) {
+    if (!Number.isSafeInteger(s) || s < 0) throw fail("INVALID_ARGUMENT", `vault: a slot is an integer >= 0, got ${JSON.stringify(s) ?? String(s)}`);
+  }
+  return list;
+}
+
+/** One store's key vault (see the top of this file). */
+export class Vault {
+  #name;
+  #runner;
+  /** slot -> CryptoKey (live) or null (destroyed): what this vault has seen. */
+  #seen = new Map();
+  #channel = null;
+  #closed = false;
+  /** Slots other tabs and workers destroyed, until `takeDestroyed()`. */
+  #destroyedElsewhere = new Set();
+  /** Slots other tabs and workers retired (rotate), until `takeRetired()`. */
+  #retiredElsewhere = new Set();
+
+  constructor(name, runner) {
+    this.#name = name;
+    this.#runner = runner;
+    // Destroys made by other tabs and workers reach this vault's cache.
+    if (typeof globalThis.BroadcastChannel === "function") {
+      this.#channel = new BroadcastChannel(`eventstore-wasm:vault:${name}`);
+      this.#channel.onmessage = ({ data }) => {
+        if (data?.destroyed) {
+          for (const s of data.destroyed) {
+            this.#seen.set(s, null);
+            this.#destroyedElsewhere.add(s);
+          }
+        }
+        if (data?.retired) for (const s of data.retired) this.#retiredElsewhere.add(s);
+      };
+    }
+  }
+
+  /**
+   * Opens the key vault of store `name`. With `create: true` the file is
+   * made when missing; without, a missing file rejects with code
+   * `DATA_LOST` (`reason: "no-vault"`). Where OPFS sync access handles
+   * cannot be used, rejects with code `STORAGE` (`reason: "unsupported"`).
+   */
+  static async open(name, { create = false } = {}) {
+    checkName(name);
+    const run = runner();
+    try {
+      await run.call("open", [name, create === true]);
+    } catch (e) {
+      run.close();
+      throw e;
+    }
+    return new Vault(name, run);
+  }
+
+  /** Removes the vault file of store `name` after overwriting it with zeros; resolves to whether there was one. */
+  static async delete(name) {
+    checkName(name);
+    const run = runner();
+    try {
+      return await run.call("delete", [name]);
+    } finally {
+      run.close();
+    }
+  }
+
+  /** The store name. */
+  get name() {
+    return this.#name;
+  }
+
+  #check() {
+    if (this.#closed) throw fail("CLOSED", `vault: the key vault of store ${JSON.stringify(this.#name)} was closed`);
+  }
+
+  /** `n` new live slots, as [{ slot, key }] (key: AES-GCM, not extractable), on disk when it resolves. */
+  async create(n) {
+    this.#check();
+    if (!Number.isSafeInteger(n) || n < 1 || n > 100_000) throw fail("INVALID_ARGUMENT", `vault: create(n) takes an integer from 1 to 100000, got ${JSON.stringify(n) ?? String(n)}`);
+    const made = await this.#runner.call("create", [this.#name, n]);
+    for (const { slot, key } of made) this.#seen.set(slot, key);
+    return made;
+  }
+
+  /**
+   * Map slot -> CryptoKey, or null for a slot destroyed or not (yet)
+   * created. Slots not seen before are read from the file (so keys other
+   * tabs created are found).
+   */
+  async keys(slots) {
+    this.#check();
+    const list = checkSlots(slots);
+    const missing = list.filter((s) => !this.#seen.has(s));
+    if (missing.length > 0) {
+      for (const [slot, key] of await this.#runner.call("keys", [this.#name, missing])) {
+        // A slot not written yet may be written later: not remembered.
+        if (key !== undefined) this.#seen.set(slot, key);
+      }
+    }
+    return new Map(list.map((s) => [s, this.#seen.get(s) ?? null]));
+  }
+
+  /** Checks a list of aggregate names. */
+  #aggregates(list) {
+    if (!Array.isArray(list) || list.some((a) => typeof a !== "string")) throw fail("INVALID_ARGUMENT", "vault: aggregates must be an array of strings");
+    return [...new Set(list)];
+  }
+
+  /**
+   * The live slot and raw key bytes (32) of each aggregate: Map aggregate
+   * -> { slot, key: Uint8Array }. With `create: true`, aggregates without
+   * a live slot get one (atomically across tabs: never two live slots for
+   * one aggregate); without, they are left out. For the store's keyring
+   * (the raw bytes go into wasm; docs/privacy.md says why that is fine).
+   */
+  async keysFor(aggregates, { create = false } = {}) {
+    this.#check();
+    const list = this.#aggregates(aggregates);
+    if (list.length === 0) return new Map();
+    const found = await this.#runner.call("keysFor", [this.#name, list, create === true]);
+    return new Map(found.map(([a, slot, key]) => [a, { slot, key }]));
+  }
+
+  /** Map slot -> raw key bytes (live or retired slots), null (destroyed) or undefined (never written). */
+  async rawKeys(slots) {
+    this.#check();
+    const list = checkSlots(slots);
+    if (list.length === 0) return new Map();
+    return new Map(await this.#runner.call("rawKeys", [this.#name, list]));
+  }
+
+  /**
+   * A new live slot per aggregate; the old live slot is retired (it still
+   * decrypts until destroyed). Map aggregate -> { slot, key, old }.
+   */
+  async rotate(aggregates) {
+    this.#check();
+    const list = this.#aggregates(aggregates);
+    if (list.length === 0) return new Map();
+    const made = await this.#runner.call("rotate", [this.#name, list]);
+    this.#channel?.postMessage({ retired: made.map(([, , , old]) => old).filter((s) => s !== null) });
+    return new Map(made.map(([a, slot, key, old]) => [a, { slot, key, old }]));
+  }
+
+  /** The slots other tabs and workers destroyed since the last call (for the keyring). */
+  takeDestroyed() {
+    const out = [...this.#destroyedElsewhere];
+    this.#destroyedElsewhere.clear();
+    return out;
+  }
+
+  /** Every written slot's key: Map slot -> raw bytes, or null for a destroyed slot. */
+  async allKeys() {
+    this.#check();
+    return new Map(await this.#runner.call("allKeys", [this.#name]));
+  }
+
+  /**
+   * Destroys every slot of each aggregate (`retiredOnly`: its retired slots
+   * only), overwriting them in place; resolves to the slots destroyed,
+   * after the flush. Other tabs and workers are told.
+   */
+  async shred(aggregates, { retiredOnly = false } = {}) {
+    this.#check();
+    const list = this.#aggregates(aggregates);
+    if (list.length === 0) return [];
+    const done = await this.#runner.call("shred", [this.#name, list, retiredOnly === true]);
+    for (const s of done) this.#seen.set(s, null);
+    this.#channel?.postMessage({ destroyed: done });
+    return done;
+  }
+
+  /** The slots other tabs and workers retired since the last call: no longer to encrypt with. */
+  takeRetired() {
+    const out = [...this.#retiredElsewhere];
+    this.#retiredElsewhere.clear();
+    return out;
+  }
+
+  /** Overwrites the slots' keys in place and flushes; resolves after the flush. Unknown slots are ignored. */
+  async destroy(slots) {
+    this.#check();
+    const list = checkSlots(slots);
+    const done = await this.#runner.call("destroy", [this.#name, list]);
+    for (const s of list) this.#seen.set(s, null);
+    this.#channel?.postMessage({ destroyed: done });
+    return done;
+  }
+
+  /** Ends the vault's worker; later calls reject with CLOSED. */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#seen.clear();
+    this.#channel?.close();
+    this.#runner.close();
+  }
+}

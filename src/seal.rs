@@ -1,0 +1,531 @@
+//! Encryption at rest (docs/privacy.md, "Encryption at rest"): the sealed
+//! form of a batch's events text and the keyring that seals and unseals it.
+//!
+//! In an encrypted store every event of a record's `events` text that has a
+//! payload carries `"sealed":"<slot>:<base64 of nonce ‖ ciphertext ‖ tag>"`
+//! instead of `"payload"`: AES-256-GCM of the payload's JSON text under the
+//! key of vault slot `<slot>`, with a 96-bit random nonce and the event id
+//! (UTF-8) as additional data, so that a sealed payload moved to another
+//! event does not open. Ids, actions, revisions, sequences, positions and
+//! times stay in the clear. A forgotten event has neither field.
+//!
+//! The core does the transform; the keys come from the key vault
+//! (`js/vault.js`) and the nonces from the caller (`crypto.getRandomValues`
+//! in the browser), so this module stays pure and testable natively.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+
+/// The value of the `"encryption"` entry of the `sync` object store.
+pub const FLAG: &str = r#"{"format":1,"vault":"opfs"}"#;
+/// Nonce bytes per seal (AES-GCM's 96 bits).
+pub const NONCE: usize = 12;
+/// Key bytes (AES-256).
+pub const KEY: usize = 32;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// An event inside a batch's events text, with either field of a payload.
+#[derive(Serialize, Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    revision: u16,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    forgotten: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<u64>,
+}
+
+/// What a seal or unseal lacked: filled by the keyring, fetched from the
+/// vault by the caller before it tries again (see [`Keyring::take_wanted`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Slots met while unsealing that the keyring does not know.
+    pub slots: BTreeSet<u32>,
+    /// Aggregates written whose live slot the keyring does not know.
+    pub aggregates: BTreeSet<String>,
+}
+
+impl Wanted {
+    /// Whether nothing is wanted.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty() && self.aggregates.is_empty()
+    }
+}
+
+/// The keys one connection knows: slot → cipher (key expansion done once;
+/// `None` for a destroyed slot) and aggregate → its live slot.
+#[derive(Default)]
+pub struct Keyring {
+    ciphers: HashMap<u32, Option<Aes256Gcm>>,
+    live: HashMap<String, u32>,
+    wanted: RefCell<Wanted>,
+}
+
+impl Keyring {
+    /// An empty keyring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Learns slot `slot`'s key (`None`: the slot was destroyed).
+    pub fn insert(&mut self, slot: u32, key: Option<&[u8]>) -> Result<()> {
+        let cipher = match key {
+            Some(k) if k.len() == KEY => Some(
+                Aes256Gcm::new_from_slice(k)
+                    .map_err(|_| Error::Storage(format!("encryption: bad key in slot {slot}")))?,
+            ),
+            Some(k) => {
+                return Err(Error::Storage(format!(
+                    "encryption: the key of slot {slot} has {} bytes, not {KEY}",
+                    k.len()
+                )))
+            }
+            None => {
+                self.live.retain(|_, s| *s != slot);
+                None
+            }
+        };
+        self.ciphers.insert(slot, cipher);
+        Ok(())
+    }
+
+    /// Learns that `aggregate` seals under `slot` (whose key must be inserted too).
+    pub fn set_live(&mut self, aggregate: &str, slot: u32) {
+        self.live.insert(aggregate.to_owned(), slot);
+    }
+
+    /// The live slot of `aggregate`, if known.
+    pub fn live(&self, aggregate: &str) -> Option<u32> {
+        self.live.get(aggregate).copied()
+    }
+
+    /// Whether slot `slot` is known (live, retired or destroyed).
+    pub fn knows(&self, slot: u32) -> bool {
+        self.ciphers.contains_key(&slot)
+    }
+
+    /// Slot `slot` was destroyed (here or elsewhere): its cipher is dropped.
+    pub fn destroyed(&mut self, slot: u32) {
+        self.live.retain(|_, s| *s != slot);
+        self.ciphers.insert(slot, None);
+    }
+
+    /// Slot `slot` was retired (rotated): it still opens, but no longer seals.
+    pub fn retired(&mut self, slot: u32) {
+        self.live.retain(|_, s| *s != slot);
+    }
+
+    /// What seals and unseals lacked since the last call, cleared.
+    pub fn take_wanted(&self) -> Wanted {
+        self.wanted.take()
+    }
+
+    /// Whether a seal or unseal lacked a key since [`Keyring::take_wanted`].
+    pub fn wants(&self) -> bool {
+        !self.wanted.borrow().is_empty()
+    }
+
+    /// The events text `text` of a batch of `aggregate` with every
+    /// payload sealed under the aggregate's live slot; `nonce` gives 12
+    /// fresh random bytes per call. An event already sealed is carried
+    /// as it is.
+    pub fn seal(
+        &self,
+        aggregate: &str,
+        text: &str,
+        nonce: &mut dyn FnMut() -> Result<[u8; NONCE]>,
+    ) -> Result<String> {
+        let mut events: Vec<Event<'_>> = serde_json::from_str(text)
+            .map_err(|e| Error::Storage(format!("encryption: cannot read events: {e}")))?;
+        if events.iter().all(|e| e.payload.is_none()) {
+            return Ok(text.to_owned());
+        }
+        let Some((slot, cipher)) = self.live(aggregate).and_then(|s| {
+            self.ciphers
+                .get(&s)
+                .and_then(Option::as_ref)
+                .map(|c| (s, c))
+        }) else {
+            self.wanted
+                .borrow_mut()
+                .aggregates
+                .insert(aggregate.to_owned());
+            return Err(Error::Storage(format!(
+                "encryption: the key of aggregate {aggregate:?} is not in this connection's keyring"
+            )));
+        };
+        let mut sealed_texts = Vec::with_capacity(events.len());
+        for e in &events {
+            let Some(payload) = e.payload else {
+                sealed_texts.push(None);
+                continue;
+            };
+            let n = nonce()?;
+            let ct = cipher
+                .encrypt(
+                    Nonce::from_slice(&n),
+                    Payload {
+                        msg: payload.get().as_bytes(),
+                        aad: e.id.as_bytes(),
+                    },
+                )
+                .map_err(|_| Error::Storage("encryption: AES-GCM failed".into()))?;
+            let mut bytes = Vec::with_capacity(NONCE + ct.len());
+            bytes.extend_from_slice(&n);
+            bytes.extend_from_slice(&ct);
+            sealed_texts.push(Some(format!("{slot}:{}", B64.encode(&bytes))));
+        }
+        for (e, s) in events.iter_mut().zip(sealed_texts) {
+            if let Some(s) = s {
+                e.payload = None;
+                e.sealed = Some(Cow::Owned(s));
+            }
+        }
+        serde_json::to_string(&events)
+            .map_err(|e| Error::Storage(format!("encryption: cannot write events: {e}")))
+    }
+
+    /// The events text `text` with every sealed payload opened. An event
+    /// whose slot was destroyed reads as forgotten (its key is gone: that
+    /// is what a forget does). A wrong key, a sealed payload moved to
+    /// another event or a damaged byte is a `STORAGE` error; a slot this
+    /// keyring does not know is one too, and is remembered as wanted.
+    pub fn unseal(&self, text: &str) -> Result<String> {
+        if !text.contains("\"sealed\"") {
+            return Ok(text.to_owned());
+        }
+        // Text this module sealed holds no payload in the clear, so its
+        // only strings are ids, actions and sealed values: the sealed
+        // values are opened in place, without decoding the events.
+        if !text.contains("\"payload\"") {
+            return self.unseal_in_place(text);
+        }
+        let mut events: Vec<Event<'_>> = serde_json::from_str(text)
+            .map_err(|e| Error::Storage(format!("encryption: cannot read events: {e}")))?;
+        let mut opened: Vec<Option<String>> = Vec::with_capacity(events.len());
+        let mut missing = false;
+        for e in &events {
+            let Some(sealed) = e.sealed.as_deref() else {
+                opened.push(None);
+                continue;
+            };
+            let damaged = || {
+                Error::Storage(format!(
+                    "encryption: the payload of event {} cannot be decrypted (a wrong key or a damaged record)",
+                    e.id
+                ))
+            };
+            let (slot, body) = sealed.split_once(':').ok_or_else(damaged)?;
+            let slot: u32 = slot.parse().map_err(|_| damaged())?;
+            let cipher = match self.ciphers.get(&slot) {
+                Some(Some(c)) => c,
+                Some(None) => {
+                    opened.push(Some(String::new()));
+                    continue;
+                }
+                None => {
+                    self.wanted.borrow_mut().slots.insert(slot);
+                    missing = true;
+                    opened.push(None);
+                    continue;
+                }
+            };
+            let bytes = B64.decode(body).map_err(|_| damaged())?;
+            if bytes.len() < NONCE + 16 {
+                return Err(damaged());
+            }
+            let plain = cipher
+                .decrypt(
+                    Nonce::from_slice(&bytes[..NONCE]),
+                    Payload {
+                        msg: &bytes[NONCE..],
+                        aad: e.id.as_bytes(),
+                    },
+                )
+                .map_err(|_| damaged())?;
+            opened.push(Some(String::from_utf8(plain).map_err(|_| damaged())?));
+        }
+        if missing {
+            return Err(Error::Storage(
+                "encryption: a key slot of this record is not in this connection's keyring".into(),
+            ));
+        }
+        let raws: Vec<Option<Box<RawValue>>> = opened
+            .into_iter()
+            .map(|o| match o {
+                Some(t) if t.is_empty() => Ok(None),
+                Some(t) => RawValue::from_string(t).map(Some).map_err(|_| {
+                    Error::Storage("encryption: a decrypted payload is not JSON".into())
+                }),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        for (e, raw) in events.iter_mut().zip(&raws) {
+            if e.sealed.take().is_some() {
+                match raw {
+                    Some(r) => e.payload = Some(r),
+                    // The slot was destroyed: the payload is gone.
+                    None => e.forgotten = true,
+                }
+            }
+        }
+        serde_json::to_string(&events)
+            .map_err(|e| Error::Storage(format!("encryption: cannot write events: {e}")))
+    }
+}
+
+/// The `"shred"` entry (a JSON array of aggregates whose keys a forget left
+/// to shred) with `more` added.
+pub fn shred_list<'a>(
+    before: Option<&str>,
+    more: impl IntoIterator<Item = &'a String>,
+) -> Result<String> {
+    let mut list: BTreeSet<String> = match before {
+        Some(t) => serde_json::from_str(t)
+            .map_err(|e| Error::Storage(format!("encryption: corrupt shred entry: {e}")))?,
+        None => BTreeSet::new(),
+    };
+    list.extend(more.into_iter().cloned());
+    serde_json::to_string(&list).map_err(|e| Error::Storage(format!("encryption: {e}")))
+}
+
+/// The aggregates of a `"shred"` entry.
+pub fn shred_entry(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Storage(format!("encryption: corrupt shred entry: {e}")))
+}
+
+impl Keyring {
+    /// Opens the sealed value `sealed` (`<slot>:<base64>`) of event `id`:
+    /// its plaintext, `None` for a destroyed slot.
+    fn open_one(&self, id: &str, sealed: &str) -> Result<Option<Vec<u8>>> {
+        let damaged = || {
+            Error::Storage(format!(
+                "encryption: the payload of event {id} cannot be decrypted (a wrong key or a damaged record)"
+            ))
+        };
+        let (slot, body) = sealed.split_once(':').ok_or_else(damaged)?;
+        let slot: u32 = slot.parse().map_err(|_| damaged())?;
+        let cipher = match self.ciphers.get(&slot) {
+            Some(Some(c)) => c,
+            Some(None) => return Ok(None),
+            None => {
+                self.wanted.borrow_mut().slots.insert(slot);
+                return Err(Error::Storage(MISSING.into()));
+            }
+        };
+        let bytes = B64.decode(body).map_err(|_| damaged())?;
+        if bytes.len() < NONCE + 16 {
+            return Err(damaged());
+        }
+        cipher
+            .decrypt(
+                Nonce::from_slice(&bytes[..NONCE]),
+                Payload {
+                    msg: &bytes[NONCE..],
+                    aad: id.as_bytes(),
+                },
+            )
+            .map(Some)
+            .map_err(|_| damaged())
+    }
+
+    /// [`Keyring::unseal`] of a text holding no clear payload: each
+    /// `"sealed":"…"` is replaced by `"payload":<plaintext>` (or
+    /// `"forgotten":true`), its event's id being the last `"id":"…"` before it.
+    fn unseal_in_place(&self, text: &str) -> Result<String> {
+        const SEALED: &str = "\"sealed\":\"";
+        const ID: &str = "\"id\":\"";
+        let corrupt = || Error::Storage("encryption: corrupt sealed events".into());
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut id: &str = "";
+        let mut missing = false;
+        while let Some(at) = rest.find(SEALED) {
+            let before = &rest[..at];
+            if let Some(i) = before.rfind(ID) {
+                let start = i + ID.len();
+                let end = before[start..].find('"').ok_or_else(corrupt)? + start;
+                id = &before[start..end];
+            }
+            if id.is_empty() {
+                return Err(corrupt());
+            }
+            out.push_str(before);
+            let value = &rest[at + SEALED.len()..];
+            let end = value.find('"').ok_or_else(corrupt)?;
+            let opened = match self.open_one(id, &value[..end]) {
+                // Every unknown slot of the text is wanted, not only the first.
+                Err(Error::Storage(m)) if m == MISSING => {
+                    missing = true;
+                    rest = &value[end + 1..];
+                    continue;
+                }
+                other => other?,
+            };
+            match opened {
+                Some(plain) => {
+                    out.push_str("\"payload\":");
+                    out.push_str(std::str::from_utf8(&plain).map_err(|_| corrupt())?);
+                }
+                None => out.push_str("\"forgotten\":true"),
+            }
+            rest = &value[end + 1..];
+        }
+        if missing {
+            return Err(Error::Storage(MISSING.into()));
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// Why an unseal failed for want of a key (fetched, then read again).
+const MISSING: &str = "encryption: a key slot of this record is not in this connection's keyring";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> impl FnMut() -> Result<[u8; NONCE]> {
+        let mut n = 0u8;
+        move || {
+            n = n.wrapping_add(1);
+            Ok([n; NONCE])
+        }
+    }
+
+    fn ring(key: u8) -> Keyring {
+        let mut r = Keyring::new();
+        r.insert(3, Some(&[key; KEY])).expect("key");
+        r.set_live("user.A", 3);
+        r
+    }
+
+    const TEXT: &str = r#"[{"id":"e1","action":"user.A.added","revision":1,"payload":{"name":"SECRET"}},{"id":"e2","action":"user.A.renamed","revision":2,"forgotten":true,"remote":4},{"id":"e3","action":"x","revision":1,"payload":"SECRET2","remote":9}]"#;
+
+    #[test]
+    fn seals_payloads_only_and_opens_them_again() {
+        let r = ring(1);
+        let sealed = r.seal("user.A", TEXT, &mut counter()).expect("seal");
+        assert!(!sealed.contains("SECRET"), "{sealed}");
+        assert!(sealed.contains(r#""id":"e1""#) && sealed.contains(r#""sealed":"3:"#));
+        assert!(sealed.contains(r#""remote":9"#));
+        assert_eq!(r.unseal(&sealed).expect("unseal"), TEXT);
+    }
+
+    #[test]
+    fn a_wrong_key_a_swapped_id_or_a_flipped_byte_is_a_storage_error() {
+        let sealed = ring(1).seal("user.A", TEXT, &mut counter()).expect("seal");
+        let wrong = ring(2).unseal(&sealed).expect_err("wrong key");
+        assert!(
+            matches!(&wrong, Error::Storage(m) if m.contains("event e1")),
+            "{wrong}"
+        );
+        let swapped = sealed.replace(r#""id":"e1""#, r#""id":"e9""#);
+        assert!(matches!(ring(1).unseal(&swapped), Err(Error::Storage(_))));
+        let at = sealed.find("3:").expect("sealed") + 10;
+        let mut flipped = sealed.clone().into_bytes();
+        flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).expect("utf8");
+        assert!(matches!(ring(1).unseal(&flipped), Err(Error::Storage(_))));
+    }
+
+    #[test]
+    fn unknown_keys_are_wanted_and_destroyed_slots_read_as_forgotten() {
+        let empty = Keyring::new();
+        assert!(empty.seal("user.A", TEXT, &mut counter()).is_err());
+        let sealed = ring(1).seal("user.A", TEXT, &mut counter()).expect("seal");
+        assert!(empty.unseal(&sealed).is_err());
+        let wanted = empty.take_wanted();
+        assert_eq!(wanted.slots.into_iter().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            wanted.aggregates.into_iter().collect::<Vec<_>>(),
+            vec!["user.A"]
+        );
+        assert!(!empty.wants());
+        let mut r = ring(1);
+        r.destroyed(3);
+        assert_eq!(r.live("user.A"), None);
+        let read = r.unseal(&sealed).expect("unseal");
+        assert!(
+            !read.contains("SECRET") && !read.contains("sealed"),
+            "{read}"
+        );
+        let events: Vec<serde_json::Value> = serde_json::from_str(&read).expect("json");
+        assert!(events.iter().all(|e| e["forgotten"] == true));
+    }
+
+    #[test]
+    fn shred_entries_merge() {
+        let one = shred_list(None, &["b".to_owned(), "a".to_owned()]).expect("list");
+        assert_eq!(one, r#"["a","b"]"#);
+        let two = shred_list(Some(&one), &["c".to_owned(), "a".to_owned()]).expect("list");
+        assert_eq!(shred_entry(&two).expect("entry"), vec!["a", "b", "c"]);
+        assert!(shred_entry("{").is_err());
+    }
+
+    #[test]
+    fn texts_without_payloads_are_left_alone() {
+        let text = r#"[{"id":"e2","action":"a","revision":1,"forgotten":true}]"#;
+        assert_eq!(
+            Keyring::new()
+                .seal("x", text, &mut counter())
+                .expect("seal"),
+            text
+        );
+        assert_eq!(Keyring::new().unseal(text).expect("unseal"), text);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    proptest::proptest! {
+        #[test]
+        fn seal_then_unseal_is_the_identity(
+            events in proptest::collection::vec(
+                ("[a-z0-9-]{1,36}", "[a-z]{1,8}(\\.[a-z]{1,8}){0,3}", 0u16..5, proptest::option::of(".{0,40}"), proptest::bool::ANY, proptest::option::of(0u64..1_000_000)),
+                1..12,
+            ),
+            key in proptest::array::uniform32(proptest::num::u8::ANY),
+        ) {
+            let events: Vec<serde_json::Value> = events
+                .into_iter()
+                .map(|(id, action, revision, payload, forgotten, remote)| {
+                    let mut e = serde_json::json!({ "id": id, "action": action, "revision": revision });
+                    match payload {
+                        Some(p) if !forgotten => e["payload"] = serde_json::json!({ "text": p, "n": [1, 2.5, null] }),
+                        _ => e["forgotten"] = serde_json::json!(true),
+                    }
+                    if let Some(r) = remote {
+                        e["remote"] = serde_json::json!(r);
+                    }
+                    e
+                })
+                .collect();
+            let text = serde_json::to_string(&events).expect("json");
+            let mut r = Keyring::new();
+            r.insert(0, Some(&key)).expect("key");
+            r.set_live("agg", 0);
+            let sealed = r.seal("agg", &text, &mut counter()).expect("seal");
+            proptest::prop_assert!(!sealed.contains("\"payload\""));
+            let back: serde_json::Value = serde_json::from_str(&r.unseal(&sealed).expect("unseal")).expect("json");
+            proptest::prop_assert_eq!(back, serde_json::Value::Array(events));
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Encryption at rest in a browser (docs/privacy.md): `wasm-pack test
+//! --headless --chrome -- --test encryption`. Where the browser has no
+//! OPFS sync access handles (WebKitGTK), opening an encrypted store is a
+//! clear `STORAGE` error, which these tests check there instead.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used)]
+
+use eventstore_wasm::{EventStore, OpenOptionsArg};
+use js_sys::{Array, Promise, Reflect, JSON};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn js(json: &str) -> JsValue {
+    JSON::parse(json).unwrap()
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &key.into()).unwrap()
+}
+
+fn code(err: &JsValue) -> String {
+    assert!(err.is_instance_of::<js_sys::Error>(), "an Error instance");
+    get(err, "code").as_string().unwrap_or_default()
+}
+
+fn message(err: &JsValue) -> String {
+    get(err, "message").as_string().unwrap_or_default()
+}
+
+fn encrypted() -> Option<OpenOptionsArg> {
+    Some(js(r#"{"encryption":true}"#).unchecked_into())
+}
+
+async fn call(body: &str, arg: &JsValue) -> JsValue {
+    let f = js_sys::Function::new_with_args("arg", body);
+    let p: Promise = Promise::resolve(&f.call1(&JsValue::NULL, arg).unwrap());
+    JsFuture::from(p).await.unwrap()
+}
+
+/// Every record of every object store of the database, as JSON texts.
+async fn raw_records(name: &str) -> String {
+    let all = call(
+        r#"return new Promise((ok, fail) => {
+            const r = indexedDB.open(arg);
+            r.onerror = () => fail(r.error);
+            r.onsuccess = () => {
+              const db = r.result, names = [...db.objectStoreNames], out = [];
+              const tx = db.transaction(names);
+              for (const n of names) tx.objectStore(n).getAll().onsuccess = (e) => {
+                for (const v of e.target.result) out.push(JSON.stringify(v));
+              };
+              tx.oncomplete = () => { db.close(); ok(out.join("\n")); };
+            };
+          });"#,
+        &name.into(),
+    )
+    .await;
+    all.as_string().unwrap()
+}
+
+/// Removes the store's vault file from OPFS (keys lost).
+async fn remove_vault(name: &str) {
+    call(
+        r#"return navigator.storage.getDirectory()
+            .then((root) => root.getDirectoryHandle("eventstore-wasm"))
+            .then((dir) => dir.removeEntry(`${encodeURIComponent(arg)}.keys`));"#,
+        &name.into(),
+    )
+    .await;
+}
+
+/// Loads js/vault.js (from a Blob URL: the test server is not needed) and
+/// hands its `Vault` class to the wasm side, as the package's entry does.
+async fn load_vault() {
+    let module = call(
+        "return import(URL.createObjectURL(new Blob([arg], { type: 'text/javascript' })))",
+        &include_str!("../js/vault.js").into(),
+    )
+    .await;
+    eventstore_wasm::set_vault(get(&module, "Vault"));
+}
+
+/// A fresh encrypted store, or `None` (after checking the error) where the
+/// browser cannot keep a key vault.
+async fn fresh(name: &str) -> Option<EventStore> {
+    load_vault().await;
+    EventStore::delete_store(name.into()).await.unwrap();
+    match EventStore::open(name.into(), encrypted()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            assert_eq!(code(&e), "STORAGE", "{}", message(&e));
+            assert!(
+                message(&e).contains("FileSystemSyncAccessHandle")
+                    || message(&e).contains("Origin Private File System"),
+                "{}",
+                message(&e)
+            );
+            // Never a silent unencrypted store.
+            let plain = EventStore::open(name.into(), None).await.unwrap();
+            assert_eq!(plain.count(JsValue::UNDEFINED).await.unwrap(), 0.0);
+            plain.close();
+            None
+        }
+    }
+}
+
+fn entry(aggregate: &str, n: usize) -> String {
+    let cmds: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"action":"{aggregate}.e","payload":{{"i":{i},"secret":"MARK-{aggregate}-{i}"}}}}"#))
+        .collect();
+    format!(
+        r#"{{"aggregate":"{aggregate}","commands":[{}]}}"#,
+        cmds.join(",")
+    )
+}
+
+fn payloads(events: &JsValue) -> Vec<String> {
+    Array::from(events)
+        .iter()
+        .map(|e| JSON::stringify(&get(&e, "payload")).unwrap().into())
+        .collect()
+}
+
+async fn of(s: &EventStore, aggregate: &str) -> Vec<String> {
+    let f = format!(r#"{{"queries":[{{"aggregate":"{aggregate}"}}]}}"#);
+    payloads(&s.filter(js(&f), JsValue::UNDEFINED).await.unwrap())
+}
+
+#[wasm_bindgen_test]
+async fn payloads_are_sealed_on_disk_and_read_back_everywhere() {
+    let name = "enc-round-trip";
+    let Some(s) = fresh(name).await else { return };
+    let (seen, on_event) = {
+        let seen = Array::new();
+        let f = js_sys::Function::new_with_args("seen", "return (e) => { seen.push(e); }")
+            .call1(&JsValue::NULL, &seen)
+            .unwrap();
+        (seen, f)
+    };
+    let _unsub = s
+        .subscribe(JsValue::UNDEFINED, on_event, JsValue::UNDEFINED)
+        .unwrap();
+    let pushed = s
+        .push(js(&format!(
+            "[{},{}]",
+            entry("user.a", 3),
+            entry("user.b", 2)
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        payloads(&pushed)[0],
+        r#"{"i":0,"secret":"MARK-user.a-0"}"#,
+        "push returns plaintext"
+    );
+    let raw = raw_records(name).await;
+    assert!(!raw.contains("MARK-"), "no payload in the clear: {raw}");
+    assert!(raw.contains(r#"\"sealed\":\""#), "{raw}");
+    assert!(
+        raw.contains(r#"{\"format\":1,\"vault\":\"opfs\"}"#),
+        "the flag: {raw}"
+    );
+    assert_eq!(of(&s, "user.a").await.len(), 3);
+    assert_eq!(
+        of(&s, "user.b").await[1],
+        r#"{"i":1,"secret":"MARK-user.b-1"}"#
+    );
+    // A reducer, get, and a subscription see plaintext too.
+    let total = Array::new();
+    let reducer = js_sys::Function::new_with_args("t", "return (e) => t.push(e.payload.secret)")
+        .call1(&JsValue::NULL, &total)
+        .unwrap();
+    s.filter(JsValue::UNDEFINED, reducer).await.unwrap();
+    assert_eq!(total.length(), 5);
+    let id = get(&Array::from(&pushed).get(4), "id");
+    let one = s.get(id).await.unwrap();
+    assert_eq!(
+        JSON::stringify(&get(&one, "payload")).unwrap(),
+        r#"{"i":1,"secret":"MARK-user.b-1"}"#
+    );
+    for _ in 0..100 {
+        if seen.length() >= 5 {
+            break;
+        }
+        JsFuture::from(Promise::new(&mut |ok, _| {
+            web_sys_timeout(&ok);
+        }))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        payloads(&seen.clone().into())[3],
+        r#"{"i":0,"secret":"MARK-user.b-0"}"#
+    );
+    // Folded records are sealed too, and still read.
+    s.fold_all(1000).await.unwrap();
+    assert!(!raw_records(name).await.contains("MARK-"));
+    assert_eq!(
+        of(&s, "user.a").await[2],
+        r#"{"i":2,"secret":"MARK-user.a-2"}"#
+    );
+    // Forget: all of user.a, one event of user.b.
+    let n = s
+        .forget(js(r#"{"queries":[{"aggregate":"user.a"}]}"#))
+        .await
+        .unwrap();
+    assert_eq!(n, 3.0);
+    s.close();
+    let again = EventStore::open(name.into(), encrypted()).await.unwrap();
+    assert_eq!(of(&again, "user.a").await, vec!["null"; 3]);
+    assert_eq!(
+        of(&again, "user.b").await[1],
+        r#"{"i":1,"secret":"MARK-user.b-1"}"#
+    );
+    again.close();
+    EventStore::delete_store(name.into()).await.unwrap();
+}
+
+fn web_sys_timeout(ok: &js_sys::Function) {
+    let set: js_sys::Function = get(&js_sys::global(), "setTimeout").unchecked_into();
+    set.call2(&JsValue::NULL, ok, &10.into()).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_partial_forget_keeps_the_rest_readable_under_a_new_key() {
+    let name = "enc-partial";
+    let Some(s) = fresh(name).await else { return };
+    s.push(js(&format!("[{}]", entry("order.x", 1))))
+        .await
+        .unwrap();
+    s.push(js(r#"[{"aggregate":"order.x","commands":[{"action":"order.x.noted","payload":{"secret":"MARK-keep"}}]}]"#))
+        .await
+        .unwrap();
+    let n = s
+        .forget(js(r#"{"queries":[{"subjects":"order.x.e"}]}"#))
+        .await
+        .unwrap();
+    assert_eq!(n, 1.0);
+    assert_eq!(
+        of(&s, "order.x").await,
+        vec!["null".to_owned(), r#"{"secret":"MARK-keep"}"#.to_owned()]
+    );
+    let raw = raw_records(name).await;
+    // The shred entry (the JSON text `["order.x"]` in the sync store) is gone.
+    assert!(
+        !raw.contains(SHRED_ENTRY),
+        "the shred cleared its entry: {raw}"
+    );
+    s.close();
+    let again = EventStore::open(name.into(), encrypted()).await.unwrap();
+    assert_eq!(of(&again, "order.x").await[1], r#"{"secret":"MARK-keep"}"#);
+    again.close();
+    EventStore::delete_store(name.into()).await.unwrap();
+}
+
+/// The `"shred"` entry of `order.x`, as `raw_records` shows it.
+const SHRED_ENTRY: &str = r#""[\"order.x\"]""#;
+
+#[wasm_bindgen_test]
+async fn a_shred_left_unfinished_is_finished_by_the_next_open() {
+    let name = "enc-shred-left";
+    let Some(s) = fresh(name).await else { return };
+    s.push(js(&format!("[{}]", entry("order.x", 2))))
+        .await
+        .unwrap();
+    // The test hook: the forget commits, its keys are not destroyed (as a
+    // tab closed before the shred ended).
+    s.keep_keys();
+    s.forget(js(r#"{"queries":[{"aggregate":"order.x"}]}"#))
+        .await
+        .unwrap();
+    assert!(
+        raw_records(name).await.contains(SHRED_ENTRY),
+        "the forget wrote its shred entry"
+    );
+    s.close();
+    let again = EventStore::open(name.into(), encrypted()).await.unwrap();
+    assert!(
+        !raw_records(name).await.contains(SHRED_ENTRY),
+        "the open finished the shred"
+    );
+    assert_eq!(of(&again, "order.x").await, vec!["null"; 2]);
+    again.close();
+    EventStore::delete_store(name.into()).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn the_option_must_match_the_store() {
+    let name = "enc-flag";
+    let Some(s) = fresh(name).await else { return };
+    s.push(js(&format!("[{}]", entry("a.b", 1)))).await.unwrap();
+    s.close();
+    let e = EventStore::open(name.into(), None).await.err().unwrap();
+    assert_eq!(code(&e), "INVALID_ARGUMENT");
+    assert!(
+        message(&e).contains("enc-flag") && message(&e).contains("encryption: true"),
+        "{}",
+        message(&e)
+    );
+    let e = EventStore::open(
+        name.into(),
+        Some(js(r#"{"encryption":"yes"}"#).unchecked_into()),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(code(&e), "INVALID_ARGUMENT");
+    // The vault gone: the keys are lost.
+    remove_vault(name).await;
+    let e = EventStore::open(name.into(), encrypted())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&e), "DATA_LOST", "{}", message(&e));
+    assert!(message(&e).contains("keys are lost"), "{}", message(&e));
+    // A store with unencrypted events cannot be opened with the option.
+    let plain_name = "enc-flag-plain";
+    EventStore::delete_store(plain_name.into()).await.unwrap();
+    let plain = EventStore::open(plain_name.into(), None).await.unwrap();
+    plain
+        .push(js(&format!("[{}]", entry("a.b", 1))))
+        .await
+        .unwrap();
+    plain.close();
+    let e = EventStore::open(plain_name.into(), encrypted())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&e), "INVALID_ARGUMENT");
+    assert!(
+        message(&e).contains("without encryption"),
+        "{}",
+        message(&e)
+    );
+    EventStore::delete_store(plain_name.into()).await.unwrap();
+    EventStore::delete_store(name.into()).await.unwrap();
+}
