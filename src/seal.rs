@@ -127,6 +127,12 @@ impl Keyring {
         self.ciphers.insert(slot, None);
     }
 
+    /// Forgets which slot each aggregate seals under (another tab rotated
+    /// keys: they are asked of the vault again); keys stay known.
+    pub fn forget_live(&mut self) {
+        self.live.clear();
+    }
+
     /// Slot `slot` was retired (rotated): it still opens, but no longer seals.
     pub fn retired(&mut self, slot: u32) {
         self.live.retain(|_, s| *s != slot);

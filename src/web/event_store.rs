@@ -7,7 +7,7 @@ use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::fold::{fold_once, Folder};
-use super::idb::{Database, IdbStorage, ENCRYPTION_KEY};
+use super::idb::{Database, IdbStorage, ENCRYPTION_KEY, FENCE_KEY};
 use super::interop::{self, js_error};
 use super::live::Live;
 use super::marker::{self as opfs, Keeper};
@@ -646,40 +646,54 @@ impl EventStore {
     async fn push_inner(&self, entries: &JsValue) -> Result<JsValue> {
         self.storage.0.check_open()?;
         let entries = interop::push_entries(entries)?;
-        if let Some(sealer) = self.storage.0.sealer() {
-            // Every key the push seals with, before its transaction starts.
-            sealer
-                .ensure(entries.iter().map(|e| e.aggregate.as_str()))
-                .await?;
-        }
         let count: usize = entries.iter().map(|e| e.commands.len()).sum();
         let now = js_sys::Date::now() as u64;
         // Random bits for every id of the push, drawn in one call. A push
-        // redone after a failed guess (see `engine::push`) takes the same
-        // bits again: the ids of the aborted attempt were never stored.
+        // redone (after a failed guess, see `engine::push`, or a moved
+        // shred fence) takes the same bits again: the ids of the aborted
+        // attempt were never stored.
         let mut random = vec![0u8; count * 10];
         interop::random_bytes(&mut random)?;
-        let mut used = 0;
-        let new_id = || {
-            if used + 10 > random.len() {
-                used = 0;
+        let mut tries = 0;
+        let (batches, events) = loop {
+            let sealer = self.storage.0.sealer();
+            if let Some(sealer) = &sealer {
+                // Every key the push seals with, before its transaction starts.
+                sealer
+                    .ensure(entries.iter().map(|e| e.aggregate.as_str()))
+                    .await?;
             }
-            let mut bytes = [0u8; 10];
-            bytes.copy_from_slice(&random[used..used + 10]);
-            used += 10;
-            uuid::Builder::from_unix_timestamp_millis(now, &bytes)
-                .into_uuid()
-                .to_string()
+            let mut used = 0;
+            let new_id = || {
+                if used + 10 > random.len() {
+                    used = 0;
+                }
+                let mut bytes = [0u8; 10];
+                bytes.copy_from_slice(&random[used..used + 10]);
+                used += 10;
+                uuid::Builder::from_unix_timestamp_millis(now, &bytes)
+                    .into_uuid()
+                    .to_string()
+            };
+            let push = engine::push(
+                &self.storage,
+                &self.heads,
+                &entries,
+                now,
+                new_id,
+                |tx, _| tx.added_events(),
+            );
+            match push.await {
+                // Undone for a shred elsewhere: again, under the new keys.
+                Err(_) if tries < 2 && sealer.as_ref().is_some_and(|s| s.wants()) => {
+                    if let Some(sealer) = &sealer {
+                        sealer.refresh().await?;
+                    }
+                    tries += 1;
+                }
+                done => break done?,
+            }
         };
-        let push = engine::push(
-            &self.storage,
-            &self.heads,
-            &entries,
-            now,
-            new_id,
-            |tx, _| tx.added_events(),
-        );
-        let (batches, events) = push.await?;
         if let Some(last) = batches.iter().map(|b| b.last_position).max() {
             self.live.committed();
             self.folder.pushed();
@@ -815,6 +829,10 @@ async fn encryption(
         }
     };
     let sealer = Rc::new(sealer);
+    // The shred fence, read before the keys are loaded: keys are then at
+    // least as new as it (see `IdbTx::check_fence`).
+    let fence = storage.0.sync_entry(FENCE_KEY).await.map_err(js_error)?;
+    sealer.set_fence(fence.as_f64().unwrap_or(0.0));
     if let Err(e) = sealer.preload().await {
         sealer.close();
         return Err(js_error(e));

@@ -39,6 +39,10 @@ const SYNC_KEY: &str = "state";
 pub const ENCRYPTION_KEY: &str = "encryption";
 /// The key of the aggregates whose keys a forget left to shred.
 pub const SHRED_KEY: &str = "shred";
+/// The key of an encrypted store's shred fence: a number that every shred
+/// moves on in the transaction that seals the survivors under their new
+/// slots, and that every encrypted write checks before it commits.
+pub const FENCE_KEY: &str = "fence";
 /// Index on `[aggregate, lastSequence]`, unique.
 pub const BY_AGGREGATE: &str = "aggregate";
 /// Unique index on `start`, the first position of a push (on its first
@@ -460,6 +464,13 @@ impl Database {
     /// The [`IdbTx`] of a read-write transaction, awaited to its end by `commit`.
     fn writer(self: &Rc<Self>, tx: IdbTransaction, store: IdbObjectStore) -> IdbTx {
         let done = Some(Completion::new(&tx));
+        // An encrypted store's write reads the shred fence first (see
+        // `IdbTx::check_fence`).
+        let fence_read = self
+            .sealer()
+            .and_then(|_| tx.object_store(SYNC_STORE).ok())
+            .and_then(|s| s.get(&FENCE_KEY.into()).ok())
+            .map(super::request::Request::new);
         IdbTx {
             current: RefCell::new((tx, store)),
             done,
@@ -472,6 +483,9 @@ impl Database {
             appended: RefCell::default(),
             appended_sealed: RefCell::default(),
             forgot: RefCell::default(),
+            fence_bump: Cell::new(false),
+            sealing: Cell::new(false),
+            fence_read: RefCell::new(fence_read),
         }
     }
 
@@ -559,6 +573,9 @@ impl Database {
             appended: RefCell::default(),
             appended_sealed: RefCell::default(),
             forgot: RefCell::default(),
+            fence_bump: Cell::new(false),
+            sealing: Cell::new(false),
+            fence_read: RefCell::new(None),
         })
     }
 }
@@ -801,9 +818,69 @@ pub struct IdbTx {
     appended_sealed: RefCell<Vec<Vec<String>>>,
     /// Aggregates whose payloads this transaction erased (see `Transaction::forgot`).
     forgot: RefCell<std::collections::BTreeSet<String>>,
+    /// This write moves the shred fence on (see [`IdbTx::bump_fence`]).
+    fence_bump: Cell<bool>,
+    /// This write sealed payloads (an encrypted store): it checks the
+    /// shred fence before it commits.
+    sealing: Cell<bool>,
+    /// An encrypted store's write: the shred fence, read as its first request.
+    fence_read: RefCell<Option<super::request::Request>>,
 }
 
 impl IdbTx {
+    /// Makes this write (a shred's, after its rotation) move the shred
+    /// fence on as it commits: writes of other connections that still
+    /// seal under the slots it retired are undone from then on and done
+    /// again under the new ones.
+    pub fn bump_fence(&self) {
+        self.fence_bump.set(true);
+    }
+
+    /// An encrypted store's check before a write commits: the fence is
+    /// where this connection's keyring was valid, or the write is undone
+    /// (`STORAGE`, after [`Sealer::fence_moved`], so that the caller's
+    /// retry asks the vault for live slots again). A shred moves it on.
+    async fn check_fence(&self) -> Result<()> {
+        let Some(sealer) = self.db.sealer() else {
+            return Ok(());
+        };
+        if !self.sealing.get() && !self.fence_bump.get() {
+            // Nothing sealed here: nothing to undo.
+            return Ok(());
+        }
+        // Read first thing in the transaction (see `Database::writer`), so
+        // that it succeeds before a later request can fail and abort it
+        // (a guessed push's `start`), whose own error then stays the one
+        // reported.
+        let Some(read) = self.fence_read.take() else {
+            return Ok(());
+        };
+        let now = read
+            .await
+            .map_err(|e| storage_error(&e))?
+            .as_f64()
+            .unwrap_or(0.0);
+        let store = self
+            .current
+            .borrow()
+            .0
+            .object_store(SYNC_STORE)
+            .map_err(|e| storage_error(&e))?;
+        if now != sealer.fence() {
+            sealer.fence_moved(now);
+            let _ = self.current.borrow().0.abort();
+            return Err(Error::Storage(
+                "encryption: a forget elsewhere gave this store's aggregates new keys while this write sealed under the old ones; it was undone (done again under the new keys)".into(),
+            ));
+        }
+        if self.fence_bump.get() {
+            store
+                .put_with_key(&(now + 1.0).into(), &FENCE_KEY.into())
+                .map_err(|e| storage_error(&e))?;
+        }
+        Ok(())
+    }
+
     /// The public events of a page of [`crate::engine::filter`], as a JS
     /// array: whole batches are expanded in JavaScript straight from their
     /// records, without their text ever crossing into wasm (their events
@@ -1156,6 +1233,7 @@ impl IdbTx {
         let added = published.then_some(&self.added);
         let (json, plain) = match self.db.sealer() {
             Some(sealer) => {
+                self.sealing.set(true);
                 let sealed = sealed(&sealer, batches)?;
                 let plain = match published {
                     true => Some(crate::batch::records_json(batches)?),
@@ -1454,6 +1532,7 @@ impl Transaction for IdbTx {
             // Encrypted: records are cut by their sealed size; the
             // connection keeps (and the push returns) the plaintext ones.
             Some(sealer) => {
+                self.sealing.set(true);
                 let sealed_records = Unfolded::chunk(&sealed(sealer, batches)?);
                 let by_position: HashMap<u64, &Batch> =
                     batches.iter().map(|b| (b.last_position, b)).collect();
@@ -1589,6 +1668,7 @@ impl Transaction for IdbTx {
                 .put_with_key(&text.into(), &SHRED_KEY.into())
                 .map_err(|e| storage_error(&e))?;
         }
+        self.check_fence().await?;
         let tx = self.current.borrow().0.clone();
         let done = self.done.take();
         super::request::commit_early(&tx);
@@ -1597,6 +1677,9 @@ impl Transaction for IdbTx {
         };
         match done.await {
             Ok(()) => {
+                if let (Some(sealer), true) = (self.db.sealer(), self.fence_bump.get()) {
+                    sealer.set_fence(sealer.fence() + 1.0);
+                }
                 // Committed: these keys hold these records until folded.
                 // (Up to a bound: a long import that outruns the fold is
                 // decoded again by the reads that need it, if any.)

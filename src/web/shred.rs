@@ -41,38 +41,34 @@ where
     }
 }
 
-/// Which of `aggregates` still hold a payload.
-async fn survivors(storage: &IdbStorage, aggregates: &[String]) -> Result<Vec<bool>> {
-    let tx = storage.read().await?;
-    let mut out = Vec::with_capacity(aggregates.len());
-    for a in aggregates {
-        let mut any = false;
-        for b in tx.by_aggregate(a, 1).await? {
-            let text = tx.text(&b)?;
-            any |= b.decode_text(&text)?.iter().any(|e| e.payload.is_some());
-        }
-        out.push(any);
-    }
-    Ok(out)
-}
-
-/// Seals the events of `aggregates` again (under their live slots), in one transaction.
-async fn reseal(storage: &IdbStorage, aggregates: &[String]) -> Result<()> {
+/// The fence of a shred (see `IdbTx::check_fence`): in one transaction,
+/// every batch of `aggregates` still holding a payload is sealed again
+/// under its aggregate's live slot (given by the rotation before), and the
+/// fence moves on, so that a write elsewhere that still seals under a
+/// retired slot is undone and done again under the new one. Batches
+/// committed before it are read here; writes after it see the fence.
+async fn fence(storage: &IdbStorage, aggregates: &[String]) -> Result<()> {
     let mut tx = storage.write().await?;
     let mut batches = Vec::new();
     for a in aggregates {
         for b in tx.by_aggregate(a, 1).await? {
             // Read records hold their text back until asked (`text`).
             let events = tx.text(&b)?.into_owned();
-            batches.push(crate::batch::Batch { events, ..b });
+            if b.decode_text(&events)?.iter().any(|e| e.payload.is_some()) {
+                batches.push(crate::batch::Batch { events, ..b });
+            }
         }
     }
     tx.put(&batches)?;
+    tx.bump_fence();
     tx.commit().await
 }
 
-/// Finishes the shred the `"shred"` entry lists, if any (see the module).
-/// `destroy: false` (a test hook) rotates and seals again but keeps the old keys.
+/// Finishes the shred the `"shred"` entry lists, if any (see the module):
+/// every listed aggregate gets a new live slot, the fence seals its
+/// surviving payloads under it, then the old slots are destroyed (an
+/// aggregate whose events are all forgotten has none to seal again).
+/// `destroy: false` (a test hook) keeps the old keys.
 pub async fn run(storage: &IdbStorage, destroy: bool) -> Result<()> {
     let Some(sealer) = storage.0.sealer() else {
         return Ok(());
@@ -81,18 +77,11 @@ pub async fn run(storage: &IdbStorage, destroy: bool) -> Result<()> {
         return Ok(());
     };
     let aggregates = crate::seal::shred_entry(&text)?;
-    let alive = keyed(storage, || survivors(storage, &aggregates)).await?;
-    let (partial, whole): (Vec<_>, Vec<_>) = aggregates.iter().zip(alive).partition(|(_, a)| *a);
-    let partial: Vec<String> = partial.into_iter().map(|(a, _)| a.clone()).collect();
-    let whole: Vec<String> = whole.into_iter().map(|(a, _)| a.clone()).collect();
-    if !partial.is_empty() {
-        sealer.rotate(&partial).await?;
-        keyed(storage, || reseal(storage, &partial)).await?;
-    }
+    sealer.rotate(&aggregates).await?;
+    keyed(storage, || fence(storage, &aggregates)).await?;
     if !destroy {
         return Ok(());
     }
-    sealer.shred(&whole, false).await?;
-    sealer.shred(&partial, true).await?;
+    sealer.shred(&aggregates, true).await?;
     storage.0.shredded(&aggregates).await
 }

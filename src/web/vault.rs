@@ -3,7 +3,7 @@
 //! the connection's [`Keyring`] and seals and unseals events text for the
 //! IndexedDB backend (`idb.rs`) synchronously.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -95,6 +95,13 @@ pub struct Sealer {
     ring: RefCell<Keyring>,
     /// Random bytes for nonces and how many are used.
     nonces: RefCell<(Vec<u8>, usize)>,
+    /// The store's shred fence (the `"fence"` entry of the `sync` store)
+    /// as of the keyring's live slots: a write transaction commits only
+    /// while the entry still holds it (see `docs/privacy.md`, "Fence").
+    fence: Cell<f64>,
+    /// The entry's newer value, seen by a write that was undone for it:
+    /// the next [`Sealer::refresh`] asks the vault for live slots again.
+    moved: Cell<Option<f64>>,
 }
 
 impl Sealer {
@@ -111,6 +118,8 @@ impl Sealer {
             vault,
             ring: RefCell::new(Keyring::new()),
             nonces: RefCell::new((Vec::new(), 0)),
+            fence: Cell::new(0.0),
+            moved: Cell::new(None),
         })
     }
 
@@ -263,17 +272,44 @@ impl Sealer {
         self.learn_live(&found)
     }
 
-    /// Whether a seal or unseal lacked a key since the last refresh.
-    pub fn wants(&self) -> bool {
-        self.ring.borrow().wants()
+    /// The shred fence the keyring's live slots are valid at.
+    pub fn fence(&self) -> f64 {
+        self.fence.get()
     }
 
-    /// Fetches what the last seals and unseals lacked; whether anything was
-    /// (the caller then does its work again).
+    /// The keyring's live slots are valid at fence `value` (read before
+    /// they were loaded, or written by this connection's own shred).
+    pub fn set_fence(&self, value: f64) {
+        self.fence.set(value);
+    }
+
+    /// A write found the fence at `value`, not at [`Sealer::fence`]: a
+    /// shred elsewhere rotated keys this connection may still seal under.
+    pub fn fence_moved(&self, value: f64) {
+        self.moved.set(Some(value));
+    }
+
+    /// Whether a seal or unseal lacked a key, or a write met a moved
+    /// fence, since the last refresh.
+    pub fn wants(&self) -> bool {
+        self.moved.get().is_some() || self.ring.borrow().wants()
+    }
+
+    /// Fetches what the last seals and unseals lacked, and after a moved
+    /// fence forgets every live slot (asked of the vault again by the
+    /// next [`Sealer::ensure`] or seal); whether anything was (the caller
+    /// then does its work again).
     pub async fn refresh(&self) -> Result<bool> {
+        let moved = self.moved.take();
+        if let Some(value) = moved {
+            // Live slots fetched from now on are at least as new as the
+            // rotation that moved the fence (a shred rotates first).
+            self.ring.borrow_mut().forget_live();
+            self.fence.set(value);
+        }
         let wanted = self.ring.borrow().take_wanted();
         if wanted.is_empty() {
-            return Ok(false);
+            return Ok(moved.is_some());
         }
         if !wanted.aggregates.is_empty() {
             self.ensure(wanted.aggregates.iter().map(String::as_str))

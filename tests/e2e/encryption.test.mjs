@@ -285,3 +285,45 @@ test("a shred a closed tab left (forget committed, keys not yet destroyed) is fi
   assert.deepEqual(read.out.filter(([a]) => a === "user.gone").map(([, p]) => p), [null, null, null], "the keys are destroyed: old records no longer open");
   assert.deepEqual(read.out.filter(([a]) => a === "user.kept").map(([, p]) => p), [`${tag}-user.kept-0`, `${tag}-user.kept-1`]);
 });
+
+test("a push sealed under a key a forget elsewhere is destroying is undone and done again under the new key, never lost (the shred fence)", { timeout: TIMEOUT }, async () => {
+  const page = await env.newPage();
+  const result = await page.evaluate(async (name) => {
+    // The second connection never hears of the first one's rotations and
+    // destroys (the vault's broadcasts are dropped): it seals under the
+    // key it knew, as a tab whose message has not arrived yet would.
+    const post = BroadcastChannel.prototype.postMessage;
+    BroadcastChannel.prototype.postMessage = function (message) {
+      if (this.name.startsWith("eventstore-wasm:vault:")) return;
+      return post.call(this, message);
+    };
+    try {
+      const a = await EventStore.open(name, { encryption: true });
+      const b = await EventStore.open(name, { encryption: true });
+      const one = (aggregate, text) => [{ aggregate, commands: [{ action: `${aggregate}.noted`, payload: { text } }] }];
+      await a.push(one("user.part", "p1"));
+      await a.push(one("user.part", "p2"));
+      await b.push(one("user.part", "p3")); // b now seals user.part under its key
+      await a.push(one("user.whole", "w1"));
+      await b.push(one("user.whole", "w2"));
+      // Part of user.part, all of user.whole: both keys are destroyed.
+      await a.forget({ queries: [{ aggregate: "user.part", sequence: { from: 1, to: 2 } }] });
+      await a.forget({ queries: [{ aggregate: "user.whole" }] });
+      // b still holds the destroyed keys as live ones.
+      await b.push(one("user.part", "p4"));
+      await b.push(one("user.whole", "w3"));
+      const read = async (store) => (await store.filter({ queries: [{ aggregate: "user.>" }] }))
+        .map((e) => `${[e.aggregate].flat().join(".")}:${e.sequence}:${e.forgotten ? "forgotten" : e.payload?.text}`)
+        .sort();
+      const c = await EventStore.open(name, { encryption: true });
+      const out = { a: await read(a), b: await read(b), c: await read(c) };
+      a.close(); b.close(); c.close();
+      return out;
+    } finally {
+      BroadcastChannel.prototype.postMessage = post;
+    }
+  }, uniqueName("enc-fence"));
+  const want = ["user.part:1:forgotten", "user.part:2:p2", "user.part:3:p3", "user.part:4:p4", "user.whole:1:forgotten", "user.whole:2:forgotten", "user.whole:3:w3"];
+  for (const who of ["a", "b", "c"]) assert.deepEqual(result[who], want, `read by ${who}`);
+  await page.close();
+});
