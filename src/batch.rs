@@ -63,6 +63,18 @@ pub struct StoredEvent<'a> {
 }
 
 impl Batch {
+    /// The same batch (key, aggregate, sequences, time, actions) holding
+    /// `events` as its events text: a rewrite (forget) or another form of
+    /// the same events (sealed, opened).
+    pub fn with_events(&self, events: String) -> Batch {
+        Batch {
+            events,
+            aggregate: self.aggregate.clone(),
+            actions: self.actions.clone(),
+            ..*self
+        }
+    }
+
     /// Number of events in the batch.
     pub fn len(&self) -> u64 {
         (self.last_sequence + 1).saturating_sub(self.first_sequence)

@@ -544,13 +544,12 @@ pub async fn forget<S: Storage>(
             }
             if erased > before {
                 tx.forgot(&batch.aggregate);
-                changed.push(Batch {
-                    events: serde_json::to_string(&events)
-                        .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?,
-                    aggregate: batch.aggregate.clone(),
-                    actions: batch.actions.clone(),
-                    ..*batch
-                });
+                changed.push(
+                    batch.with_events(
+                        serde_json::to_string(&events)
+                            .map_err(|e| Error::Storage(format!("cannot encode batch: {e}")))?,
+                    ),
+                );
             }
         }
         tx.put(&changed)?;

@@ -9,20 +9,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
+mod browser;
+use browser::{code, get, js};
+
 wasm_bindgen_test_configure!(run_in_browser);
-
-fn js(json: &str) -> JsValue {
-    JSON::parse(json).unwrap()
-}
-
-fn get(v: &JsValue, key: &str) -> JsValue {
-    Reflect::get(v, &key.into()).unwrap()
-}
-
-fn code(err: &JsValue) -> String {
-    assert!(err.is_instance_of::<js_sys::Error>(), "an Error instance");
-    get(err, "code").as_string().unwrap_or_default()
-}
 
 fn field_list(events: &JsValue, key: &str) -> Vec<String> {
     Array::from(events)

@@ -396,8 +396,7 @@ impl Database {
             let r = if left.is_empty() {
                 store.delete(&SHRED_KEY.into()).map(drop)
             } else {
-                let none: [String; 0] = [];
-                let text = crate::seal::shred_list(None, left.iter().chain(none.iter()))?;
+                let text = crate::seal::shred_list(None, &left)?;
                 store
                     .put_with_key(&text.into(), &SHRED_KEY.into())
                     .map(drop)
@@ -896,12 +895,9 @@ impl IdbTx {
                     // one of an unfolded record has its text in wasm.
                     let record = self.held.borrow_mut().remove(&batch.last_position);
                     match record {
-                        Some(record) if sealer.is_some() => {
-                            let text = self.text_of(&record, batch.last_position)?;
-                            let text = match &sealer {
-                                Some(s) => s.unseal(&text)?,
-                                None => text,
-                            };
+                        Some(record) if let Some(sealer) = &sealer => {
+                            let text =
+                                sealer.unseal(&self.text_of(&record, batch.last_position)?)?;
                             parts.push(&whole_part(
                                 batch.last_position as f64,
                                 batch.first_sequence as f64,
@@ -1627,14 +1623,13 @@ impl Transaction for IdbTx {
                 .map_err(|e| storage_error(&e))?;
             let texts = self.db.unfolded_sealed.borrow().get(&record.key).cloned();
             match texts.filter(|t| t.len() == record.batches.len()) {
-                Some(texts) => {
-                    sealed.extend(record.batches.iter().zip(texts.iter()).map(|(b, t)| Batch {
-                        events: t.clone(),
-                        aggregate: b.aggregate.clone(),
-                        actions: b.actions.clone(),
-                        ..*b
-                    }))
-                }
+                Some(texts) => sealed.extend(
+                    record
+                        .batches
+                        .iter()
+                        .zip(texts.iter())
+                        .map(|(b, t)| b.with_events(t.clone())),
+                ),
                 None => batches.extend(record.batches.iter().cloned()),
             }
             folded += 1;
@@ -1735,13 +1730,6 @@ fn get(obj: &JsValue, key: &'static str) -> JsValue {
 fn sealed(sealer: &Sealer, batches: &[Batch]) -> Result<Vec<Batch>> {
     batches
         .iter()
-        .map(|b| {
-            Ok(Batch {
-                events: sealer.seal(&b.aggregate, &b.events)?,
-                aggregate: b.aggregate.clone(),
-                actions: b.actions.clone(),
-                ..*b
-            })
-        })
+        .map(|b| Ok(b.with_events(sealer.seal(&b.aggregate, &b.events)?)))
         .collect()
 }

@@ -55,7 +55,7 @@ async fn fence(storage: &IdbStorage, aggregates: &[String]) -> Result<()> {
             // Read records hold their text back until asked (`text`).
             let events = tx.text(&b)?.into_owned();
             if b.decode_text(&events)?.iter().any(|e| e.payload.is_some()) {
-                batches.push(crate::batch::Batch { events, ..b });
+                batches.push(b.with_events(events));
             }
         }
     }

@@ -90,6 +90,31 @@ const ENGINES = {
 };
 
 /** Engine names to run, from $ENGINES (comma-separated) or the default list. */
+/**
+ * Starts `fn(...args)` in the tab without waiting for it (a call that may
+ * outlast one WebDriver script timeout); {@link finishJob} collects its result.
+ */
+export const startJob = (tab, fn, args = []) =>
+  tab.run((source, args) => {
+    const job = { state: "running" };
+    window.job = job;
+    Promise.resolve()
+      .then(() => (0, eval)(`(${source})`)(...args))
+      .then((value) => Object.assign(job, { state: "done", value }),
+        (e) => Object.assign(job, { state: "failed", error: `${e && e.code ? `[${e.code}] ` : ""}${e && e.message ? e.message : e}` }));
+  }, [String(fn), args]);
+
+/** Polls the tab's job until it settles or `deadline` (ms since epoch) passes. */
+export async function finishJob(tab, deadline, what) {
+  for (;;) {
+    const job = await tab.run(() => window.job);
+    if (job.state === "done") return job.value;
+    if (job.state === "failed") throw new Error(`${what}: ${job.error}`);
+    if (Date.now() > deadline) throw new Error(`${what}: not finished in time (state ${job.state})`);
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+}
+
 export function enginesFromEnv(fallback = ["firefox", "webkit"]) {
   const list = (process.env.ENGINES ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   for (const e of list) if (!ENGINES[e]) throw new Error(`ENGINES: unknown engine ${e} (known: ${Object.keys(ENGINES).join(", ")})`);

@@ -6,7 +6,7 @@
 //   node --test --test-concurrency=1 tests/webdriver/    (after npm run build)
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { launch, enginesFromEnv } from "./client.mjs";
+import { launch, enginesFromEnv, startJob, finishJob } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit", "chromium"]);
@@ -17,28 +17,6 @@ const LIVE = 15; // pushes per pushing tab in the subscription test
 let counter = 0;
 const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
-
-/** Starts `fn(...args)` in the tab without waiting for it; finishJob collects its result. */
-const startJob = (tab, fn, args = []) =>
-  tab.run((source, args) => {
-    const job = { state: "running" };
-    window.job = job;
-    Promise.resolve()
-      .then(() => (0, eval)(`(${source})`)(...args))
-      .then((value) => Object.assign(job, { state: "done", value }),
-        (e) => Object.assign(job, { state: "failed", error: `${e && e.code ? `[${e.code}] ` : ""}${e && e.message ? e.message : e}` }));
-  }, [String(fn), args]);
-
-/** Polls the tab's job until it settles or `deadline` (ms since epoch) passes. */
-async function finishJob(tab, deadline, what) {
-  for (;;) {
-    const job = await tab.run(() => window.job);
-    if (job.state === "done") return job.value;
-    if (job.state === "failed") throw new Error(`${what}: ${job.error}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not finished in time (state ${job.state})`);
-    await sleep(200);
-  }
-}
 
 /** One aggregate's events: sequences 1..n in log order, unique increasing positions, unique ids. */
 function assertGapless(events, n) {

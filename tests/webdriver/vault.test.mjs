@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launch, enginesFromEnv } from "./client.mjs";
+import { launch, enginesFromEnv, startJob, finishJob } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
 import { scanProfile, found } from "../e2e/disk.mjs";
 
@@ -25,28 +25,7 @@ const ENGINES = enginesFromEnv(["firefox", "webkit", "chromium"]);
 
 let counter = 0;
 const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
-/** Starts `fn(...args)` in the tab without waiting; finishJob collects its result. */
-const startJob = (tab, fn, args = []) =>
-  tab.run((source, args) => {
-    const job = { state: "running" };
-    window.job = job;
-    Promise.resolve()
-      .then(() => (0, eval)(`(${source})`)(...args))
-      .then((value) => Object.assign(job, { state: "done", value }),
-        (e) => Object.assign(job, { state: "failed", error: `${e && e.code ? `[${e.code}] ` : ""}${e && e.message ? e.message : e}` }));
-  }, [String(fn), args]);
-
-async function finishJob(tab, deadline, what) {
-  for (;;) {
-    const job = await tab.run(() => window.job);
-    if (job.state === "done") return job.value;
-    if (job.state === "failed") throw new Error(`${what}: ${job.error}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not finished in time (state ${job.state})`);
-    await sleep(100);
-  }
-}
 
 const OPFS_FEATURES = ["StorageAPI", "FileSystem", "AccessHandle"];
 const RUNS = ENGINES.flatMap((engine) =>
