@@ -15,11 +15,13 @@
 // Sync access handles exist only in dedicated workers: in a window the
 // vault starts a worker of its own from a Blob URL made of `vaultCore`'s
 // source (no file for the app to serve); in a dedicated worker it runs
-// `vaultCore` in that worker. Either way every operation takes the Web Lock
-// `eventstore-wasm:vault:<name>`, opens the file's sync access handle,
-// reads or writes, flushes, and closes the handle before the lock is
-// released, so that tabs and workers take turns (a sync access handle is
-// exclusive per file).
+// `vaultCore` in that worker. Either way operations take the Web Lock
+// `eventstore-wasm:vault:<name>` and open the file's sync access handle,
+// so that tabs and workers take turns (a sync access handle is exclusive
+// per file); every write is flushed before its operation resolves. Lock
+// and handle are kept for the next operation while operations keep coming,
+// given back when another context asks, after 50 ms idle or 200 ms
+// held (see "Sessions" below).
 
 /** Raises an Error with `code` (SPEC section 6) and extra fields. */
 const fail = (code, message, extra) => Object.assign(new Error(message), { code }, extra);
@@ -159,40 +161,177 @@ export function vaultCore(scope) {
     }
   }
 
-  /** One batch under the lock with the file's handle open; `fn(handle)`. */
-  async function withFile(name, create, fn) {
+  /*
+   * Sessions. Taking the lock and opening the file's sync access handle
+   * (then checking its header) cost about 2 ms in Chromium, more than most
+   * operations themselves, and a push that meets new aggregates asks for
+   * keys every time. So the lock and the open handle are kept between
+   * operations while this context keeps using them. They are given back
+   * as soon as another context asks for them (a message on a
+   * BroadcastChannel, sent before it waits for the lock; the holder ends
+   * its session when its current operation is done), after LINGER_MS
+   * idle, and after HOLD_MS in any case.
+   */
+  const LINGER_MS = 50;
+  const HOLD_MS = 200;
+  /** name -> { h, release, since, busy, wanted, timer }: a file held between operations. */
+  const sessions = new Map();
+  /** name -> the tail of its operations, which run one at a time. */
+  const queues = new Map();
+  /** name -> the BroadcastChannel on which contexts ask each other for the vault. */
+  const turns = new Map();
+
+  /** The channel of vault `name` on which a context waiting for it says so. */
+  function turnChannel(name) {
+    if (typeof scope.BroadcastChannel !== "function") return null;
+    let c = turns.get(name);
+    if (!c) {
+      c = new scope.BroadcastChannel(`eventstore-wasm:vault-turn:${name}`);
+      c.onmessage = () => {
+        const s = sessions.get(name);
+        if (!s) return;
+        if (s.busy) s.wanted = true;
+        else enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined));
+      };
+      turns.set(name, c);
+    }
+    return c;
+  }
+
+  /** Runs `task` after every operation on vault `name` queued before it. */
+  function enqueue(name, task) {
+    const run = (queues.get(name) ?? Promise.resolve()).then(task);
+    const tail = run.catch(() => {});
+    queues.set(name, tail);
+    tail.then(() => {
+      if (queues.get(name) === tail) queues.delete(name);
+    });
+    return run;
+  }
+
+  /** Takes the vault's Web Lock until the returned function is called. */
+  function acquire(name) {
+    const locks = scope.navigator.locks;
+    if (!locks || typeof locks.request !== "function") return Promise.resolve(() => {});
+    return new Promise((granted, failed) => {
+      locks.request(`eventstore-wasm:vault:${name}`, () => new Promise((release) => granted(release))).catch(failed);
+    });
+  }
+
+  /** Closes the session of vault `name`, if any: the handle, then the lock. */
+  async function endSession(name) {
+    const s = sessions.get(name);
+    if (!s) return;
+    sessions.delete(name);
+    clearTimeout(s.timer);
+    slotsOf.get(s.h)?.bytes.fill(0);
+    slotsOf.delete(s.h);
+    try {
+      await s.h.close();
+    } finally {
+      s.release();
+    }
+  }
+
+  /** One batch with the file's handle open, under the lock; `fn(handle)`. */
+  function withFile(name, create, fn) {
     const why = supported();
-    if (why) throw error("STORAGE", `vault: ${why}; the key vault of an encrypted store needs it`, { reason: "unsupported" });
-    return locked(name, async () => {
-      const file = await fileHandle(name, create);
-      const h = await accessHandle(file, name);
+    if (why) return Promise.reject(error("STORAGE", `vault: ${why}; the key vault of an encrypted store needs it`, { reason: "unsupported" }));
+    return enqueue(name, async () => {
+      let s = sessions.get(name);
+      if (s) clearTimeout(s.timer);
+      else {
+        turnChannel(name)?.postMessage("want");
+        const release = await acquire(name);
+        try {
+          const file = await fileHandle(name, create);
+          const h = await accessHandle(file, name);
+          try {
+            await header(h, name);
+          } catch (e) {
+            await h.close();
+            throw e;
+          }
+          s = { h, release, since: performance.now(), busy: false, wanted: false, timer: 0 };
+          sessions.set(name, s);
+        } catch (e) {
+          release();
+          throw e;
+        }
+      }
+      s.busy = true;
       try {
-        await header(h, name);
-        return await fn(h);
-      } finally {
-        await h.close();
+        const out = await fn(s.h);
+        s.busy = false;
+        if (s.wanted || performance.now() - s.since >= HOLD_MS) await endSession(name);
+        else {
+          s.timer = setTimeout(() => {
+            if (!s.busy && sessions.get(name) === s) enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined));
+          }, LINGER_MS);
+        }
+        return out;
+      } catch (e) {
+        await endSession(name);
+        throw e;
       }
     });
   }
 
-  /** SHA-256 of each name's UTF-8, as hex strings. */
+  /** SHA-256 of each name's UTF-8 (Uint8Arrays). */
   const hashes = (names) =>
-    Promise.all(names.map(async (n) => [...new Uint8Array(await scope.crypto.subtle.digest("SHA-256", new TextEncoder().encode(n)))]));
-  const hex = (bytes) => bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+    Promise.all(names.map(async (n) => new Uint8Array(await scope.crypto.subtle.digest("SHA-256", new TextEncoder().encode(n)))));
+  /**
+   * A hash's bytes as a Map key: a string of one char per byte (a vault of
+   * thousands of slots is indexed in well under a millisecond; hex strings
+   * made byte by byte took 4 ms per 1,000 slots).
+   */
+  const hashKey = (bytes) => String.fromCharCode.apply(null, bytes);
+  /** The hash key of slot `s` of every slot's `bytes`. */
+  const slotHash = (bytes, s) => hashKey(bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY));
 
-  /** Every slot's bytes (one read). */
+  /**
+   * Every slot's bytes as read by the session holding `h`: read once per
+   * session, then kept up to date by put() (nobody else writes while the
+   * session holds the lock), and zeroed when the session ends.
+   */
+  const slotsOf = new WeakMap();
+
+  /** Every slot's bytes, { count, bytes } (one read per session). */
   async function allSlots(h) {
+    const known = slotsOf.get(h);
+    if (known) return known;
     const count = slotCount(await h.getSize());
     const bytes = new Uint8Array(count * SLOT);
     h.read(bytes, { at: HEADER });
-    return { count, bytes };
+    const all = { count, bytes };
+    slotsOf.set(h, all);
+    return all;
+  }
+
+  /** Writes `bytes` at file offset `at` (past the header), and into the session's copy of the slots. */
+  function put(h, bytes, at) {
+    const written = h.write(bytes, { at });
+    if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+    const all = slotsOf.get(h);
+    if (!all) return;
+    const from = at - HEADER;
+    const to = from + bytes.length;
+    if (to > all.bytes.length) {
+      const count = Math.ceil(to / SLOT);
+      const grown = new Uint8Array(count * SLOT);
+      grown.set(all.bytes);
+      all.bytes.fill(0);
+      all.bytes = grown;
+      all.count = count;
+    }
+    all.bytes.set(bytes, from);
   }
 
   /** Hex hash -> live slot, from every slot's bytes. */
   function liveSlots({ count, bytes }) {
     const live = new Map();
     for (let s = 0; s < count; s++) {
-      if (bytes[s * SLOT] === LIVE) live.set(hex([...bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY)]), s);
+      if (bytes[s * SLOT] === LIVE) live.set(slotHash(bytes, s), s);
     }
     return live;
   }
@@ -205,10 +344,11 @@ export function vaultCore(scope) {
       scope.crypto.getRandomValues(bytes.subarray(i * SLOT + 1, i * SLOT + 1 + KEY));
       bytes.set(hash, i * SLOT + HASH);
     });
-    const written = h.write(bytes, { at: HEADER + first * SLOT });
-    if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+    put(h, bytes, HEADER + first * SLOT);
     await h.flush();
-    return list.map((_, i) => bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY));
+    const keys = list.map((_, i) => bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY));
+    bytes.fill(0);
+    return keys;
   }
 
   const ops = {
@@ -225,15 +365,15 @@ export function vaultCore(scope) {
         const out = [];
         const missing = [];
         aggregates.forEach((a, i) => {
-          const slot = live.get(hex(hs[i]));
+          const slot = live.get(hashKey(hs[i]));
           if (slot === undefined) missing.push(i);
           else out.push([a, slot, all.bytes.slice(slot * SLOT + 1, slot * SLOT + 1 + KEY)]);
         });
         if (create && missing.length > 0) {
-          const keys = await appendSlots(h, all.count, missing.map((i) => hs[i]));
-          missing.forEach((i, k) => out.push([aggregates[i], all.count + k, keys[k]]));
+          const first = all.count; /* appendSlots grows `all` */
+          const keys = await appendSlots(h, first, missing.map((i) => hs[i]));
+          missing.forEach((i, k) => out.push([aggregates[i], first + k, keys[k]]));
         }
-        all.bytes.fill(0);
         return out;
       }),
 
@@ -247,7 +387,6 @@ export function vaultCore(scope) {
           if (status === LIVE || status === RETIRED) return [s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)];
           return [s, status === DESTROYED ? null : undefined];
         });
-        all.bytes.fill(0);
         return out;
       }),
 
@@ -261,7 +400,6 @@ export function vaultCore(scope) {
           if (status === LIVE || status === RETIRED) out.push([s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)]);
           else if (status === DESTROYED) out.push([s, null]);
         }
-        all.bytes.fill(0);
         return out;
       }),
 
@@ -271,7 +409,7 @@ export function vaultCore(scope) {
      */
     shred: (name, aggregates, retiredOnly) =>
       withFile(name, false, async (h) => {
-        const wanted = new Set((await hashes(aggregates)).map(hex));
+        const wanted = new Set((await hashes(aggregates)).map(hashKey));
         const all = await allSlots(h);
         const dead = new Uint8Array(SLOT);
         dead[0] = DESTROYED;
@@ -279,11 +417,10 @@ export function vaultCore(scope) {
         for (let s = 0; s < all.count; s++) {
           const status = all.bytes[s * SLOT];
           if (status !== RETIRED && (retiredOnly || status !== LIVE)) continue;
-          if (!wanted.has(hex([...all.bytes.subarray(s * SLOT + HASH, s * SLOT + HASH + KEY)]))) continue;
-          h.write(dead, { at: HEADER + s * SLOT });
+          if (!wanted.has(slotHash(all.bytes, s))) continue;
+          put(h, dead, HEADER + s * SLOT);
           done.push(s);
         }
-        all.bytes.fill(0);
         await h.flush();
         return done;
       }),
@@ -297,11 +434,11 @@ export function vaultCore(scope) {
         const hs = await hashes(aggregates);
         const all = await allSlots(h);
         const live = liveSlots(all);
-        all.bytes.fill(0);
-        const olds = hs.map((hash) => live.get(hex(hash)) ?? null);
-        for (const old of olds) if (old !== null) h.write(new Uint8Array([RETIRED]), { at: HEADER + old * SLOT });
-        const keys = await appendSlots(h, all.count, hs);
-        return aggregates.map((a, i) => [a, all.count + i, keys[i], olds[i]]);
+        const olds = hs.map((hash) => live.get(hashKey(hash)) ?? null);
+        for (const old of olds) if (old !== null) put(h, new Uint8Array([RETIRED]), HEADER + old * SLOT);
+        const first = all.count; /* appendSlots grows `all` */
+        const keys = await appendSlots(h, first, hs);
+        return aggregates.map((a, i) => [a, first + i, keys[i], olds[i]]);
       }),
 
 
@@ -318,8 +455,7 @@ export function vaultCore(scope) {
           scope.crypto.getRandomValues(bytes.subarray(i * SLOT + 1, i * SLOT + 1 + KEY));
         }
         try {
-          const written = h.write(bytes, { at: HEADER + first * SLOT });
-          if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+          put(h, bytes, HEADER + first * SLOT);
           await h.flush();
           const out = [];
           for (let i = 0; i < n; i++) out.push({ slot: first + i, key: await importKey(bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY)) });
@@ -361,7 +497,7 @@ export function vaultCore(scope) {
         const done = [];
         for (const slot of slots) {
           if (slot >= count) continue;
-          h.write(dead, { at: HEADER + slot * SLOT });
+          put(h, dead, HEADER + slot * SLOT);
           done.push(slot);
         }
         await h.flush();
@@ -372,6 +508,7 @@ export function vaultCore(scope) {
     delete: async (name) => {
       const why = supported();
       if (why) throw error("STORAGE", `vault: ${why}`, { reason: "unsupported" });
+      await enqueue(name, () => endSession(name));
       return locked(name, async () => {
         const root = await scope.navigator.storage.getDirectory();
         let dir;

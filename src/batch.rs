@@ -60,6 +60,43 @@ pub struct StoredEvent<'a> {
     /// pulled); absent while pending and in stores that never synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<u64>,
+    /// An encrypted store's payload as stored (`crate::seal`), in text
+    /// read for matching ([`crate::storage::Transaction::text_to_match`]):
+    /// opened by [`crate::storage::Transaction::open`] once the event matches.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Cow<'a, str>>,
+}
+
+/// The payload of an event decoded with its payload still sealed, opened
+/// ([`crate::storage::Transaction::open`]).
+#[derive(Debug)]
+pub enum Opened {
+    /// The event was not sealed: it is read as decoded.
+    Clear,
+    /// The payload's plaintext.
+    Payload(Box<RawValue>),
+    /// Its key was destroyed (crypto-shredded): the event reads as forgotten.
+    Forgotten,
+}
+
+impl Opened {
+    /// `event` as read: its payload in the clear.
+    pub fn apply<'s>(&'s self, event: &'s StoredEvent<'s>) -> Cow<'s, StoredEvent<'s>> {
+        match self {
+            Opened::Clear => Cow::Borrowed(event),
+            Opened::Payload(raw) => Cow::Owned(StoredEvent {
+                payload: Some(raw),
+                sealed: None,
+                ..event.clone()
+            }),
+            Opened::Forgotten => Cow::Owned(StoredEvent {
+                payload: None,
+                sealed: None,
+                forgotten: true,
+                ..event.clone()
+            }),
+        }
+    }
 }
 
 impl Batch {

@@ -300,10 +300,11 @@ fn find<T: Transaction>(tx: &T, batches: Vec<Batch>, id: &str, found: &mut Page)
             tx.release(&batch);
             continue;
         }
-        let text = tx.text(&batch)?;
+        let text = tx.text_to_match(&batch)?;
         let events = batch.decode_text(&text)?;
         if let Some(i) = events.iter().position(|e| e.id == id) {
-            found.push(&batch.event(i, &events[i]))?;
+            let opened = tx.open(&events[i])?;
+            found.push(&batch.event(i, &opened.apply(&events[i])))?;
         }
     }
     Ok(())
@@ -475,12 +476,14 @@ async fn walk<T: Transaction>(
                 remaining -= len;
                 out.whole(tx, batch)?;
             } else {
-                let text = tx.text(&batch)?;
+                // An encrypted store opens the payloads of the events taken only.
+                let text = tx.text_to_match(&batch)?;
                 let events = batch.decode_text(&text)?;
                 for i in in_order(events.len(), reverse) {
                     let position = first + i as u64;
                     if position >= lo && position < hi && matcher.matches(&batch, i, &events[i]) {
-                        out.event(&batch.event(i, &events[i]))?;
+                        let opened = tx.open(&events[i])?;
+                        out.event(&batch.event(i, &opened.apply(&events[i])))?;
                         remaining -= 1;
                         if remaining == 0 {
                             break;

@@ -150,6 +150,7 @@ async fn write<S: Storage>(
                 payload: (!l.forgotten).then_some(l.payload),
                 forgotten: l.forgotten,
                 remote: None,
+                sealed: None,
             },
         });
     }

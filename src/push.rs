@@ -95,6 +95,7 @@ pub fn sequence(
                 payload: Some(&command.payload),
                 forgotten: false,
                 remote: None,
+                sealed: None,
             };
             let json = serde_json::to_string(&stored)
                 .map_err(|e| Error::argument(format!("cannot encode event: {e}")))?;

@@ -23,6 +23,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::batch::{Opened, StoredEvent};
 use crate::error::{Error, Result};
 
 /// The value of the `"encryption"` entry of the `sync` object store.
@@ -319,6 +320,23 @@ pub fn shred_entry(text: &str) -> Result<Vec<String>> {
 }
 
 impl Keyring {
+    /// The payload of `event`, decoded from sealed text, opened: its
+    /// plaintext, [`Opened::Forgotten`] when its slot was destroyed,
+    /// [`Opened::Clear`] when it was not sealed. Errors as [`Keyring::unseal`].
+    pub fn open(&self, event: &StoredEvent<'_>) -> Result<Opened> {
+        let Some(sealed) = event.sealed.as_deref() else {
+            return Ok(Opened::Clear);
+        };
+        let Some(plain) = self.open_one(&event.id, sealed)? else {
+            return Ok(Opened::Forgotten);
+        };
+        let text = String::from_utf8(plain)
+            .map_err(|_| Error::Storage("encryption: a decrypted payload is not UTF-8".into()))?;
+        RawValue::from_string(text)
+            .map(Opened::Payload)
+            .map_err(|_| Error::Storage("encryption: a decrypted payload is not JSON".into()))
+    }
+
     /// Opens the sealed value `sealed` (`<slot>:<base64>`) of event `id`:
     /// its plaintext, `None` for a destroyed slot.
     fn open_one(&self, id: &str, sealed: &str) -> Result<Option<Vec<u8>>> {
@@ -426,6 +444,40 @@ mod tests {
     }
 
     const TEXT: &str = r#"[{"id":"e1","action":"user.A.added","revision":1,"payload":{"name":"SECRET"}},{"id":"e2","action":"user.A.renamed","revision":2,"forgotten":true,"remote":4},{"id":"e3","action":"x","revision":1,"payload":"SECRET2","remote":9}]"#;
+
+    #[test]
+    fn opens_the_events_picked_one_by_one() {
+        let r = ring(1);
+        let sealed = r.seal("user.A", TEXT, &mut counter()).expect("seal");
+        let events: Vec<StoredEvent<'_>> = serde_json::from_str(&sealed).expect("decode");
+        let opened: Vec<String> = events
+            .iter()
+            .map(|e| {
+                let o = r.open(e).expect("open");
+                serde_json::to_string(&*o.apply(e)).expect("encode")
+            })
+            .collect();
+        let plain: Vec<StoredEvent<'_>> = serde_json::from_str(TEXT).expect("decode");
+        let want: Vec<String> = plain
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("encode"))
+            .collect();
+        assert_eq!(opened, want);
+        assert!(matches!(r.open(&plain[0]), Ok(Opened::Clear)));
+        // A destroyed slot reads as forgotten; an unknown one is wanted.
+        let mut gone = ring(1);
+        gone.destroyed(3);
+        let o = gone.open(&events[0]).expect("open");
+        assert!(o.apply(&events[0]).forgotten && o.apply(&events[0]).payload.is_none());
+        let empty = Keyring::new();
+        assert!(empty.open(&events[0]).is_err());
+        assert_eq!(empty.take_wanted().slots, BTreeSet::from([3]));
+        // A wrong key or a sealed value moved to another event does not open.
+        assert!(ring(2).open(&events[0]).is_err());
+        let mut moved = events[0].clone();
+        moved.id = "e3".into();
+        assert!(r.open(&moved).is_err());
+    }
 
     #[test]
     fn seals_payloads_only_and_opens_them_again() {

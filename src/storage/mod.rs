@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Opened, StoredEvent};
 use crate::error::Result;
 use crate::subject::KeyRange;
 
@@ -66,6 +66,18 @@ pub trait Transaction {
     /// [`crate::engine::page_json`]); the default is the batch's own text.
     fn text<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
         Ok(Cow::Borrowed(&batch.events))
+    }
+    /// The events text of a batch this transaction read, for picking
+    /// some of its events: an encrypted store leaves payloads sealed
+    /// (`StoredEvent::sealed`), to be opened by [`Transaction::open`] for
+    /// the events picked only. The default is [`Transaction::text`].
+    fn text_to_match<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
+        self.text(batch)
+    }
+    /// The payload of `event`, decoded from [`Transaction::text_to_match`],
+    /// opened if it is sealed.
+    fn open(&self, _event: &StoredEvent<'_>) -> Result<Opened> {
+        Ok(Opened::Clear)
     }
     /// Whether the events text of a batch this transaction read contains
     /// `needle` (a cheap test before decoding; a backend may answer it

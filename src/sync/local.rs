@@ -698,6 +698,7 @@ fn given(e: &WireEvent, remote: Option<u64>) -> Given<'_> {
             payload: (!e.forgotten).then_some(&*e.payload),
             forgotten: e.forgotten,
             remote,
+            sealed: None,
         },
     }
 }

@@ -20,7 +20,7 @@ use web_sys::{
 
 use super::request::{self, open_backwards, Completion, CursorValues, Request};
 use super::vault::Sealer;
-use crate::batch::{Batch, Segment};
+use crate::batch::{Batch, Opened, Segment, StoredEvent};
 use crate::error::{Error, Result};
 use crate::log::{Pending, Unfolded};
 use crate::storage::{Storage, Transaction};
@@ -1429,6 +1429,21 @@ impl Transaction for IdbTx {
                 }
             }
             None => Ok(Cow::Borrowed(&batch.events)),
+        }
+    }
+
+    fn text_to_match<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
+        // Sealed payloads stay sealed: only the events picked are opened.
+        match self.held.borrow_mut().remove(&batch.last_position) {
+            Some(record) => self.text_of(&record, batch.last_position).map(Cow::Owned),
+            None => Ok(Cow::Borrowed(&batch.events)),
+        }
+    }
+
+    fn open(&self, event: &StoredEvent<'_>) -> Result<Opened> {
+        match self.db.sealer() {
+            Some(sealer) if event.sealed.is_some() => sealer.open_event(event),
+            _ => Ok(Opened::Clear),
         }
     }
 

@@ -9,6 +9,7 @@ use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::batch::{Opened, StoredEvent};
 use crate::error::{Error, Result};
 use crate::seal::{Keyring, NONCE};
 
@@ -218,6 +219,12 @@ impl Sealer {
     pub fn unseal(&self, text: &str) -> Result<String> {
         self.drain_destroyed();
         self.ring.borrow().unseal(text)
+    }
+
+    /// The payload of `event` (decoded from sealed text) opened (see [`Keyring::open`]).
+    pub fn open_event(&self, event: &StoredEvent<'_>) -> Result<Opened> {
+        self.drain_destroyed();
+        self.ring.borrow().open(event)
     }
 
     /// Learns `found`: `[[aggregate, slot, bytes], ...]` from `keysFor` or `rotate`.

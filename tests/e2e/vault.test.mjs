@@ -108,6 +108,53 @@ test("two pages creating keys at once get distinct slots, and each reads the oth
   for (const p of pages) await p.close();
 });
 
+test("a page keeping the vault busy gives it up in turns: another page gets in within a bounded time, and neither overwrites the other's slots", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("vault-turns");
+  const pages = [await vaultPage(), await vaultPage()];
+  await pages[0].evaluate((name) => Vault.open(name, { create: true }).then((v) => v.close()), name);
+  // Page 0 asks for new keys back to back for 2 s: its session never
+  // idles; page 1 gets in because it asks for a turn (and, failing that,
+  // by the 200 ms cap on holding the lock).
+  const busy = pages[0].evaluate(async (name) => {
+    const vault = await Vault.open(name);
+    const made = [];
+    const until = performance.now() + 2000;
+    for (let i = 0; performance.now() < until && i < 2000; i++) {
+      for (const [a, { slot, key }] of await vault.keysFor([`busy.${i}.a`, `busy.${i}.b`], { create: true })) made.push([a, slot, [...key].join(",")]);
+    }
+    vault.close();
+    return made;
+  }, name);
+  await new Promise((ok) => setTimeout(ok, 300));
+  const other = await pages[1].evaluate(async (name) => {
+    let t = performance.now();
+    const vault = await Vault.open(name);
+    const waits = [performance.now() - t];
+    const made = [];
+    for (let i = 0; i < 3; i++) {
+      t = performance.now();
+      for (const [a, { slot, key }] of await vault.keysFor([`other.${i}`], { create: true })) made.push([a, slot, [...key].join(",")]);
+      waits.push(performance.now() - t);
+    }
+    vault.close();
+    return { made, waits };
+  }, name);
+  const made = await busy;
+  assert.ok(made.length > 100, `page 0 made ${made.length} keys`);
+  assert.ok(Math.max(...other.waits) < 800, `page 1 waited ${other.waits.map((w) => w.toFixed(0)).join(", ")} ms while page 0 was busy`);
+  const all = [...made, ...other.made];
+  assert.equal(new Set(all.map(([, slot]) => slot)).size, all.length, "every key has a slot of its own");
+  // A fresh vault reads every slot as the page that made it was given it.
+  const onDisk = await pages[1].evaluate(async ({ name, slots }) => {
+    const vault = await Vault.open(name);
+    const raw = await vault.rawKeys(slots);
+    vault.close();
+    return slots.map((s) => [...raw.get(s)].join(","));
+  }, { name, slots: all.map(([, slot]) => slot) });
+  assert.deepEqual(onDisk, all.map(([, , key]) => key), "the file holds each key a page was given");
+  for (const p of pages) await p.close();
+});
+
 test("keysFor: two pages asking for the same aggregates at once get one live slot each; rotate retires the old slot", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("vault-keysfor");
   const pages = [await vaultPage(), await vaultPage()];
