@@ -509,6 +509,7 @@ export function vaultCore(scope) {
       const why = supported();
       if (why) throw error("STORAGE", `vault: ${why}`, { reason: "unsupported" });
       await enqueue(name, () => endSession(name));
+      turnChannel(name)?.postMessage("want");
       return locked(name, async () => {
         const root = await scope.navigator.storage.getDirectory();
         let dir;
