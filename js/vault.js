@@ -191,7 +191,7 @@ export function vaultCore(scope) {
         const s = sessions.get(name);
         if (!s) return;
         if (s.busy) s.wanted = true;
-        else enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined));
+        else enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined)).catch(() => {});
       };
       turns.set(name, c);
     }
@@ -263,10 +263,11 @@ export function vaultCore(scope) {
       try {
         const out = await fn(s.h);
         s.busy = false;
-        if (s.wanted || performance.now() - s.since >= HOLD_MS) await endSession(name);
+        // The operation is done: a failure to close its handle is not its own.
+        if (s.wanted || performance.now() - s.since >= HOLD_MS) await endSession(name).catch(() => {});
         else {
           s.timer = setTimeout(() => {
-            if (!s.busy && sessions.get(name) === s) enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined));
+            if (!s.busy && sessions.get(name) === s) enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined)).catch(() => {});
           }, LINGER_MS);
         }
         return out;
