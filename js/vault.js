@@ -68,13 +68,6 @@ export function vaultCore(scope) {
     return null;
   }
 
-  /** Runs `fn` holding the vault's Web Lock, or without one where Web Locks are missing. */
-  function locked(name, fn) {
-    const locks = scope.navigator.locks;
-    if (!locks || typeof locks.request !== "function") return fn();
-    return locks.request(`eventstore-wasm:vault:${name}`, fn);
-  }
-
   /** The vault files' handles, kept between operations (1.4 ms less each in Chromium). */
   const handles = new Map();
 
@@ -180,6 +173,8 @@ export function vaultCore(scope) {
   const queues = new Map();
   /** name -> the BroadcastChannel on which contexts ask each other for the vault. */
   const turns = new Map();
+  /** Names asked for while no session of theirs was open here (see turnChannel). */
+  const asked = new Set();
 
   /** The channel of vault `name` on which a context waiting for it says so. */
   function turnChannel(name) {
@@ -189,8 +184,10 @@ export function vaultCore(scope) {
       c = new scope.BroadcastChannel(`eventstore-wasm:vault-turn:${name}`);
       c.onmessage = () => {
         const s = sessions.get(name);
-        if (!s) return;
-        if (s.busy) s.wanted = true;
+        // Asked while this context is still opening its session: it ends
+        // that session after its first operation.
+        if (!s) asked.add(name);
+        else if (s.busy) s.wanted = true;
         else enqueue(name, () => (sessions.get(name) === s ? endSession(name) : undefined)).catch(() => {});
       };
       turns.set(name, c);
@@ -242,6 +239,7 @@ export function vaultCore(scope) {
       if (s) clearTimeout(s.timer);
       else {
         turnChannel(name)?.postMessage("want");
+        asked.delete(name);
         const release = await acquire(name);
         try {
           const file = await fileHandle(name, create);
@@ -249,10 +247,14 @@ export function vaultCore(scope) {
           try {
             await header(h, name);
           } catch (e) {
-            await h.close();
+            try {
+              await h.close();
+            } catch {
+              /* the header's error is the one to report */
+            }
             throw e;
           }
-          s = { h, release, since: performance.now(), busy: false, wanted: false, timer: 0 };
+          s = { h, release, since: performance.now(), busy: false, wanted: asked.delete(name), timer: 0 };
           sessions.set(name, s);
         } catch (e) {
           release();
@@ -272,7 +274,7 @@ export function vaultCore(scope) {
         }
         return out;
       } catch (e) {
-        await endSession(name);
+        await endSession(name).catch(() => {});
         throw e;
       }
     });
@@ -404,11 +406,8 @@ export function vaultCore(scope) {
         return out;
       }),
 
-    /**
-     * Destroys every slot (live and retired) of each aggregate, or with
-     * `retiredOnly` its retired slots only (after a rotation). The slots destroyed.
-     */
-    shred: (name, aggregates, retiredOnly) =>
+    /** Destroys the retired slots of each aggregate (a shred's old keys, after its rotation). The slots destroyed. */
+    shred: (name, aggregates) =>
       withFile(name, false, async (h) => {
         const wanted = new Set((await hashes(aggregates)).map(hashKey));
         const all = await allSlots(h);
@@ -416,8 +415,7 @@ export function vaultCore(scope) {
         dead[0] = DESTROYED;
         const done = [];
         for (let s = 0; s < all.count; s++) {
-          const status = all.bytes[s * SLOT];
-          if (status !== RETIRED && (retiredOnly || status !== LIVE)) continue;
+          if (all.bytes[s * SLOT] !== RETIRED) continue;
           if (!wanted.has(slotHash(all.bytes, s))) continue;
           put(h, dead, HEADER + s * SLOT);
           done.push(s);
@@ -509,9 +507,11 @@ export function vaultCore(scope) {
     delete: async (name) => {
       const why = supported();
       if (why) throw error("STORAGE", `vault: ${why}`, { reason: "unsupported" });
-      await enqueue(name, () => endSession(name));
+      // This core is a fresh one (Vault.delete's own runner): no session
+      // of its own; one elsewhere is asked to hand the vault over.
       turnChannel(name)?.postMessage("want");
-      return locked(name, async () => {
+      const release = await acquire(name);
+      try {
         const root = await scope.navigator.storage.getDirectory();
         let dir;
         try {
@@ -533,13 +533,33 @@ export function vaultCore(scope) {
           if (e && e.name === "NotFoundError") return false;
           throw e;
         }
-      });
+      } finally {
+        release();
+      }
+    },
+
+    /** Whether the vault file of store `name` exists (from any context: no sync access handle needed). */
+    exists: async (name) => {
+      try {
+        const dir = await (await scope.navigator.storage.getDirectory()).getDirectoryHandle(DIR);
+        await dir.getFileHandle(fileName(name));
+        return true;
+      } catch (e) {
+        /* No OPFS here (or none usable: not a secure context), no directory, no file. */
+        if (!scope.navigator.storage?.getDirectory || ["NotFoundError", "SecurityError", "TypeMismatchError"].includes(e?.name)) return false;
+        throw e;
+      }
     },
   };
 
-  return async function run(op, args) {
-    return ops[op](...args);
+  const run = async (op, args) => ops[op](...args);
+  /** Ends every session (handles closed, locks released) and closes the turn channels (a vault closed in its own worker). */
+  run.close = () => {
+    for (const name of [...sessions.keys()]) endSession(name).catch(() => {});
+    for (const c of turns.values()) c.close();
+    turns.clear();
   };
+  return run;
 }
 
 /** Whether this global is a dedicated worker (which may open sync access handles itself). */
@@ -574,7 +594,7 @@ function runner() {
     const run = vaultCore(globalThis);
     return {
       call: (op, args) => run(op, args).catch((e) => { throw e && typeof e.code === "string" ? e : fromWorker(e ?? {}); }),
-      close() {},
+      close: () => run.close(),
     };
   }
   if (globalThis.isSecureContext === false) {
@@ -706,6 +726,8 @@ export class Vault {
   /** Removes the vault file of store `name` after overwriting it with zeros; resolves to whether there was one. */
   static async delete(name) {
     checkName(name);
+    // Most stores are not encrypted: no worker is started for them.
+    if (!(await vaultCore(globalThis)("exists", [name]))) return false;
     const run = runner();
     try {
       return await run.call("delete", [name]);
@@ -806,18 +828,34 @@ export class Vault {
   }
 
   /**
-   * Destroys every slot of each aggregate (`retiredOnly`: its retired slots
-   * only), overwriting them in place; resolves to the slots destroyed,
+   * Destroys the retired slots of each aggregate (a shred's old keys, after
+   * `rotate`), overwriting them in place; resolves to the slots destroyed,
    * after the flush. Other tabs and workers are told.
    */
-  async shred(aggregates, { retiredOnly = false } = {}) {
+  async shred(aggregates) {
     this.#check();
     const list = this.#aggregates(aggregates);
     if (list.length === 0) return [];
-    const done = await this.#runner.call("shred", [this.#name, list, retiredOnly === true]);
+    const done = await this.#runner.call("shred", [this.#name, list]);
     for (const s of done) this.#seen.set(s, null);
     this.#channel?.postMessage({ destroyed: done });
     return done;
+  }
+
+  /**
+   * Takes the store's shred lock (the Web Lock `eventstore-wasm:shred:<name>`)
+   * until the function it resolves to is called: the shreds of one store
+   * (rotate, seal the survivors again, destroy the old slots) run one at a
+   * time across tabs and workers, or one would destroy the slot another
+   * has just sealed survivors under.
+   */
+  lockShred() {
+    this.#check();
+    const locks = globalThis.navigator?.locks;
+    if (!locks || typeof locks.request !== "function") return Promise.resolve(() => {});
+    return new Promise((granted, failed) => {
+      locks.request(`eventstore-wasm:shred:${this.#name}`, () => new Promise((release) => granted(release))).catch(failed);
+    });
   }
 
   /** The slots other tabs and workers retired since the last call: no longer to encrypt with. */
@@ -832,7 +870,7 @@ export class Vault {
     this.#check();
     const list = checkSlots(slots);
     const done = await this.#runner.call("destroy", [this.#name, list]);
-    for (const s of list) this.#seen.set(s, null);
+    for (const s of done) this.#seen.set(s, null);
     this.#channel?.postMessage({ destroyed: done });
     return done;
   }

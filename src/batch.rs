@@ -54,17 +54,18 @@ pub struct StoredEvent<'a> {
     pub revision: u16,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<&'a RawValue>,
+    /// An encrypted store's payload as stored (`crate::seal`), in its
+    /// place: in text read for matching
+    /// ([`crate::storage::Transaction::text_to_match`]), opened by
+    /// [`crate::storage::Transaction::open`] once the event is picked.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forgotten: bool,
     /// The sync server's position once the event is synced (accepted or
     /// pulled); absent while pending and in stores that never synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<u64>,
-    /// An encrypted store's payload as stored (`crate::seal`), in text
-    /// read for matching ([`crate::storage::Transaction::text_to_match`]):
-    /// opened by [`crate::storage::Transaction::open`] once the event matches.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub sealed: Option<Cow<'a, str>>,
 }
 
 /// The payload of an event decoded with its payload still sealed, opened
@@ -161,6 +162,10 @@ impl Batch {
 
     /// The public view of the `index`-th event.
     pub fn event<'a>(&'a self, index: usize, stored: &'a StoredEvent<'_>) -> Event<'a> {
+        debug_assert!(
+            stored.sealed.is_none(),
+            "an event handed out with its payload still sealed (Transaction::open was skipped)"
+        );
         Event {
             aggregate: &self.aggregate,
             stored,

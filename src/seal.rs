@@ -20,7 +20,6 @@ use std::collections::{BTreeSet, HashMap};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::batch::{Opened, StoredEvent};
@@ -34,24 +33,6 @@ pub const NONCE: usize = 12;
 pub const KEY: usize = 32;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// An event inside a batch's events text, with either field of a payload.
-#[derive(Serialize, Deserialize)]
-struct Event<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    action: Cow<'a, str>,
-    revision: u16,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    sealed: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    forgotten: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    remote: Option<u64>,
-}
 
 /// What a seal or unseal lacked: filled by the keyring, fetched from the
 /// vault by the caller before it tries again (see [`Keyring::take_wanted`]).
@@ -85,25 +66,16 @@ impl Keyring {
         Self::default()
     }
 
-    /// Learns slot `slot`'s key (`None`: the slot was destroyed).
-    pub fn insert(&mut self, slot: u32, key: Option<&[u8]>) -> Result<()> {
-        let cipher = match key {
-            Some(k) if k.len() == KEY => Some(
-                Aes256Gcm::new_from_slice(k)
-                    .map_err(|_| Error::Storage(format!("encryption: bad key in slot {slot}")))?,
-            ),
-            Some(k) => {
-                return Err(Error::Storage(format!(
-                    "encryption: the key of slot {slot} has {} bytes, not {KEY}",
-                    k.len()
-                )))
-            }
-            None => {
-                self.live.retain(|_, s| *s != slot);
-                None
-            }
-        };
-        self.ciphers.insert(slot, cipher);
+    /// Learns slot `slot`'s key (a destroyed slot: [`Keyring::destroyed`]).
+    pub fn insert(&mut self, slot: u32, key: &[u8]) -> Result<()> {
+        if key.len() != KEY {
+            return Err(Error::Storage(format!(
+                "encryption: the key of slot {slot} has {} bytes, not {KEY}",
+                key.len()
+            )));
+        }
+        let cipher = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(key));
+        self.ciphers.insert(slot, Some(cipher));
         Ok(())
     }
 
@@ -159,7 +131,7 @@ impl Keyring {
         text: &str,
         nonce: &mut dyn FnMut() -> Result<[u8; NONCE]>,
     ) -> Result<String> {
-        let mut events: Vec<Event<'_>> = serde_json::from_str(text)
+        let mut events: Vec<StoredEvent<'_>> = serde_json::from_str(text)
             .map_err(|e| Error::Storage(format!("encryption: cannot read events: {e}")))?;
         if events.iter().all(|e| e.payload.is_none()) {
             return Ok(text.to_owned());
@@ -219,81 +191,38 @@ impl Keyring {
             return Ok(text.to_owned());
         }
         // Text this module sealed holds no payload in the clear, so its
-        // only strings are ids, actions and sealed values: the sealed
-        // values are opened in place, without decoding the events.
-        if !text.contains("\"payload\"") {
+        // only strings are ids, actions and sealed values: unless one of
+        // them has an escape, the sealed values are opened in place,
+        // without decoding the events.
+        if !text.contains("\"payload\"") && !text.contains('\\') {
             return self.unseal_in_place(text);
         }
-        let mut events: Vec<Event<'_>> = serde_json::from_str(text)
+        let events: Vec<StoredEvent<'_>> = serde_json::from_str(text)
             .map_err(|e| Error::Storage(format!("encryption: cannot read events: {e}")))?;
-        let mut opened: Vec<Option<String>> = Vec::with_capacity(events.len());
+        let mut opened = Vec::with_capacity(events.len());
         let mut missing = false;
         for e in &events {
-            let Some(sealed) = e.sealed.as_deref() else {
-                opened.push(None);
-                continue;
-            };
-            let damaged = || {
-                Error::Storage(format!(
-                    "encryption: the payload of event {} cannot be decrypted (a wrong key or a damaged record)",
-                    e.id
-                ))
-            };
-            let (slot, body) = sealed.split_once(':').ok_or_else(damaged)?;
-            let slot: u32 = slot.parse().map_err(|_| damaged())?;
-            let cipher = match self.ciphers.get(&slot) {
-                Some(Some(c)) => c,
-                Some(None) => {
-                    opened.push(Some(String::new()));
-                    continue;
-                }
-                None => {
-                    self.wanted.borrow_mut().slots.insert(slot);
-                    missing = true;
-                    opened.push(None);
-                    continue;
-                }
-            };
-            let bytes = B64.decode(body).map_err(|_| damaged())?;
-            if bytes.len() < NONCE + 16 {
-                return Err(damaged());
-            }
-            let plain = cipher
-                .decrypt(
-                    Nonce::from_slice(&bytes[..NONCE]),
-                    Payload {
-                        msg: &bytes[NONCE..],
-                        aad: e.id.as_bytes(),
-                    },
-                )
-                .map_err(|_| damaged())?;
-            opened.push(Some(String::from_utf8(plain).map_err(|_| damaged())?));
+            opened.push(match e.sealed.as_deref() {
+                None => Opened::Clear,
+                // Every unknown slot of the text is wanted, not only the first.
+                Some(sealed) => match self.open_one(&e.id, sealed)? {
+                    Opening::Missing => {
+                        missing = true;
+                        Opened::Clear
+                    }
+                    found => found.into_opened()?,
+                },
+            });
         }
         if missing {
-            return Err(Error::Storage(
-                "encryption: a key slot of this record is not in this connection's keyring".into(),
-            ));
+            return Err(Error::Storage(MISSING.into()));
         }
-        let raws: Vec<Option<Box<RawValue>>> = opened
-            .into_iter()
-            .map(|o| match o {
-                Some(t) if t.is_empty() => Ok(None),
-                Some(t) => RawValue::from_string(t).map(Some).map_err(|_| {
-                    Error::Storage("encryption: a decrypted payload is not JSON".into())
-                }),
-                None => Ok(None),
-            })
-            .collect::<Result<_>>()?;
-        for (e, raw) in events.iter_mut().zip(&raws) {
-            if e.sealed.take().is_some() {
-                match raw {
-                    Some(r) => e.payload = Some(r),
-                    // The slot was destroyed: the payload is gone.
-                    None => e.forgotten = true,
-                }
-            }
-        }
-        serde_json::to_string(&events)
+        let out: Vec<_> = events
+            .iter()
+            .zip(&opened)
+            .map(|(e, o)| o.apply(e))
+            .collect();
+        serde_json::to_string(&out)
             .map_err(|e| Error::Storage(format!("encryption: cannot write events: {e}")))
     }
 }
@@ -319,6 +248,39 @@ pub fn shred_entry(text: &str) -> Result<Vec<String>> {
         .map_err(|e| Error::Storage(format!("encryption: corrupt shred entry: {e}")))
 }
 
+/// What opening one sealed value gave.
+enum Opening {
+    /// The payload's plaintext (JSON text).
+    Plain(Vec<u8>),
+    /// Its slot was destroyed: the event reads as forgotten.
+    Destroyed,
+    /// Its slot is not in the keyring (remembered as wanted).
+    Missing,
+}
+
+impl Opening {
+    /// The event's payload as read (`STORAGE` for a missing key).
+    fn into_opened(self) -> Result<Opened> {
+        match self {
+            Opening::Plain(plain) => {
+                let text = String::from_utf8(plain).map_err(|_| {
+                    Error::Storage("encryption: a decrypted payload is not UTF-8".into())
+                })?;
+                RawValue::from_string(text)
+                    .map(Opened::Payload)
+                    .map_err(|_| {
+                        Error::Storage("encryption: a decrypted payload is not JSON".into())
+                    })
+            }
+            Opening::Destroyed => Ok(Opened::Forgotten),
+            Opening::Missing => Err(Error::Storage(MISSING.into())),
+        }
+    }
+}
+
+/// Why an unseal failed for want of a key (fetched, then read again).
+const MISSING: &str = "encryption: a key slot of this record is not in this connection's keyring";
+
 impl Keyring {
     /// The payload of `event`, decoded from sealed text, opened: its
     /// plaintext, [`Opened::Forgotten`] when its slot was destroyed,
@@ -327,19 +289,11 @@ impl Keyring {
         let Some(sealed) = event.sealed.as_deref() else {
             return Ok(Opened::Clear);
         };
-        let Some(plain) = self.open_one(&event.id, sealed)? else {
-            return Ok(Opened::Forgotten);
-        };
-        let text = String::from_utf8(plain)
-            .map_err(|_| Error::Storage("encryption: a decrypted payload is not UTF-8".into()))?;
-        RawValue::from_string(text)
-            .map(Opened::Payload)
-            .map_err(|_| Error::Storage("encryption: a decrypted payload is not JSON".into()))
+        self.open_one(&event.id, sealed)?.into_opened()
     }
 
-    /// Opens the sealed value `sealed` (`<slot>:<base64>`) of event `id`:
-    /// its plaintext, `None` for a destroyed slot.
-    fn open_one(&self, id: &str, sealed: &str) -> Result<Option<Vec<u8>>> {
+    /// Opens the sealed value `sealed` (`<slot>:<base64>`) of event `id`.
+    fn open_one(&self, id: &str, sealed: &str) -> Result<Opening> {
         let damaged = || {
             Error::Storage(format!(
                 "encryption: the payload of event {id} cannot be decrypted (a wrong key or a damaged record)"
@@ -349,10 +303,10 @@ impl Keyring {
         let slot: u32 = slot.parse().map_err(|_| damaged())?;
         let cipher = match self.ciphers.get(&slot) {
             Some(Some(c)) => c,
-            Some(None) => return Ok(None),
+            Some(None) => return Ok(Opening::Destroyed),
             None => {
                 self.wanted.borrow_mut().slots.insert(slot);
-                return Err(Error::Storage(MISSING.into()));
+                return Ok(Opening::Missing);
             }
         };
         let bytes = B64.decode(body).map_err(|_| damaged())?;
@@ -367,13 +321,14 @@ impl Keyring {
                     aad: id.as_bytes(),
                 },
             )
-            .map(Some)
+            .map(Opening::Plain)
             .map_err(|_| damaged())
     }
 
-    /// [`Keyring::unseal`] of a text holding no clear payload: each
-    /// `"sealed":"…"` is replaced by `"payload":<plaintext>` (or
-    /// `"forgotten":true`), its event's id being the last `"id":"…"` before it.
+    /// [`Keyring::unseal`] of a text holding no clear payload and no
+    /// escape: each `"sealed":"…"` is replaced by `"payload":<plaintext>`
+    /// (or `"forgotten":true`), its event's id being the last `"id":"…"`
+    /// before it.
     fn unseal_in_place(&self, text: &str) -> Result<String> {
         const SEALED: &str = "\"sealed\":\"";
         const ID: &str = "\"id\":\"";
@@ -395,21 +350,14 @@ impl Keyring {
             out.push_str(before);
             let value = &rest[at + SEALED.len()..];
             let end = value.find('"').ok_or_else(corrupt)?;
-            let opened = match self.open_one(id, &value[..end]) {
-                // Every unknown slot of the text is wanted, not only the first.
-                Err(Error::Storage(m)) if m == MISSING => {
-                    missing = true;
-                    rest = &value[end + 1..];
-                    continue;
-                }
-                other => other?,
-            };
-            match opened {
-                Some(plain) => {
+            match self.open_one(id, &value[..end])? {
+                Opening::Plain(plain) => {
                     out.push_str("\"payload\":");
                     out.push_str(std::str::from_utf8(&plain).map_err(|_| corrupt())?);
                 }
-                None => out.push_str("\"forgotten\":true"),
+                Opening::Destroyed => out.push_str("\"forgotten\":true"),
+                // Every unknown slot of the text is wanted, not only the first.
+                Opening::Missing => missing = true,
             }
             rest = &value[end + 1..];
         }
@@ -420,9 +368,6 @@ impl Keyring {
         Ok(out)
     }
 }
-
-/// Why an unseal failed for want of a key (fetched, then read again).
-const MISSING: &str = "encryption: a key slot of this record is not in this connection's keyring";
 
 #[cfg(test)]
 mod tests {
@@ -438,7 +383,7 @@ mod tests {
 
     fn ring(key: u8) -> Keyring {
         let mut r = Keyring::new();
-        r.insert(3, Some(&[key; KEY])).expect("key");
+        r.insert(3, &[key; KEY]).expect("key");
         r.set_live("user.A", 3);
         r
     }
@@ -557,7 +502,7 @@ mod tests {
         #[test]
         fn seal_then_unseal_is_the_identity(
             events in proptest::collection::vec(
-                ("[a-z0-9-]{1,36}", "[a-z]{1,8}(\\.[a-z]{1,8}){0,3}", 0u16..5, proptest::option::of(".{0,40}"), proptest::bool::ANY, proptest::option::of(0u64..1_000_000)),
+                ("[a-z0-9\"\\\\-]{1,36}", "[a-z]{1,8}(\\.[a-z]{1,8}){0,3}", 0u16..5, proptest::option::of(".{0,40}"), proptest::bool::ANY, proptest::option::of(0u64..1_000_000)),
                 1..12,
             ),
             key in proptest::array::uniform32(proptest::num::u8::ANY),
@@ -578,12 +523,22 @@ mod tests {
                 .collect();
             let text = serde_json::to_string(&events).expect("json");
             let mut r = Keyring::new();
-            r.insert(0, Some(&key)).expect("key");
+            r.insert(0, &key).expect("key");
             r.set_live("agg", 0);
             let sealed = r.seal("agg", &text, &mut counter()).expect("seal");
             proptest::prop_assert!(!sealed.contains("\"payload\""));
             let back: serde_json::Value = serde_json::from_str(&r.unseal(&sealed).expect("unseal")).expect("json");
-            proptest::prop_assert_eq!(back, serde_json::Value::Array(events));
+            proptest::prop_assert_eq!(&back, &serde_json::Value::Array(events));
+            // Opened one by one (a filter picking events), the same.
+            let decoded: Vec<StoredEvent<'_>> = serde_json::from_str(&sealed).expect("decode");
+            let opened: Vec<serde_json::Value> = decoded
+                .iter()
+                .map(|e| {
+                    let o = r.open(e).expect("open");
+                    serde_json::to_value(&*o.apply(e)).expect("json")
+                })
+                .collect();
+            proptest::prop_assert_eq!(serde_json::Value::Array(opened), back);
         }
     }
 }

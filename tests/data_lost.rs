@@ -8,14 +8,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use eventstore_wasm::EventStore;
-use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
+use js_sys::{Array, Function, Object, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 mod browser;
-use browser::{code, get, js};
+use browser::{call, code, get, js, sleep};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -35,12 +34,7 @@ fn loss(v: &JsValue) -> (f64, f64, String) {
 
 /// Runs a JavaScript function body with `name` bound and awaits its promise.
 async fn run(body: &str, name: &str) -> JsValue {
-    let f = Function::new_with_args("name", body);
-    let p: Promise = f
-        .call1(&JsValue::NULL, &name.into())
-        .unwrap()
-        .unchecked_into();
-    JsFuture::from(p).await.unwrap()
+    call("name", body, &name.into()).await
 }
 
 /// Whether this page can write a file to OPFS the way the store does
@@ -121,14 +115,6 @@ async fn marker_says(name: &str, position: f64) -> JsValue {
         "the marker of {name} never said {position}: {:?}",
         marker(name).await
     );
-}
-
-async fn sleep(ms: i32) {
-    run(
-        &format!("return new Promise((ok) => setTimeout(ok, {ms}));"),
-        "",
-    )
-    .await;
 }
 
 /// Deletes the database through raw IndexedDB, behind the store's back.

@@ -10,7 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 mod browser;
-use browser::{code, get, js};
+use browser::{code, collector, get, js, raw_records, sleep, until_len};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -42,35 +42,6 @@ async fn count_subjects(s: &EventStore, pattern: &str) -> u32 {
 async fn fresh(name: &str) -> EventStore {
     EventStore::delete_store(name.into()).await.unwrap();
     EventStore::open(name.into(), None).await.unwrap()
-}
-
-/// Every record of every object store of the database, via the raw IndexedDB API.
-async fn raw_records(name: &str) -> Vec<String> {
-    let f = js_sys::Function::new_with_args(
-        "name",
-        r#"return new Promise((ok, fail) => {
-            const r = indexedDB.open(name);
-            r.onerror = () => fail(r.error);
-            r.onsuccess = () => {
-              const db = r.result, names = [...db.objectStoreNames], out = [];
-              if (!names.length) { db.close(); return ok(out); }
-              const tx = db.transaction(names);
-              for (const n of names) tx.objectStore(n).getAll().onsuccess = (e) => {
-                for (const v of e.target.result) out.push(JSON.stringify(v));
-              };
-              tx.oncomplete = () => { db.close(); ok(out); };
-            };
-          });"#,
-    );
-    let p: Promise = f
-        .call1(&JsValue::NULL, &name.into())
-        .unwrap()
-        .unchecked_into();
-    let all = JsFuture::from(p).await.unwrap();
-    Array::from(&all)
-        .iter()
-        .map(|v| v.as_string().unwrap())
-        .collect()
 }
 
 /// Opens the database raw at `version` (with an upgrade that creates nothing) and closes it.
@@ -384,35 +355,6 @@ async fn concurrent_pushes_from_one_page_never_collide() {
     assert_eq!(field_list(&all, "sequence"), seqs);
     assert_eq!(field_list(&all, "position"), seqs);
     s.close();
-}
-
-/// Resolves after `ms` milliseconds.
-async fn sleep(ms: i32) {
-    let f = js_sys::Function::new_with_args("ms", "return new Promise((r) => setTimeout(r, ms))");
-    let p: Promise = f
-        .call1(&JsValue::NULL, &ms.into())
-        .unwrap()
-        .unchecked_into();
-    JsFuture::from(p).await.unwrap();
-}
-
-/// A JS array collecting what a callback receives, and the callback.
-fn collector() -> (Array, JsValue) {
-    let seen = Array::new();
-    let f = js_sys::Function::new_with_args("seen", "return (e) => { seen.push(e); }")
-        .call1(&JsValue::NULL, &seen)
-        .unwrap();
-    (seen, f)
-}
-
-/// Waits (bounded) until `seen` holds `n` items.
-async fn until_len(seen: &Array, n: u32) {
-    for _ in 0..200 {
-        if seen.length() >= n {
-            break;
-        }
-        sleep(10).await;
-    }
 }
 
 fn push_json(aggregate: &str, n: usize) -> JsValue {

@@ -276,7 +276,7 @@ impl EventStore {
         Database::delete(&name).await.map_err(js_error)?;
         opfs::remove(&name).await;
         // An encrypted store's keys go with it.
-        Sealer::delete(&name).await;
+        Sealer::delete(&name).await.map_err(js_error)?;
         Ok(())
     }
 
@@ -685,7 +685,10 @@ impl EventStore {
             );
             match push.await {
                 // Undone for a shred elsewhere: again, under the new keys.
-                Err(_) if tries < 2 && sealer.as_ref().is_some_and(|s| s.wants()) => {
+                Err(_)
+                    if tries < super::shred::KEYED_TRIES
+                        && sealer.as_ref().is_some_and(|s| s.wants()) =>
+                {
                     if let Some(sealer) = &sealer {
                         sealer.refresh().await?;
                     }

@@ -869,7 +869,7 @@ impl IdbTx {
             sealer.fence_moved(now);
             let _ = self.current.borrow().0.abort();
             return Err(Error::Storage(
-                "encryption: a forget elsewhere gave this store's aggregates new keys while this write sealed under the old ones; it was undone (done again under the new keys)".into(),
+                "encryption: a forget elsewhere gave this store's aggregates new keys while this write sealed under the old ones; it was undone, and not done again".into(),
             ));
         }
         if self.fence_bump.get() {
@@ -889,34 +889,34 @@ impl IdbTx {
         let parts = Array::new();
         for segment in page {
             match segment {
-                Segment::Events(json) => parts.push(&JsValue::from_str(&json)),
+                Segment::Events(json) => {
+                    parts.push(&JsValue::from_str(&json));
+                }
                 Segment::Whole(batch) => {
                     // Every batch of a page was read in this transaction;
                     // one of an unfolded record has its text in wasm.
                     let record = self.held.borrow_mut().remove(&batch.last_position);
-                    match record {
-                        Some(record) if let Some(sealer) = &sealer => {
-                            let text =
-                                sealer.unseal(&self.text_of(&record, batch.last_position)?)?;
-                            parts.push(&whole_part(
-                                batch.last_position as f64,
-                                batch.first_sequence as f64,
-                                batch.last_sequence as f64,
-                                batch.created_at as f64,
-                                &batch.aggregate,
-                                &text,
-                            ))
+                    // A record read whole goes to JavaScript as it is,
+                    // unless it is sealed; then, as the batches in wasm,
+                    // its (opened) text and the batch's fields.
+                    let text = match (record, &sealer) {
+                        (Some(record), None) => {
+                            parts.push(&record);
+                            continue;
                         }
-                        Some(record) => parts.push(&record),
-                        None => parts.push(&whole_part(
-                            batch.last_position as f64,
-                            batch.first_sequence as f64,
-                            batch.last_sequence as f64,
-                            batch.created_at as f64,
-                            &batch.aggregate,
-                            &batch.events,
-                        )),
-                    }
+                        (Some(record), Some(sealer)) => {
+                            Cow::Owned(sealer.unseal(&self.text_of(&record, batch.last_position)?)?)
+                        }
+                        (None, _) => Cow::Borrowed(&batch.events),
+                    };
+                    parts.push(&whole_part(
+                        batch.last_position as f64,
+                        batch.first_sequence as f64,
+                        batch.last_sequence as f64,
+                        batch.created_at as f64,
+                        &batch.aggregate,
+                        &text,
+                    ));
                 }
             };
         }
@@ -1435,7 +1435,12 @@ impl Transaction for IdbTx {
     fn text_to_match<'a>(&self, batch: &'a Batch) -> Result<Cow<'a, str>> {
         // Sealed payloads stay sealed: only the events picked are opened.
         match self.held.borrow_mut().remove(&batch.last_position) {
-            Some(record) => self.text_of(&record, batch.last_position).map(Cow::Owned),
+            Some(record) => {
+                if let Some(sealer) = self.db.sealer() {
+                    sealer.matching();
+                }
+                self.text_of(&record, batch.last_position).map(Cow::Owned)
+            }
             None => Ok(Cow::Borrowed(&batch.events)),
         }
     }
@@ -1545,21 +1550,20 @@ impl Transaction for IdbTx {
             Some(sealer) => {
                 self.sealing.set(true);
                 let sealed_records = Unfolded::chunk(&sealed(sealer, batches)?);
-                let by_position: HashMap<u64, &Batch> =
-                    batches.iter().map(|b| (b.last_position, b)).collect();
+                // The sealed batches are the plain ones in the same order,
+                // cut into the same records.
+                let mut plain_batches = batches.iter();
                 let plain: Vec<Unfolded> = sealed_records
                     .iter()
                     .map(|r| Unfolded {
-                        batches: r
-                            .batches
-                            .iter()
-                            .map(|b| {
-                                by_position
-                                    .get(&b.last_position)
-                                    .map_or_else(|| b.clone(), |p| (*p).clone())
-                            })
+                        key: r.key,
+                        start: r.start,
+                        created_at: r.created_at,
+                        batches: plain_batches
+                            .by_ref()
+                            .take(r.batches.len())
+                            .cloned()
                             .collect(),
-                        ..r.clone()
                     })
                     .collect();
                 (sealed_records, Some(plain))

@@ -348,7 +348,9 @@ impl Live {
                         // made: fetched, then read again (what was
                         // delivered is skipped by position).
                         if let Some(sealer) = self.storage.0.sealer() {
-                            if refreshed < 2 && matches!(sealer.refresh().await, Ok(true)) {
+                            if refreshed < super::shred::KEYED_TRIES
+                                && matches!(sealer.refresh().await, Ok(true))
+                            {
                                 refreshed += 1;
                                 sub.again.set(true);
                                 continue;

@@ -1,11 +1,13 @@
 //! Crypto-shredding forget (docs/privacy.md, "Crypto-shredding forget"):
 //! after a forget's transaction, which also wrote the aggregates it erased
 //! payloads of under the `"shred"` key of the `sync` object store, every
-//! such aggregate whose events are now all forgotten has its key slots
-//! destroyed in the vault; one only partly forgotten gets a new slot, its
-//! surviving payloads are sealed again under it in one transaction, and
-//! its old slots are destroyed. Then the entry is cleared. Open finishes a
-//! shred a closed tab left.
+//! such aggregate gets a new live key slot (its old ones are retired), its
+//! surviving payloads, if any, are sealed again under it in one
+//! transaction that moves the shred fence, and its retired slots are
+//! destroyed. Then the entry is cleared. Shreds of one store run one at a
+//! time (a Web Lock); open finishes a shred a closed tab left. (An
+//! aggregate whose events are all forgotten keeps a live slot that seals
+//! nothing until it is written again.)
 
 use std::future::Future;
 
@@ -13,9 +15,15 @@ use super::idb::{IdbStorage, SHRED_KEY};
 use crate::error::Result;
 use crate::storage::{Storage, Transaction};
 
+/// How many times [`keyed`] runs an operation again.
+pub const KEYED_TRIES: usize = 5;
+
 /// Runs `op`; when it failed for want of keys this connection's keyring
-/// lacked (slots made or aggregates first written by another tab), fetches
-/// them from the vault and runs it again (twice at most).
+/// lacked (slots made or aggregates first written by another tab) or met
+/// a moved shred fence, fetches them from the vault and runs it again, as
+/// long as that fetched something (at most [`KEYED_TRIES`] times: a forget
+/// elsewhere can cost one try for its new slot, one for the aggregate's
+/// retired live slot and one for its fence).
 pub async fn keyed<T, F, Fut>(storage: &IdbStorage, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -30,7 +38,7 @@ where
     loop {
         let out = op().await;
         match (&out, storage.0.sealer()) {
-            (Err(_), Some(sealer)) if tries < 2 => {
+            (Err(_), Some(sealer)) if tries < KEYED_TRIES => {
                 if !sealer.refresh().await? {
                     return out;
                 }
@@ -73,6 +81,13 @@ pub async fn run(storage: &IdbStorage, destroy: bool) -> Result<()> {
     let Some(sealer) = storage.0.sealer() else {
         return Ok(());
     };
+    if storage.0.sync_entry(SHRED_KEY).await?.is_undefined() {
+        return Ok(());
+    }
+    // One shred of the store at a time: another's rotation would retire
+    // the slot this one seals survivors under, and its destroy of
+    // retired slots would take them. The entry is read again under the lock.
+    let _lock = sealer.lock_shred().await?;
     let Some(text) = storage.0.sync_entry(SHRED_KEY).await?.as_string() else {
         return Ok(());
     };
@@ -82,6 +97,6 @@ pub async fn run(storage: &IdbStorage, destroy: bool) -> Result<()> {
     if !destroy {
         return Ok(());
     }
-    sealer.shred(&aggregates, true).await?;
+    sealer.shred(&aggregates).await?;
     storage.0.shredded(&aggregates).await
 }

@@ -49,20 +49,17 @@ extern "C" {
         aggregates: Array,
         options: &JsValue,
     ) -> std::result::Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, js_name = rawKeys, catch)]
-    async fn raw_keys(this: &Vault, slots: Array) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch)]
     async fn rotate(this: &Vault, aggregates: Array) -> std::result::Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch)]
-    async fn destroy(this: &Vault, slots: Array) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, js_name = allKeys, catch)]
     async fn all_keys(this: &Vault) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, js_name = shred, catch)]
-    async fn shred_slots(
+    async fn shred_retired(
         this: &Vault,
         aggregates: Array,
-        options: &JsValue,
     ) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, js_name = lockShred, catch)]
+    async fn lock_shred(this: &Vault) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, js_name = takeDestroyed)]
     fn take_destroyed(this: &Vault) -> Array;
     #[wasm_bindgen(method, js_name = takeRetired)]
@@ -132,34 +129,25 @@ impl Sealer {
         let mut out = Ok(());
         map.for_each(&mut |value, key| {
             let Some(slot) = key.as_f64() else { return };
-            let r = if value.is_null() {
-                ring.insert(slot as u32, None)
-            } else {
-                ring.insert(slot as u32, Some(&Uint8Array::new(&value).to_vec()))
-            };
-            if r.is_err() {
-                out = r;
+            if value.is_null() {
+                ring.destroyed(slot as u32);
+            } else if let Err(e) = ring.insert(slot as u32, &Uint8Array::new(&value).to_vec()) {
+                out = Err(e);
             }
         });
         out
     }
 
-    /// Destroys every slot of `aggregates` (`retired_only`: the retired
-    /// ones only, after a rotation).
-    pub async fn shred(&self, aggregates: &[String], retired_only: bool) -> Result<()> {
+    /// Destroys the retired slots of `aggregates` (their old keys, after
+    /// [`Sealer::rotate`]).
+    pub async fn shred(&self, aggregates: &[String]) -> Result<()> {
         if aggregates.is_empty() {
             return Ok(());
         }
         let list: Array = aggregates.iter().map(|a| JsValue::from_str(a)).collect();
-        let options = js_sys::Object::new();
-        let _ = Reflect::set(
-            &options,
-            &"retiredOnly".into(),
-            &JsValue::from_bool(retired_only),
-        );
         let done = self
             .vault
-            .shred_slots(list, &options)
+            .shred_retired(list)
             .await
             .map_err(|e| vault_error(&e))?;
         let mut ring = self.ring.borrow_mut();
@@ -169,10 +157,36 @@ impl Sealer {
         Ok(())
     }
 
+    /// Takes the store's shred lock (see `lockShred` in js/vault.js),
+    /// held until the guard is dropped.
+    pub async fn lock_shred(&self) -> Result<ShredLock> {
+        let release = self.vault.lock_shred().await.map_err(|e| vault_error(&e))?;
+        Ok(ShredLock(release.unchecked_into()))
+    }
+
     /// Removes the key vault of store `name` (overwritten with zeros
-    /// first), if there is one and OPFS can be used here.
-    pub async fn delete(name: &str) {
-        let _ = vault_static("delete", &Array::of1(&name.into())).await;
+    /// first), if there is one. Where OPFS cannot be used there is none;
+    /// a vault that cannot be overwritten is a `STORAGE` error (its keys
+    /// would stay on disk).
+    pub async fn delete(name: &str) -> Result<()> {
+        // Without the vault module (the glue used without the package's
+        // entry) no store could have been encrypted.
+        if VAULT_CLASS.with(|c| c.borrow().is_none()) {
+            return Ok(());
+        }
+        match vault_static("delete", &Array::of1(&name.into())).await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if Reflect::get(&e, &"reason".into())
+                    .ok()
+                    .and_then(|r| r.as_string())
+                    .as_deref()
+                    == Some("unsupported") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(vault_error(&e)),
+        }
     }
 
     /// Drops the keys other tabs and workers destroyed, and stops sealing
@@ -221,10 +235,18 @@ impl Sealer {
         self.ring.borrow().unseal(text)
     }
 
-    /// The payload of `event` (decoded from sealed text) opened (see [`Keyring::open`]).
+    /// The payload of `event` (decoded from sealed text) opened (see
+    /// [`Keyring::open`]); per event, so without draining destroyed slots:
+    /// [`Sealer::matching`] did that for its text.
     pub fn open_event(&self, event: &StoredEvent<'_>) -> Result<Opened> {
-        self.drain_destroyed();
         self.ring.borrow().open(event)
+    }
+
+    /// A record's sealed text is about to be decoded for matching: slots
+    /// destroyed elsewhere are dropped first (once per record, not per
+    /// event opened).
+    pub fn matching(&self) {
+        self.drain_destroyed();
     }
 
     /// Learns `found`: `[[aggregate, slot, bytes], ...]` from `keysFor` or `rotate`.
@@ -244,7 +266,7 @@ impl Sealer {
             let bytes = Reflect::get(&value, &"key".into())
                 .map(|k| Uint8Array::new(&k).to_vec())
                 .unwrap_or_default();
-            if let Err(e) = ring.insert(slot as u32, Some(&bytes)) {
+            if let Err(e) = ring.insert(slot as u32, &bytes) {
                 out = Err(e);
             }
             ring.set_live(&aggregate, slot as u32);
@@ -323,55 +345,39 @@ impl Sealer {
                 .await?;
         }
         if !wanted.slots.is_empty() {
-            let slots: Array = wanted
-                .slots
-                .iter()
-                .map(|s| JsValue::from_f64(f64::from(*s)))
-                .collect();
-            let found = self
-                .vault
-                .raw_keys(slots)
-                .await
-                .map_err(|e| vault_error(&e))?;
-            let map: js_sys::Map = found.unchecked_into();
-            let mut ring = self.ring.borrow_mut();
-            for slot in &wanted.slots {
-                let key = map.get(&JsValue::from_f64(f64::from(*slot)));
-                if key.is_undefined() {
-                    return Err(Error::Storage(format!(
-                        "encryption: key slot {slot} is not in the store's key vault (the vault does not belong to this database, or it was replaced)"
-                    )));
-                }
-                if key.is_null() {
-                    ring.destroyed(*slot);
-                } else {
-                    ring.insert(*slot, Some(&Uint8Array::new(&key).to_vec()))?;
-                }
+            // Every slot, not only those met: a read that lacked one key
+            // (records of other tabs' new aggregates) likely lacks more,
+            // and would otherwise learn them one try at a time.
+            self.preload().await?;
+            let ring = self.ring.borrow();
+            if let Some(slot) = wanted.slots.iter().find(|s| !ring.knows(**s)) {
+                return Err(Error::Storage(format!(
+                    "encryption: key slot {slot} is not in the store's key vault (the vault does not belong to this database, or it was replaced)"
+                )));
             }
         }
         Ok(true)
     }
 
-    /// New live slots for `aggregates`; returns the slots they retired.
-    pub async fn rotate(&self, aggregates: &[String]) -> Result<Vec<u32>> {
+    /// New live slots for `aggregates` (their live ones are retired).
+    pub async fn rotate(&self, aggregates: &[String]) -> Result<()> {
         let list: Array = aggregates.iter().map(|a| JsValue::from_str(a)).collect();
         let made = self.vault.rotate(list).await.map_err(|e| vault_error(&e))?;
-        self.learn_live(&made)?;
-        let map: js_sys::Map = made.unchecked_into();
-        let mut old = Vec::new();
-        map.for_each(&mut |value, _| {
-            if let Some(s) = Reflect::get(&value, &"old".into())
-                .ok()
-                .and_then(|s| s.as_f64())
-            {
-                old.push(s as u32);
-            }
-        });
-        Ok(old)
+        self.learn_live(&made)
     }
 
     /// Ends the vault's worker.
     pub fn close(&self) {
         self.vault.close();
+    }
+}
+
+/// The store's shred lock, released when dropped (also when the shred
+/// holding it is dropped unfinished, the store being closed).
+pub struct ShredLock(js_sys::Function);
+
+impl Drop for ShredLock {
+    fn drop(&mut self) {
+        let _ = self.0.call0(&JsValue::NULL);
     }
 }

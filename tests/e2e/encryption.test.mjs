@@ -24,14 +24,15 @@ const entries = (tag, aggregates) =>
     commands: Array.from({ length: n }, (_, i) => ({ action: `${aggregate}.noted`, payload: { text: `${tag}-${aggregate}-${i}`, i } })),
   }));
 
-/** Pushes in a fresh page, in `n` pushes, folded or not; closes the store. */
-async function fill(name, options, tag, aggregates) {
+/** Pushes in a fresh page, one push per aggregate; with `folded`, closes the store once the fold has caught up. */
+async function fill(name, options, tag, aggregates, { folded = false } = {}) {
   const page = await env.newPage();
-  await page.evaluate(async ({ name, options, list }) => {
+  await page.evaluate(async ({ name, options, list, folded }) => {
     const store = await EventStore.open(name, options);
     for (const e of list) await store.push([e]);
+    if (folded) await untilFolded(name);
     store.close();
-  }, { name, options, list: entries(tag, aggregates) });
+  }, { name, options, list: entries(tag, aggregates), folded });
   await page.close();
 }
 
@@ -42,9 +43,10 @@ test("with encryption on, no payload is in any file of the profile; with it off,
   const tag = `SEALED${Date.now().toString(36).toUpperCase()}`;
   const plainTag = `PLAIN${Date.now().toString(36).toUpperCase()}`;
   const aggregates = { "user.ann": 30, "user.bob": 20, "order.x1": 5 };
+  // Folded and unfolded records both: one store of each, per kind.
+  await fill(uniqueName("enc-scan"), { encryption: true }, tag, aggregates, { folded: true });
   await fill(uniqueName("enc-scan"), { encryption: true }, tag, aggregates);
-  await fill(uniqueName("plain-scan"), undefined, plainTag, aggregates);
-  // Read back in another page first: reads work, and the fold has run.
+  await fill(uniqueName("plain-scan"), undefined, plainTag, aggregates, { folded: true });
   await env.stop();
   const markers = [`${tag}-user.ann-0`, `${tag}-user.bob-19`, `${tag}-order.x1-4`, tag];
   const controls = [`${plainTag}-user.ann-0`, `${plainTag}-user.bob-19`, `${plainTag}-order.x1-4`];
@@ -56,7 +58,7 @@ test("with encryption on, no payload is in any file of the profile; with it off,
 
 test("encrypted payloads read back after a restart; a folded log too", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("enc-restart");
-  await fill(name, { encryption: true }, "R", { "user.a": 3, "user.b": 2 });
+  await fill(name, { encryption: true }, "R", { "user.a": 3, "user.b": 2 }, { folded: true });
   await env.restart();
   const page = await env.newPage();
   const out = await page.evaluate(async (name) => {
@@ -173,6 +175,10 @@ test("several tabs and a worker on one encrypted store: each reads the others' p
     (name) =>
       new Promise((resolve) => {
         const w = new Worker("/tests/e2e/encryption-worker.js", { type: "module" });
+        w.onerror = (e) => {
+          w.terminate();
+          resolve({ error: `the worker failed: ${e.message}` });
+        };
         w.onmessage = ({ data }) => {
           if (data.ready) w.postMessage({ name, aggregate: "tab.one", count: 2 });
           else {
@@ -194,13 +200,7 @@ test("several tabs and a worker on one encrypted store: each reads the others' p
   assert.deepEqual(tab0.seen, tab0.all, "the subscription delivered the other tab's and the worker's events, decrypted, in order");
   // One live slot for the aggregate, whoever wrote first.
   const slots = await pages[1].evaluate(async () => {
-    const raw = await new Promise((ok) => {
-      const r = indexedDB.open(store.name);
-      r.onsuccess = () => {
-        const all = r.result.transaction("batches").objectStore("batches").getAll();
-        all.onsuccess = () => { r.result.close(); ok(JSON.stringify(all.result)); };
-      };
-    });
+    const raw = (await rawRecords(store.name)).filter((r) => r.store === "batches").map((r) => r.json).join("\n");
     return [...new Set([...raw.matchAll(/\\"sealed\\":\\"(\d+):/g)].map((m) => m[1]))];
   });
   assert.equal(slots.length, 1, `every event of the aggregate is sealed under one slot: ${slots}`);
@@ -214,14 +214,7 @@ test("errors: an encrypted store opened without the option, a plain store with e
   const name = uniqueName("enc-errors");
   const page = await env.newPage();
   const out = await page.evaluate(async (name) => {
-    const err = async (fn) => {
-      try {
-        await fn();
-        return null;
-      } catch (e) {
-        return { code: e.code, message: e.message, isError: e instanceof Error };
-      }
-    };
+    const err = errorOf;
     const s = await EventStore.open(name, { encryption: true });
     await s.push([{ aggregate: "a.b", commands: [{ action: "a.b.c", payload: 1 }] }]);
     s.close();
@@ -255,6 +248,7 @@ test("errors: an encrypted store opened without the option, a plain store with e
   assert.equal(out.lost?.code, "DATA_LOST");
   assert.match(out.lost.message, /key vault is gone.*keys are lost/);
   assert.equal(out.vaultLeft, 0, "EventStore.delete removed the vault file");
+  for (const k of ["without", "bad", "plainWith", "lost"]) assert.ok(out[k].isError, `${k}: an Error instance`);
 });
 
 test("compact(), export and import work on an encrypted store (the same codec)", { timeout: TIMEOUT }, async () => {
@@ -331,4 +325,40 @@ test("a push sealed under a key a forget elsewhere is destroying is undone and d
   const want = ["user.part:1:forgotten", "user.part:2:p2", "user.part:3:p3", "user.part:4:p4", "user.whole:1:forgotten", "user.whole:2:forgotten", "user.whole:3:w3"];
   for (const who of ["a", "b", "c"]) assert.deepEqual(result[who], want, `read by ${who}`);
   await page.close();
+});
+
+test("forgets of one aggregate's events in two tabs, at once and one after the other: each succeeds, and the events nobody forgot still read", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("enc-two-forgets");
+  const pages = [await env.newPage(), await env.newPage()];
+  for (const p of pages) await p.evaluate((name) => EventStore.open(name, { encryption: true }).then((s) => { window.store = s; }), name);
+  const ROUNDS = 6;
+  await pages[0].evaluate(async (rounds) => {
+    for (let r = 0; r < rounds; r++) {
+      await store.push([{ aggregate: `user.r${r}`, commands: [1, 2, 3, 4].map((i) => ({ action: `user.r${r}.noted`, payload: { text: `r${r}-${i}` } })) }]);
+    }
+  }, ROUNDS);
+  const forget = (page, aggregate, sequence) =>
+    page.evaluate(({ aggregate, sequence }) => store.forget({ queries: [{ aggregate, sequence: { from: sequence, to: sequence + 1 } }] }), { aggregate, sequence });
+  const counts = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const aggregate = `user.r${r}`;
+    // Even rounds: at once (two shreds of one aggregate would destroy the
+    // slot the other just sealed the survivors under); odd rounds: the
+    // second tab's forget meets the first one's new slot, its retired live
+    // slot and its moved fence.
+    if (r % 2 === 0) counts.push(await Promise.all([forget(pages[0], aggregate, 1), forget(pages[1], aggregate, 2)]));
+    else counts.push([await forget(pages[0], aggregate, 1), await forget(pages[1], aggregate, 2)]);
+  }
+  assert.deepEqual(counts, Array.from({ length: ROUNDS }, () => [1, 1]), "each forget erased its event");
+  for (const p of pages) await p.evaluate(() => store.close());
+  const reader = await env.newPage();
+  const read = await reader.evaluate(async (name) => {
+    const store = await EventStore.open(name, { encryption: true });
+    const out = (await store.filter()).map((e) => `${e.aggregate.join(".")}:${e.sequence}:${e.forgotten ? "forgotten" : e.payload.text}`);
+    store.close();
+    return out;
+  }, name);
+  const want = Array.from({ length: ROUNDS }, (_, r) => [`user.r${r}:1:forgotten`, `user.r${r}:2:forgotten`, `user.r${r}:3:r${r}-3`, `user.r${r}:4:r${r}-4`]).flat();
+  assert.deepEqual(read, want);
+  for (const p of [...pages, reader]) await p.close();
 });

@@ -40,13 +40,19 @@ test("an unreferenced store with a live subscription and a running iteration sta
       const received = [];
       let error = null;
       // Neither store is referenced once these functions return.
-      await (async () => {
-        (await EventStore.open(name)).subscribe(undefined, (e) => received.push(e.position), {
+      // WeakRefs tell whether the collector freed each store.
+      const subscribed = await (async () => {
+        const store = await EventStore.open(name);
+        store.subscribe(undefined, (e) => received.push(e.position), {
           fromPosition: "end",
           onError: (e) => { error = String(e); },
         });
+        return new WeakRef(store);
       })();
-      const iterator = (await EventStore.open(name)).events({})[Symbol.asyncIterator]();
+      const [iterated$, iterator] = await (async () => {
+        const store = await EventStore.open(name);
+        return [new WeakRef(store), store.events({})[Symbol.asyncIterator]()];
+      })();
       let iterated = 0;
       for (let step = 0; step < 2_500; step++) {
         const { done } = await iterator.next();
@@ -57,8 +63,9 @@ test("an unreferenced store with a live subscription and a running iteration sta
       const ended = (await iterator.next()).done;
       // A store dropped with nothing live is closed by the collector: then
       // deleting the database is not blocked by its connection.
-      await (async () => { await EventStore.open(`${name}-idle`); })();
+      const idle = await (async () => new WeakRef(await EventStore.open(`${name}-idle`)))();
       await collectGarbage();
+      const idleFreed = idle.deref() === undefined;
       const deleted = await Promise.race([
         EventStore.delete(`${name}-idle`).then(() => true),
         new Promise((r) => setTimeout(() => r(false), 5_000)),
@@ -72,7 +79,8 @@ test("an unreferenced store with a live subscription and a running iteration sta
         await new Promise((r) => setTimeout(r, 20));
       }
       other.close();
-      return { iterated, ended, received, error, pushed: pushed.position, deleted };
+      const held = { subscribed: subscribed.deref() !== undefined, iterating: iterated$.deref() !== undefined };
+      return { iterated, ended, received, error, pushed: pushed.position, deleted, idleFreed, held };
     },
     { name: uniqueName("lifetime"), collect: COLLECT },
   );
@@ -80,6 +88,8 @@ test("an unreferenced store with a live subscription and a running iteration sta
   assert.equal(result.iterated, 2_500, "the iteration read every page");
   assert.ok(result.ended, "and then ended");
   assert.deepEqual(result.received, [result.pushed], "the subscription delivered the later push");
+  assert.deepEqual(result.held, { subscribed: true, iterating: true }, "the stores still delivering were not collected");
+  assert.ok(result.idleFreed, "the idle store was collected");
   assert.ok(result.deleted, "the idle store was closed by the collector, so its database could be deleted");
   await page.close();
 });

@@ -238,6 +238,16 @@ test("encrypted stores sync plaintext payloads (the server reads them) and keep 
   await flushOk(a.page);
   const remote = await assertConverged(server, [a.page, b.page]);
   assert.equal(remote.find((e) => e.aggregate.join(".") === "user.A").payload.tag, "SECRETA", "the server holds plaintext");
+  // Device B's key of user.A, as its vault file has it.
+  const slotA = await b.page.evaluate(async (name) => {
+    await import("/tests/e2e/vault-page.js");
+    await loadVault();
+    const vault = await Vault.open(name);
+    const { slot } = (await vault.keysFor(["user.A"])).get("user.A");
+    vault.close();
+    return { slot, status: (await rawSlot(name, slot)).status };
+  }, STORE);
+  assert.equal(slotA.status, 1, "live before the forget");
   await a.page.evaluate(() => store.forget({ queries: [{ aggregate: "user.A" }] }));
   await flushOk(a.page);
   await flushOk(b.page);
@@ -248,6 +258,11 @@ test("encrypted stores sync plaintext payloads (the server reads them) and keep 
   assert.match(text, /sealed/);
   const shredEntry = await b.page.evaluate(() => store.filter({ queries: [{ aggregate: "user.A" }] }).then((es) => es.map((e) => e.forgotten)));
   assert.deepEqual(shredEntry, [true, true, true]);
+  const after = await b.page.evaluate(async ({ name, slot }) => {
+    const { status, key } = await rawSlot(name, slot);
+    return { status, zeros: key === "\0".repeat(32), shredLeft: JSON.stringify(await rawRecords(name)).includes("shred") };
+  }, { name: STORE, slot: slotA.slot });
+  assert.deepEqual(after, { status: 2, zeros: true, shredLeft: false }, "device B destroyed its key of user.A when it pulled the forget");
   assert.deepEqual([...a.device.errors, ...b.device.errors], []);
 });
 

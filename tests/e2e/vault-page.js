@@ -23,6 +23,28 @@ window.unseal = async (key, bytes) => {
   }
 };
 
+/** What each of `made` ([{ slot, sealed }]) decrypts to under the key `vault` gives its slot (null when none). */
+window.unsealEach = async (vault, made) => {
+  const keys = await vault.keys(made.map((m) => m.slot));
+  const out = [];
+  for (const m of made) out.push(await unseal(keys.get(m.slot), m.sealed));
+  return out;
+};
+
+/**
+ * Sends `msg` to a fresh module worker running tests/e2e/vault-worker.js
+ * (the vault in a dedicated worker); resolves to its answer's value, or
+ * rejects with an Error whose message is the worker's error.
+ */
+window.askVaultWorker = (msg) => {
+  const w = new Worker("/tests/e2e/vault-worker.js", { type: "module" });
+  return new Promise((ok, fail) => {
+    w.onmessage = ({ data }) => { w.terminate(); data.error ? fail(new Error(data.error)) : ok(data.value); };
+    w.onerror = (e) => { w.terminate(); fail(new Error(`worker: ${e.message}`)); };
+    w.postMessage(msg);
+  });
+};
+
 /** The vault file of store `name`, as bytes (null when missing). */
 window.vaultFile = async (name) => {
   const root = await navigator.storage.getDirectory();

@@ -76,6 +76,8 @@ export async function untyped(store: EventStore, event: StoredEvent): Promise<vo
   await EventStore.open("x", { upcasters: [{ action: "a.b", from: 1, to: 2, upcast: () => undefined }] });
   // @ts-expect-error get takes an id string
   await store.get(1);
+  // @ts-expect-error encryption is true or false
+  await EventStore.open("x", { encryption: "yes" });
   void [sequence, erased];
 }
 

@@ -14,6 +14,8 @@ import init, {
 export async function usage(): Promise<void> {
   await init();
   const store: EventStore = await EventStore.open("types-check");
+  const sealed: EventStore = await EventStore.open("types-check-sealed", { encryption: true });
+  sealed.close();
 
   const aggregate: Subject = ["user", "A"];
   const added: Command = { action: ["user", "A", "added"], revision: 1, payload: { name: "Ada" } };

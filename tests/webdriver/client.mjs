@@ -89,7 +89,6 @@ const ENGINES = {
   },
 };
 
-/** Engine names to run, from $ENGINES (comma-separated) or the default list. */
 /**
  * Starts `fn(...args)` in the tab without waiting for it (a call that may
  * outlast one WebDriver script timeout); {@link finishJob} collects its result.
@@ -115,11 +114,16 @@ export async function finishJob(tab, deadline, what) {
   }
 }
 
+/** Engine names to run, from $ENGINES (comma-separated) or the default list. */
 export function enginesFromEnv(fallback = ["firefox", "webkit"]) {
   const list = (process.env.ENGINES ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   for (const e of list) if (!ENGINES[e]) throw new Error(`ENGINES: unknown engine ${e} (known: ${Object.keys(ENGINES).join(", ")})`);
   return list.length ? list : fallback;
 }
+
+let names = 0;
+/** A database name no earlier test of this process used. */
+export const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++names}`;
 
 /** The installed version of a Debian package, or null. */
 export function debianVersion(pkg) {

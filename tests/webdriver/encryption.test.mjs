@@ -7,12 +7,10 @@
 //   node --test --test-concurrency=1 tests/webdriver/encryption.test.mjs   (after npm run build)
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { launch, enginesFromEnv } from "./client.mjs";
+import { launch, enginesFromEnv, uniqueName } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit"]).filter((e) => e !== "chromium");
-let counter = 0;
-const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 
 for (const engine of ENGINES) {
   describe(`encryption at rest in ${engine}`, { timeout: 300_000 }, () => {

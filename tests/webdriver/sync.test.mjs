@@ -13,13 +13,11 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launch, enginesFromEnv } from "./client.mjs";
+import { launch, enginesFromEnv, uniqueName } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
 import { buildServer, startSyncServer } from "../../scripts/sync-server.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit", "chromium"]);
-let counter = 0;
-const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 
 for (const engine of ENGINES) {
   describe(`sync in ${engine}`, { timeout: 300_000 }, () => {

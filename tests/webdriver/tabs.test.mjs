@@ -6,7 +6,7 @@
 //   node --test --test-concurrency=1 tests/webdriver/    (after npm run build)
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { launch, enginesFromEnv, startJob, finishJob } from "./client.mjs";
+import { launch, enginesFromEnv, startJob, finishJob, uniqueName } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit", "chromium"]);
@@ -14,8 +14,6 @@ const TABS = 3;
 const PER_TAB = 30; // optimistic pushes per tab in the race
 const LIVE = 15; // pushes per pushing tab in the subscription test
 
-let counter = 0;
-const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 /** One aggregate's events: sequences 1..n in log order, unique increasing positions, unique ids. */

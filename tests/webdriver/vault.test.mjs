@@ -17,14 +17,12 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launch, enginesFromEnv, startJob, finishJob } from "./client.mjs";
+import { launch, enginesFromEnv, startJob, finishJob, uniqueName } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
 import { scanProfile, found } from "../e2e/disk.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit", "chromium"]);
 
-let counter = 0;
-const uniqueName = (prefix) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 
 
 const OPFS_FEATURES = ["StorageAPI", "FileSystem", "AccessHandle"];
@@ -70,12 +68,10 @@ for (const { engine, label, opts, supported } of RUNS) {
       test("without OPFS sync access handles the vault refuses with a clear error, in a window and in a worker", { timeout: 120_000 }, async () => {
         const name = uniqueName("wd-vault-none");
         const r = await tabs[0].run(async (name) => {
-          const inWorker = await new Promise((ok, fail) => {
-            const w = new Worker("/tests/e2e/vault-worker.js", { type: "module" });
-            w.onmessage = ({ data }) => { w.terminate(); data.error ? ok(data.error) : fail(new Error("the worker's vault opened")); };
-            w.onerror = (e) => { w.terminate(); fail(new Error(`worker: ${e.message}`)); };
-            w.postMessage({ op: "create", name, n: 1, text: "x" });
-          });
+          const inWorker = await askVaultWorker({ op: "create", name, n: 1, text: "x" }).then(
+            () => { throw new Error("the worker's vault opened"); },
+            (e) => e.message,
+          );
           return { open: await vaultError(() => Vault.open(name, { create: true })), remove: await vaultError(() => Vault.delete(name)), inWorker };
         }, [name]);
         console.log(`${label}: Vault.open rejects: ${JSON.stringify(r.open)}`);
@@ -103,10 +99,7 @@ for (const { engine, label, opts, supported } of RUNS) {
       assert.deepEqual(made.map((m) => [m.slot, m.extractable]), [[0, false], [1, false], [2, false]]);
       const read = await b.run(async (name, made) => {
         window.vault = await Vault.open(name);
-        const keys = await vault.keys(made.map((m) => m.slot));
-        const out = [];
-        for (const m of made) out.push(await unseal(keys.get(m.slot), m.sealed));
-        return out;
+        return unsealEach(vault, made);
       }, [name, made]);
       assert.deepEqual(read, ["secret 0", "secret 1", "secret 2"], "the other tab decrypts with the keys it reads");
 
@@ -165,9 +158,7 @@ for (const { engine, label, opts, supported } of RUNS) {
       assert.deepEqual(slots, Array.from({ length: 40 }, (_, i) => i), "40 distinct slots");
       const texts = await tabs[0].run(async (name, made) => {
         const vault = await Vault.open(name);
-        const keys = await vault.keys(made.map((m) => m.slot));
-        const out = [];
-        for (const m of made) out.push(await unseal(keys.get(m.slot), m.sealed));
+        const out = await unsealEach(vault, made);
         vault.close();
         await Vault.delete(name);
         return out;
@@ -178,22 +169,12 @@ for (const { engine, label, opts, supported } of RUNS) {
     test("in a dedicated worker the vault opens the file itself", { timeout: 120_000 }, async () => {
       const name = uniqueName("wd-vault-worker");
       const r = await tabs[0].run(async (name) => {
-        const ask = (msg) => {
-          const w = new Worker("/tests/e2e/vault-worker.js", { type: "module" });
-          return new Promise((ok, fail) => {
-            w.onmessage = ({ data }) => { w.terminate(); data.error ? fail(new Error(data.error)) : ok(data.value); };
-            w.onerror = (e) => { w.terminate(); fail(new Error(`worker: ${e.message}`)); };
-            w.postMessage(msg);
-          });
-        };
-        const made = await ask({ op: "create", name, n: 2, text: "from the worker" });
+        const made = await askVaultWorker({ op: "create", name, n: 2, text: "from the worker" });
         const vault = await Vault.open(name);
-        const keys = await vault.keys(made.map((m) => m.slot));
-        const texts = [];
-        for (const m of made) texts.push(await unseal(keys.get(m.slot), m.sealed));
+        const texts = await unsealEach(vault, made);
         vault.close();
         await Vault.delete(name);
-        return { texts, unsupported: await ask({ op: "unsupported", name: `${name}-x` }) };
+        return { texts, unsupported: await askVaultWorker({ op: "unsupported", name: `${name}-x` }) };
       }, [name]);
       assert.deepEqual(r.texts, ["from the worker", "from the worker"]);
       assert.equal(r.unsupported?.reason, "unsupported");
