@@ -538,15 +538,34 @@ export function vaultCore(scope) {
       }
     },
 
-    /** Whether the vault file of store `name` exists (from any context: no sync access handle needed). */
-    exists: async (name) => {
+    /**
+     * From any context (no sync access handle needed): "none" when store
+     * `name` has no vault file, "removed" when it had one holding no key
+     * slot (made by an open that failed next) and removed it, "keys" when
+     * it holds slots (to be overwritten by `delete`, in a worker).
+     */
+    dropEmpty: async (name) => {
+      /* No OPFS here (Node, an old browser): no vault either. */
+      const storage = scope.navigator?.storage;
+      if (!storage || typeof storage.getDirectory !== "function") return "none";
       try {
-        const dir = await (await scope.navigator.storage.getDirectory()).getDirectoryHandle(DIR);
-        await dir.getFileHandle(fileName(name));
-        return true;
+        const dir = await (await storage.getDirectory()).getDirectoryHandle(DIR);
+        const size = async () => (await (await dir.getFileHandle(fileName(name))).getFile()).size;
+        if ((await size()) > HEADER) return "keys";
+        // Under the lock (a session elsewhere is asked to give it and its handle back).
+        turnChannel(name)?.postMessage("want");
+        const release = await acquire(name);
+        try {
+          if ((await size()) > HEADER) return "keys";
+          await dir.removeEntry(fileName(name));
+        } finally {
+          release();
+        }
+        handles.delete(name);
+        return "removed";
       } catch (e) {
-        /* No OPFS here (or none usable: not a secure context), no directory, no file. */
-        if (!scope.navigator.storage?.getDirectory || ["NotFoundError", "SecurityError", "TypeMismatchError"].includes(e?.name)) return false;
+        /* OPFS not usable (not a secure context), no directory, no file. */
+        if (["NotFoundError", "SecurityError", "TypeMismatchError"].includes(e?.name)) return "none";
         throw e;
       }
     },
@@ -726,8 +745,16 @@ export class Vault {
   /** Removes the vault file of store `name` after overwriting it with zeros; resolves to whether there was one. */
   static async delete(name) {
     checkName(name);
-    // Most stores are not encrypted: no worker is started for them.
-    if (!(await vaultCore(globalThis)("exists", [name]))) return false;
+    // Most stores are not encrypted: no worker is started for them, nor
+    // for a vault file without keys.
+    const here = vaultCore(globalThis);
+    let found;
+    try {
+      found = await here("dropEmpty", [name]);
+    } finally {
+      here.close();
+    }
+    if (found !== "keys") return found === "removed";
     const run = runner();
     try {
       return await run.call("delete", [name]);
