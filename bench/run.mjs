@@ -8,7 +8,8 @@
 // Options: --impl=eventstore,dexie,raw  --runs=N (timed runs of the cheap cases,
 // default 5)  --engines=firefox,webkit (the other engines to run after Chromium;
 // --engines= for none)  --no-sync (skip the sync cases, bench/sync.mjs)  --write / --no-write (BENCHMARKS.md; default: write when
-// all three implementations and both other engines were requested).
+// all three implementations and both other engines were requested)  --cpuprofile=DIR (a V8 CPU
+// profile of each case run).
 // Exit code 1 when a read-back check failed or a case errored; targets missed
 // are reported, not failed.
 import { chromium } from "playwright-core";
@@ -93,6 +94,25 @@ async function newBenchPage() {
   return page;
 }
 
+/** --cpuprofile=DIR: a V8 CPU profile of every case run, DIR/<case>-<impl>-<n>.cpuprofile
+ * (open in Chromium's DevTools; build with `wasm-pack build --profiling` for wasm names). */
+const CPUPROFILE = opt("cpuprofile") || null;
+const profiled = {};
+async function startProfile(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+  await cdp.send("Profiler.start");
+  return cdp;
+}
+async function stopProfile(cdp, name) {
+  const { profile } = await cdp.send("Profiler.stop");
+  await cdp.detach().catch(() => {});
+  await mkdir(CPUPROFILE, { recursive: true });
+  const n = (profiled[name] = (profiled[name] ?? 0) + 1);
+  await writeFile(join(CPUPROFILE, `${name}-${n}.cpuprofile`), JSON.stringify(profile));
+}
+
 /** Calls window.bench[fn](...args) in the page, bounded by `timeoutMs`. */
 async function call(page, fn, args, timeoutMs) {
   let timer;
@@ -129,7 +149,9 @@ class Session {
   }
   async run(caseId, key, fn, args, timeoutMs) {
     if (!this.ready.includes(key)) return null;
+    const cdp = CPUPROFILE ? await startProfile(this.page) : null;
     const res = record(caseId, key, await call(this.page, fn, args, timeoutMs));
+    if (cdp) await stopProfile(cdp, `${caseId}-${key}`);
     const tag = res.error ? `ERROR ${res.error}` : `${fmtMs(res.ms)}${res.fails?.length ? `  (${res.fails.length} failed checks)` : ""}`;
     log(`${caseId.padEnd(11)} ${NAMES[key].padEnd(16)} ${tag}`);
     if (res.fatal) {

@@ -43,6 +43,15 @@ export function vaultCore(scope) {
   const LIVE = 1;
   const DESTROYED = 2;
   const RETIRED = 3; /* rotated: still decrypts, no longer used to encrypt */
+  /*
+   * Reserved by one open vault (its owner token where the hash goes, see
+   * `reserve`): decrypts; bound to an aggregate (LIVE or RETIRED) by
+   * `bind`. Writes sealed under it may be stored before that bind lands:
+   * the store records such slots with the write (docs/privacy.md,
+   * "Reserved slots").
+   */
+  const RESERVED = 4;
+  const OWNER = 16; /* owner token bytes */
   const BUSY_MS = 10000; /* how long a handle held elsewhere is waited for */
 
   const error = (code, message, extra) => Object.assign(new Error(message), { code }, extra);
@@ -387,36 +396,121 @@ export function vaultCore(scope) {
         const out = slots.map((s) => {
           if (s >= all.count) return [s, undefined];
           const status = all.bytes[s * SLOT];
-          if (status === LIVE || status === RETIRED) return [s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)];
+          if (status === LIVE || status === RETIRED || status === RESERVED) return [s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)];
           return [s, status === DESTROYED ? null : undefined];
         });
         return out;
       }),
 
-    /** [[slot, bytes | null]] for every slot written: a keyring's first load (one read). */
+    /**
+     * [[slot, bytes | null, hash | null]] for every slot written: its key
+     * (null: destroyed) and, for a live slot, its aggregate's SHA-256: a
+     * keyring's load (one read).
+     */
     allKeys: (name) =>
       withFile(name, false, async (h) => {
         const all = await allSlots(h);
         const out = [];
         for (let s = 0; s < all.count; s++) {
           const status = all.bytes[s * SLOT];
-          if (status === LIVE || status === RETIRED) out.push([s, all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY)]);
-          else if (status === DESTROYED) out.push([s, null]);
+          const key = () => all.bytes.slice(s * SLOT + 1, s * SLOT + 1 + KEY);
+          if (status === LIVE) out.push([s, key(), all.bytes.slice(s * SLOT + HASH, s * SLOT + HASH + KEY)]);
+          else if (status === RETIRED || status === RESERVED) out.push([s, key(), null]);
+          else if (status === DESTROYED) out.push([s, null, null]);
         }
         return out;
       }),
 
-    /** Destroys the retired slots of each aggregate (a shred's old keys, after its rotation). The slots destroyed. */
-    shred: (name, aggregates) =>
+    /**
+     * `n` slots reserved, appended, [[slot, bytes]]: status RESERVED with a
+     * fresh key and `owner` (a hex token, or null) where the hash goes; on
+     * disk before it resolves. A reserved slot is never handed out again
+     * (a write sealed under it may be stored before its bind lands).
+     */
+    reserve: (name, n, owner) =>
+      withFile(name, false, async (h) => {
+        const all = await allSlots(h);
+        const first = all.count;
+        const bytes = new Uint8Array(n * SLOT);
+        const token = new Uint8Array(OWNER);
+        if (owner !== null) for (let i = 0; i < OWNER; i++) token[i] = parseInt(owner.slice(2 * i, 2 * i + 2), 16);
+        for (let i = 0; i < n; i++) {
+          bytes[i * SLOT] = RESERVED;
+          scope.crypto.getRandomValues(bytes.subarray(i * SLOT + 1, i * SLOT + 1 + KEY));
+          bytes.set(token, i * SLOT + HASH);
+        }
+        try {
+          put(h, bytes, HEADER + first * SLOT);
+          await h.flush();
+          return Array.from({ length: n }, (_, i) => [first + i, bytes.slice(i * SLOT + 1, i * SLOT + 1 + KEY)]);
+        } finally {
+          bytes.fill(0);
+        }
+      }),
+
+    /**
+     * Binds reserved slots to aggregates, pairs [[aggregate, slot, hash?]]
+     * (hash: the SHA-256 of the aggregate's name, computed here if absent): a
+     * reserved slot becomes its aggregate's live slot or, when the
+     * aggregate has one already (made elsewhere meanwhile), a retired slot
+     * of it (it still decrypts what was sealed under it, and a shred of the
+     * aggregate destroys it). Idempotent: a slot already bound to that
+     * aggregate, or destroyed, is left as it is (a recovery may bind what
+     * its owner bound). [[aggregate, live slot | null, bytes | null]]: the
+     * aggregate's live slot now, with its key bytes when it is not the
+     * slot given. Flushed.
+     */
+    bind: (name, pairs) =>
+      withFile(name, false, async (h) => {
+        const all = await allSlots(h);
+        // The caller may give each aggregate's hash (the store's keyring has it).
+        const given = pairs.every((p) => p[2] instanceof Uint8Array && p[2].length === KEY);
+        const hs = given ? pairs.map((p) => p[2]) : await hashes(pairs.map(([a]) => a));
+        const live = liveSlots(all);
+        const statusOf = (slot) => (slot < all.count ? all.bytes[slot * SLOT] : 0);
+        pairs.forEach(([a, slot], i) => {
+          const status = statusOf(slot);
+          const mine = (status === LIVE || status === RETIRED) && slotHash(all.bytes, slot) === hashKey(hs[i]);
+          if (status !== RESERVED && status !== DESTROYED && !mine) {
+            throw error("STORAGE", `vault: slot ${slot} of the key vault of store ${JSON.stringify(name)} is neither reserved nor ${JSON.stringify(a)}'s (the vault does not belong to this database, or it was replaced)`);
+          }
+        });
+        let wrote = false;
+        const out = pairs.map(([a, slot], i) => {
+          const k = hashKey(hs[i]);
+          if (statusOf(slot) === RESERVED) {
+            const now = live.get(k);
+            put(h, hs[i], HEADER + slot * SLOT + HASH);
+            put(h, new Uint8Array([now === undefined ? LIVE : RETIRED]), HEADER + slot * SLOT);
+            if (now === undefined) live.set(k, slot);
+            wrote = true;
+          }
+          const now = live.get(k);
+          if (now === undefined) return [a, null, null];
+          return [a, now, now === slot ? null : all.bytes.slice(now * SLOT + 1, now * SLOT + 1 + KEY)];
+        });
+        if (wrote) await h.flush();
+        return out;
+      }),
+
+    /**
+     * Destroys the retired slots of each aggregate (a shred's old keys,
+     * after its rotation), and of `slots` (the aggregates' slots writes
+     * recorded before their binds landed) those reserved or retired, never
+     * a live one. The slots destroyed.
+     */
+    shred: (name, aggregates, slots = []) =>
       withFile(name, false, async (h) => {
         const wanted = new Set((await hashes(aggregates)).map(hashKey));
         const all = await allSlots(h);
         const dead = new Uint8Array(SLOT);
         dead[0] = DESTROYED;
+        const extra = new Set(slots);
         const done = [];
         for (let s = 0; s < all.count; s++) {
-          if (all.bytes[s * SLOT] !== RETIRED) continue;
-          if (!wanted.has(slotHash(all.bytes, s))) continue;
+          const status = all.bytes[s * SLOT];
+          const retiredHere = status === RETIRED && wanted.has(slotHash(all.bytes, s));
+          if (!retiredHere && !(extra.has(s) && (status === RESERVED || status === RETIRED))) continue;
           put(h, dead, HEADER + s * SLOT);
           done.push(s);
         }
@@ -478,7 +572,7 @@ export function vaultCore(scope) {
             }
             buf.fill(0);
             h.read(buf, { at: HEADER + slot * SLOT });
-            if (buf[0] === LIVE || buf[0] === RETIRED) out.push([slot, await importKey(buf.slice(1, 1 + KEY))]);
+            if (buf[0] === LIVE || buf[0] === RETIRED || buf[0] === RESERVED) out.push([slot, await importKey(buf.slice(1, 1 + KEY))]);
             else out.push([slot, buf[0] === DESTROYED ? null : undefined]);
           }
         } finally {
@@ -579,6 +673,30 @@ export function vaultCore(scope) {
     turns.clear();
   };
   return run;
+}
+
+/** The Web Lock an open Vault holds, + name + ":" + its owner token. */
+const OWNER_LOCK = "eventstore-wasm:vault-owner:";
+
+/**
+ * Takes a Web Lock of its own for an open Vault of `name`: { token, release },
+ * or null without Web Locks. Slots it reserves carry the token, and the store
+ * keys what it records of their binds by it; once the lock is gone (closed,
+ * or its page or worker ended), another connection finishes those binds.
+ */
+async function ownerLock(name) {
+  const locks = globalThis.navigator?.locks;
+  if (!locks || typeof locks.request !== "function" || typeof locks.query !== "function") return null;
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  const token = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  try {
+    const release = await new Promise((granted, failed) => {
+      locks.request(`${OWNER_LOCK}${name}:${token}`, () => new Promise((done) => granted(done))).catch(failed);
+    });
+    return { token, release };
+  } catch {
+    return null;
+  }
 }
 
 /** Whether this global is a dedicated worker (which may open sync access handles itself). */
@@ -701,6 +819,8 @@ export class Vault {
   #seen = new Map();
   #channel = null;
   #closed = false;
+  /** { token, release }: this vault's owner lock (see `reserve`), or null. */
+  #owner = null;
   /** Slots other tabs and workers destroyed, until `takeDestroyed()`. */
   #destroyedElsewhere = new Set();
   /** Slots other tabs and workers retired (rotate), until `takeRetired()`. */
@@ -733,13 +853,17 @@ export class Vault {
   static async open(name, { create = false } = {}) {
     checkName(name);
     const run = runner();
+    let owner = null;
     try {
       await run.call("open", [name, create === true]);
+      owner = await ownerLock(name);
     } catch (e) {
       run.close();
       throw e;
     }
-    return new Vault(name, run);
+    const vault = new Vault(name, run);
+    vault.#owner = owner;
+    return vault;
   }
 
   /** Removes the vault file of store `name` after overwriting it with zeros; resolves to whether there was one. */
@@ -766,6 +890,23 @@ export class Vault {
   /** The store name. */
   get name() {
     return this.#name;
+  }
+
+  /** This vault's owner token (hex; its Web Lock is held while it is open), or null without Web Locks. */
+  get owner() {
+    return this.#owner?.token ?? null;
+  }
+
+  /**
+   * The owner tokens of the vaults of this store open anywhere (this
+   * origin's Web Locks), or null when Web Locks cannot tell.
+   */
+  async openOwners() {
+    const locks = globalThis.navigator?.locks;
+    if (!locks || typeof locks.query !== "function") return null;
+    const prefix = `${OWNER_LOCK}${this.#name}:`;
+    const { held = [], pending = [] } = await locks.query();
+    return [...held, ...pending].filter((l) => l.name?.startsWith(prefix)).map((l) => l.name.slice(prefix.length));
   }
 
   #check() {
@@ -855,15 +996,56 @@ export class Vault {
   }
 
   /**
-   * Destroys the retired slots of each aggregate (a shred's old keys, after
-   * `rotate`), overwriting them in place; resolves to the slots destroyed,
-   * after the flush. Other tabs and workers are told.
+   * Every written slot, [[slot, bytes | null, hash | null]]: its raw key
+   * (null: destroyed) and, for a live slot, the SHA-256 of its aggregate's
+   * name (the keyring finds an aggregate's live slot by it).
    */
-  async shred(aggregates) {
+  async loadAll() {
+    this.#check();
+    return this.#runner.call("allKeys", [this.#name]);
+  }
+
+  /**
+   * `n` new slots reserved for this vault, [[slot, raw key bytes]], on disk
+   * when it resolves. They decrypt, but belong to no aggregate until `bind`.
+   */
+  async reserve(n) {
+    this.#check();
+    if (!Number.isSafeInteger(n) || n < 1 || n > 100_000) throw fail("INVALID_ARGUMENT", `vault: reserve(n) takes an integer from 1 to 100000, got ${JSON.stringify(n) ?? String(n)}`);
+    return this.#runner.call("reserve", [this.#name, n, this.#owner?.token ?? null]);
+  }
+
+  /**
+   * Binds reserved slots to aggregates, pairs [[aggregate, slot, hash?]]
+   * (hash: the SHA-256 of the name as 32 bytes, if the caller has it): each
+   * becomes its aggregate's live slot, or a retired one of it when the
+   * aggregate got a live slot elsewhere meanwhile; a slot bound to that
+   * aggregate already, or destroyed, is left as it is. Resolves, after the
+   * flush, to [[aggregate, live slot | null, raw key bytes | null]] (the
+   * bytes when the live slot is not the one given).
+   */
+  async bind(pairs) {
+    this.#check();
+    const hash = (h) => h === undefined || (h instanceof Uint8Array && h.length === 32);
+    if (!Array.isArray(pairs) || pairs.some((p) => !Array.isArray(p) || typeof p[0] !== "string" || !Number.isSafeInteger(p[1]) || p[1] < 0 || !hash(p[2]))) {
+      throw fail("INVALID_ARGUMENT", "vault: bind takes [[aggregate, slot, hash?], ...]");
+    }
+    if (pairs.length === 0) return [];
+    return this.#runner.call("bind", [this.#name, pairs]);
+  }
+
+  /**
+   * Destroys the retired slots of each aggregate (a shred's old keys, after
+   * `rotate`), and those of `options.slots` that are reserved or retired
+   * (never a live one), overwriting them in place; resolves to the slots
+   * destroyed, after the flush. Other tabs and workers are told.
+   */
+  async shred(aggregates, { slots = [] } = {}) {
     this.#check();
     const list = this.#aggregates(aggregates);
-    if (list.length === 0) return [];
-    const done = await this.#runner.call("shred", [this.#name, list]);
+    const extra = checkSlots(slots);
+    if (list.length === 0 && extra.length === 0) return [];
+    const done = await this.#runner.call("shred", [this.#name, list, extra]);
     for (const s of done) this.#seen.set(s, null);
     this.#channel?.postMessage({ destroyed: done });
     return done;
@@ -909,5 +1091,6 @@ export class Vault {
     this.#seen.clear();
     this.#channel?.close();
     this.#runner.close();
+    this.#owner?.release();
   }
 }

@@ -11,13 +11,15 @@ import { fileURLToPath } from "node:url";
 // starts zeroed and Rust puts nothing below 1 MiB (its stack, then its
 // data): --zero-filled-memory and --low-memory-unused let wasm-opt use
 // that (0.7 KB less gzipped). --merge-similar-functions (not part of -Oz)
-// merges functions that differ only in constants (0.45 KB).
+// merges functions that differ only in constants (0.45 KB). WASM_NAMES=1
+// keeps the function names (for CPU profiles of a `wasm-pack build
+// --profiling`, e.g. `node bench/run.mjs --cpuprofile=DIR`).
 const wasm = fileURLToPath(new URL("../pkg/eventstore_wasm_bg.wasm", import.meta.url));
 const wasmOpt = fileURLToPath(new URL("../node_modules/.bin/wasm-opt", import.meta.url));
 const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue"];
 execFileSync(
   wasmOpt,
-  ["--merge-similar-functions", "-Oz", "--converge", "--zero-filled-memory", "--low-memory-unused", "--strip-producers", "--strip-target-features", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm],
+  [...(process.env.WASM_NAMES ? ["-g"] : []), "--merge-similar-functions", "-Oz", "--converge", "--zero-filled-memory", "--low-memory-unused", "--strip-producers", "--strip-target-features", ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm],
   { stdio: "inherit" },
 );
 

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use serde_json::value::RawValue;
@@ -51,12 +51,23 @@ impl Wanted {
     }
 }
 
+/// The SHA-256 of an aggregate's name, by which the key vault knows it.
+pub type NameHash = [u8; 32];
+
+/// The SHA-256 of `aggregate`'s UTF-8 (the vault's name for it).
+pub fn name_hash(aggregate: &str) -> NameHash {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(aggregate.as_bytes()).into()
+}
+
 /// The keys one connection knows: slot → cipher (key expansion done once;
-/// `None` for a destroyed slot) and aggregate → its live slot.
+/// `None` for a destroyed slot), aggregate → its live slot, and the live
+/// slots of the vault by their aggregate's name hash (as last loaded).
 #[derive(Default)]
 pub struct Keyring {
     ciphers: HashMap<u32, Option<Aes256Gcm>>,
     live: HashMap<String, u32>,
+    hashes: HashMap<NameHash, u32>,
     wanted: RefCell<Wanted>,
 }
 
@@ -82,6 +93,33 @@ impl Keyring {
     /// Learns that `aggregate` seals under `slot` (whose key must be inserted too).
     pub fn set_live(&mut self, aggregate: &str, slot: u32) {
         self.live.insert(aggregate.to_owned(), slot);
+        self.hashes.insert(name_hash(aggregate), slot);
+    }
+
+    /// Learns that the vault's live slot of the aggregate whose name hashes
+    /// to `hash` is `slot` (from a load of every slot).
+    pub fn set_live_hash(&mut self, hash: NameHash, slot: u32) {
+        self.hashes.insert(hash, slot);
+    }
+
+    /// Makes `aggregate`'s live slot known from the vault's live slots as
+    /// last loaded, if one is there (and its key known); whether it is known now.
+    pub fn resolve(&mut self, aggregate: &str) -> bool {
+        if self.live.contains_key(aggregate) {
+            return true;
+        }
+        let found = self
+            .hashes
+            .get(&name_hash(aggregate))
+            .copied()
+            .filter(|s| matches!(self.ciphers.get(s), Some(Some(_))));
+        match found {
+            Some(slot) => {
+                self.live.insert(aggregate.to_owned(), slot);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The live slot of `aggregate`, if known.
@@ -96,19 +134,21 @@ impl Keyring {
 
     /// Slot `slot` was destroyed (here or elsewhere): its cipher is dropped.
     pub fn destroyed(&mut self, slot: u32) {
-        self.live.retain(|_, s| *s != slot);
+        self.retired(slot);
         self.ciphers.insert(slot, None);
     }
 
     /// Forgets which slot each aggregate seals under (another tab rotated
-    /// keys: they are asked of the vault again); keys stay known.
+    /// keys: they are loaded from the vault again); keys stay known.
     pub fn forget_live(&mut self) {
         self.live.clear();
+        self.hashes.clear();
     }
 
     /// Slot `slot` was retired (rotated): it still opens, but no longer seals.
     pub fn retired(&mut self, slot: u32) {
         self.live.retain(|_, s| *s != slot);
+        self.hashes.retain(|_, s| *s != slot);
     }
 
     /// What seals and unseals lacked since the last call, cleared.
@@ -150,32 +190,50 @@ impl Keyring {
                 "encryption: the key of aggregate {aggregate:?} is not in this connection's keyring"
             )));
         };
-        let mut sealed_texts = Vec::with_capacity(events.len());
+        // The text is compact JSON as the core writes it: each payload's
+        // `"payload":<value>` is replaced by `"sealed":"<slot>:<base64>"`
+        // in a copy of the text (no re-encoding of the events). Text laid
+        // out otherwise is encoded again instead.
+        const KEY_TEXT: &str = "\"payload\":";
+        let base = text.as_ptr() as usize;
+        let mut out = String::with_capacity(text.len() + text.len() / 2);
+        let mut copied = 0;
+        let mut buf = Vec::new();
+        let mut spliced = true;
         for e in &events {
-            let Some(payload) = e.payload else {
-                sealed_texts.push(None);
+            let Some(payload) = e.payload else { continue };
+            let raw = payload.get();
+            let start = (raw.as_ptr() as usize).wrapping_sub(base);
+            let key_at = start.wrapping_sub(KEY_TEXT.len());
+            if start > text.len() || key_at > start || text.get(key_at..start) != Some(KEY_TEXT) {
+                spliced = false;
+                break;
+            }
+            out.push_str(&text[copied..key_at]);
+            out.push_str("\"sealed\":\"");
+            seal_one(cipher, slot, &e.id, raw, nonce()?, &mut buf, &mut out)?;
+            out.push('"');
+            copied = start + raw.len();
+        }
+        if spliced {
+            out.push_str(&text[copied..]);
+            return Ok(out);
+        }
+        for e in &mut events {
+            let Some(payload) = e.payload.take() else {
                 continue;
             };
-            let n = nonce()?;
-            let ct = cipher
-                .encrypt(
-                    Nonce::from_slice(&n),
-                    Payload {
-                        msg: payload.get().as_bytes(),
-                        aad: e.id.as_bytes(),
-                    },
-                )
-                .map_err(|_| Error::Storage("encryption: AES-GCM failed".into()))?;
-            let mut bytes = Vec::with_capacity(NONCE + ct.len());
-            bytes.extend_from_slice(&n);
-            bytes.extend_from_slice(&ct);
-            sealed_texts.push(Some(format!("{slot}:{}", B64.encode(&bytes))));
-        }
-        for (e, s) in events.iter_mut().zip(sealed_texts) {
-            if let Some(s) = s {
-                e.payload = None;
-                e.sealed = Some(Cow::Owned(s));
-            }
+            let mut sealed = String::new();
+            seal_one(
+                cipher,
+                slot,
+                &e.id,
+                payload.get(),
+                nonce()?,
+                &mut buf,
+                &mut sealed,
+            )?;
+            e.sealed = Some(Cow::Owned(sealed));
         }
         serde_json::to_string(&events)
             .map_err(|e| Error::Storage(format!("encryption: cannot write events: {e}")))
@@ -227,6 +285,30 @@ impl Keyring {
     }
 }
 
+/// Appends `<slot>:<base64 of nonce ‖ ciphertext ‖ tag>` of `payload`
+/// (JSON text) sealed for event `id` to `out`; `buf` is scratch space.
+fn seal_one(
+    cipher: &Aes256Gcm,
+    slot: u32,
+    id: &str,
+    payload: &str,
+    nonce: [u8; NONCE],
+    buf: &mut Vec<u8>,
+    out: &mut String,
+) -> Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&nonce);
+    buf.extend_from_slice(payload.as_bytes());
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), id.as_bytes(), &mut buf[NONCE..])
+        .map_err(|_| Error::Storage("encryption: AES-GCM failed".into()))?;
+    buf.extend_from_slice(&tag);
+    use std::fmt::Write as _;
+    let _ = write!(out, "{slot}:");
+    B64.encode_string(&*buf, out);
+    Ok(())
+}
+
 /// The `"shred"` entry (a JSON array of aggregates whose keys a forget left
 /// to shred) with `more` added.
 pub fn shred_list<'a>(
@@ -240,6 +322,14 @@ pub fn shred_list<'a>(
     };
     list.extend(more.into_iter().cloned());
     serde_json::to_string(&list).map_err(|e| Error::Storage(format!("encryption: {e}")))
+}
+
+/// The pairs of a `binds:<token>` entry of the `sync` object store:
+/// `[[aggregate, slot], ...]`, reserved slots a connection sealed stored
+/// payloads under before the vault confirmed their binds.
+pub fn binds_entry(text: &str) -> Result<Vec<(String, u32)>> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Storage(format!("encryption: corrupt binds entry: {e}")))
 }
 
 /// The aggregates of a `"shred"` entry.
@@ -391,6 +481,31 @@ mod tests {
     const TEXT: &str = r#"[{"id":"e1","action":"user.A.added","revision":1,"payload":{"name":"SECRET"}},{"id":"e2","action":"user.A.renamed","revision":2,"forgotten":true,"remote":4},{"id":"e3","action":"x","revision":1,"payload":"SECRET2","remote":9}]"#;
 
     #[test]
+    fn live_slots_are_found_by_the_hash_of_the_name_until_retired_or_destroyed() {
+        // The SHA-256 the vault keeps, as js/vault.js computes it (WebCrypto).
+        let hash = name_hash("user.A");
+        assert_eq!(hash[..4], [0x77, 0x90, 0x42, 0xff], "{hash:02x?}");
+        let mut r = Keyring::new();
+        r.insert(3, &[1; KEY]).expect("key");
+        r.set_live_hash(name_hash("user.A"), 3);
+        r.set_live_hash(name_hash("user.B"), 4); // its key unknown: not used
+        assert!(r.resolve("user.A"));
+        assert_eq!(r.live("user.A"), Some(3));
+        assert!(!r.resolve("user.B"));
+        assert!(!r.resolve("user.C"));
+        r.retired(3);
+        assert_eq!(r.live("user.A"), None);
+        assert!(!r.resolve("user.A"), "a retired slot is not found again");
+        r.set_live("user.A", 3);
+        r.destroyed(3);
+        assert!(!r.resolve("user.A"), "nor a destroyed one");
+        r.insert(5, &[2; KEY]).expect("key");
+        r.set_live("user.D", 5);
+        r.forget_live();
+        assert!(!r.resolve("user.D"), "forget_live forgets the hashes too");
+    }
+
+    #[test]
     fn opens_the_events_picked_one_by_one() {
         let r = ring(1);
         let sealed = r.seal("user.A", TEXT, &mut counter()).expect("seal");
@@ -432,6 +547,15 @@ mod tests {
         assert!(sealed.contains(r#""id":"e1""#) && sealed.contains(r#""sealed":"3:"#));
         assert!(sealed.contains(r#""remote":9"#));
         assert_eq!(r.unseal(&sealed).expect("unseal"), TEXT);
+        // Text not laid out as the core writes it is encoded again: the
+        // same events come back.
+        let spaced = TEXT.replace(r#""payload":"#, r#""payload": "#);
+        let resealed = r.seal("user.A", &spaced, &mut counter()).expect("seal");
+        assert!(
+            !resealed.contains("SECRET") && resealed.contains(r#""sealed":"3:"#),
+            "{resealed}"
+        );
+        assert_eq!(r.unseal(&resealed).expect("unseal"), TEXT);
     }
 
     #[test]

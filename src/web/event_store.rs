@@ -840,6 +840,18 @@ async fn encryption(
         sealer.close();
         return Err(js_error(e));
     }
+    if flagged {
+        // Binds a closed or crashed connection left unconfirmed (see
+        // `Sealer::pending_binds`) are finished here. Not fatal: the
+        // records stay, and a forget destroys what they name regardless.
+        if let Ok(entries) = storage.0.binds_entries().await {
+            if !entries.is_empty() {
+                if let Ok(done) = sealer.recover(&entries).await {
+                    let _ = storage.0.drop_binds_entries(&done).await;
+                }
+            }
+        }
+    }
     if !flagged {
         if let Err(e) = storage
             .0

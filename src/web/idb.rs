@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use web_sys::{
 };
 
 use super::request::{self, open_backwards, Completion, CursorValues, Request};
-use super::vault::Sealer;
+use super::vault::{Sealer, BINDS_PREFIX};
 use crate::batch::{Batch, Opened, Segment, StoredEvent};
 use crate::error::{Error, Result};
 use crate::log::{Pending, Unfolded};
@@ -378,6 +378,29 @@ impl Database {
         wait(&request).await.map_err(|e| storage_error(&e))
     }
 
+    /// Every record of binds (see [`IdbTx::binds_entries`]), read in a
+    /// transaction of its own.
+    pub async fn binds_entries(&self) -> Result<Vec<(String, String)>> {
+        let (tx, _) = self.create_as(IdbTransactionMode::Readonly, false)?;
+        let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
+        binds_entries(&store).await
+    }
+
+    /// Deletes the records of binds under `keys`, in one transaction.
+    pub async fn drop_binds_entries(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (tx, _) = self.create_as(IdbTransactionMode::Readwrite, false)?;
+        let done = Completion::new(&tx);
+        let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
+        for k in keys {
+            store.delete(&k.into()).map_err(|e| storage_error(&e))?;
+        }
+        super::request::commit_early(&tx);
+        done.await.map_err(|e| storage_error(&e))
+    }
+
     /// Takes `done` out of the `"shred"` entry (deleted once empty), in
     /// one transaction, so that a forget committed meanwhile keeps its own.
     pub async fn shredded(&self, done: &[String]) -> Result<()> {
@@ -484,6 +507,7 @@ impl Database {
             forgot: RefCell::default(),
             fence_bump: Cell::new(false),
             sealing: Cell::new(false),
+            sealed_under: RefCell::default(),
             fence_read: RefCell::new(fence_read),
         }
     }
@@ -574,6 +598,7 @@ impl Database {
             forgot: RefCell::default(),
             fence_bump: Cell::new(false),
             sealing: Cell::new(false),
+            sealed_under: RefCell::default(),
             fence_read: RefCell::new(None),
         })
     }
@@ -822,6 +847,9 @@ pub struct IdbTx {
     /// This write sealed payloads (an encrypted store): it checks the
     /// shred fence before it commits.
     sealing: Cell<bool>,
+    /// The key slots this write sealed under: it commits once the vault
+    /// has bound each to its aggregate (see [`IdbTx::await_binds`]).
+    sealed_under: RefCell<BTreeSet<u32>>,
     /// An encrypted store's write: the shred fence, read as its first request.
     fence_read: RefCell<Option<super::request::Request>>,
 }
@@ -833,6 +861,36 @@ impl IdbTx {
     /// again under the new ones.
     pub fn bump_fence(&self) {
         self.fence_bump.set(true);
+    }
+
+    /// An encrypted store's write sealed under reserved slots the vault
+    /// has not bound yet: it records them (see `Sealer::pending_binds`).
+    fn record_binds(&self) -> Result<()> {
+        let Some(sealer) = self.db.sealer() else {
+            return Ok(());
+        };
+        let Some((key, json)) = sealer.pending_binds(&self.sealed_under.take()) else {
+            return Ok(());
+        };
+        self.current
+            .borrow()
+            .0
+            .object_store(SYNC_STORE)
+            .and_then(|store| store.put_with_key(&json.into(), &key.into()))
+            .map(drop)
+            .map_err(|e| storage_error(&e))
+    }
+
+    /// Every record of binds (`binds:<token>` entries of the `sync`
+    /// object store): (key, JSON).
+    pub async fn binds_entries(&self) -> Result<Vec<(String, String)>> {
+        let store = self
+            .current
+            .borrow()
+            .0
+            .object_store(SYNC_STORE)
+            .map_err(|e| storage_error(&e))?;
+        binds_entries(&store).await
     }
 
     /// An encrypted store's check before a write commits: the fence is
@@ -1230,7 +1288,7 @@ impl IdbTx {
         let (json, plain) = match self.db.sealer() {
             Some(sealer) => {
                 self.sealing.set(true);
-                let sealed = sealed(&sealer, batches)?;
+                let sealed = sealed(&sealer, batches, &mut self.sealed_under.borrow_mut())?;
                 let plain = match published {
                     true => Some(crate::batch::records_json(batches)?),
                     false => None,
@@ -1549,7 +1607,11 @@ impl Transaction for IdbTx {
             // connection keeps (and the push returns) the plaintext ones.
             Some(sealer) => {
                 self.sealing.set(true);
-                let sealed_records = Unfolded::chunk(&sealed(sealer, batches)?);
+                let sealed_records = Unfolded::chunk(&sealed(
+                    sealer,
+                    batches,
+                    &mut self.sealed_under.borrow_mut(),
+                )?);
                 // The sealed batches are the plain ones in the same order,
                 // cut into the same records.
                 let mut plain_batches = batches.iter();
@@ -1682,6 +1744,7 @@ impl Transaction for IdbTx {
                 .put_with_key(&text.into(), &SHRED_KEY.into())
                 .map_err(|e| storage_error(&e))?;
         }
+        self.record_binds()?;
         self.check_fence().await?;
         let tx = self.current.borrow().0.clone();
         let done = self.done.take();
@@ -1746,9 +1809,30 @@ fn get(obj: &JsValue, key: &'static str) -> JsValue {
 }
 
 /// Copies of `batches` with their payloads sealed (an encrypted store).
-fn sealed(sealer: &Sealer, batches: &[Batch]) -> Result<Vec<Batch>> {
+/// Every `binds:<token>` entry of the `sync` object store `store`: (key, JSON).
+async fn binds_entries(store: &IdbObjectStore) -> Result<Vec<(String, String)>> {
+    // Keys past the prefix: "binds:" up to "binds;" (the next character).
+    let range = IdbKeyRange::bound(&BINDS_PREFIX.into(), &"binds;".into())
+        .map_err(|e| storage_error(&e))?;
+    let keys = store
+        .get_all_keys_with_key(&range)
+        .map_err(|e| storage_error(&e))?;
+    let values = store
+        .get_all_with_key(&range)
+        .map_err(|e| storage_error(&e))?;
+    let keys = wait(&keys).await.map_err(|e| storage_error(&e))?;
+    let values = wait(&values).await.map_err(|e| storage_error(&e))?;
+    Ok(Array::from(&keys)
+        .iter()
+        .zip(Array::from(&values).iter())
+        .filter_map(|(k, v)| Some((k.as_string()?, v.as_string()?)))
+        .collect())
+}
+
+/// The slots sealed under are added to `used`.
+fn sealed(sealer: &Sealer, batches: &[Batch], used: &mut BTreeSet<u32>) -> Result<Vec<Batch>> {
     batches
         .iter()
-        .map(|b| Ok(b.with_events(sealer.seal(&b.aggregate, &b.events)?)))
+        .map(|b| Ok(b.with_events(sealer.seal(&b.aggregate, &b.events, used)?)))
         .collect()
 }

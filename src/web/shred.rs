@@ -9,6 +9,7 @@
 //! aggregate whose events are all forgotten keeps a live slot that seals
 //! nothing until it is written again.)
 
+use std::collections::BTreeSet;
 use std::future::Future;
 
 use super::idb::{IdbStorage, SHRED_KEY};
@@ -55,8 +56,19 @@ where
 /// fence moves on, so that a write elsewhere that still seals under a
 /// retired slot is undone and done again under the new one. Batches
 /// committed before it are read here; writes after it see the fence.
-async fn fence(storage: &IdbStorage, aggregates: &[String]) -> Result<()> {
+/// Returns the aggregates' slots that writes committed before it recorded
+/// as not bound yet (see `Sealer::pending_binds`): destroyed with the
+/// retired ones.
+async fn fence(storage: &IdbStorage, aggregates: &[String]) -> Result<BTreeSet<u32>> {
     let mut tx = storage.write().await?;
+    let mut unbound = BTreeSet::new();
+    for (_, json) in tx.binds_entries().await? {
+        for (aggregate, slot) in crate::seal::binds_entry(&json)? {
+            if aggregates.contains(&aggregate) {
+                unbound.insert(slot);
+            }
+        }
+    }
     let mut batches = Vec::new();
     for a in aggregates {
         for b in tx.by_aggregate(a, 1).await? {
@@ -69,7 +81,8 @@ async fn fence(storage: &IdbStorage, aggregates: &[String]) -> Result<()> {
     }
     tx.put(&batches)?;
     tx.bump_fence();
-    tx.commit().await
+    tx.commit().await?;
+    Ok(unbound)
 }
 
 /// Finishes the shred the `"shred"` entry lists, if any (see the module):
@@ -93,10 +106,10 @@ pub async fn run(storage: &IdbStorage, destroy: bool) -> Result<()> {
     };
     let aggregates = crate::seal::shred_entry(&text)?;
     sealer.rotate(&aggregates).await?;
-    keyed(storage, || fence(storage, &aggregates)).await?;
+    let unbound = keyed(storage, || fence(storage, &aggregates)).await?;
     if !destroy {
         return Ok(());
     }
-    sealer.shred(&aggregates).await?;
+    sealer.shred(&aggregates, &unbound).await?;
     storage.0.shredded(&aggregates).await
 }

@@ -4,6 +4,8 @@
 //! IndexedDB backend (`idb.rs`) synchronously.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::rc::Rc;
 
 use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -11,7 +13,7 @@ use wasm_bindgen::JsCast;
 
 use crate::batch::{Opened, StoredEvent};
 use crate::error::{Error, Result};
-use crate::seal::{Keyring, NONCE};
+use crate::seal::{Keyring, NameHash, NONCE};
 
 // The `Vault` class of js/vault.js is handed over by the package's entry
 // (`__setVault`, js/index.js) rather than imported by the glue: one module
@@ -42,22 +44,26 @@ async fn vault_static(method: &str, args: &Array) -> std::result::Result<JsValue
 #[wasm_bindgen]
 extern "C" {
     /// An instance of `Vault` of js/vault.js.
+    #[derive(Clone)]
     pub type Vault;
-    #[wasm_bindgen(method, js_name = keysFor, catch)]
-    async fn keys_for(
-        this: &Vault,
-        aggregates: Array,
-        options: &JsValue,
-    ) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch)]
     async fn rotate(this: &Vault, aggregates: Array) -> std::result::Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, js_name = allKeys, catch)]
-    async fn all_keys(this: &Vault) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, js_name = loadAll, catch)]
+    async fn load_all(this: &Vault) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    async fn reserve(this: &Vault, n: u32) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn bind(this: &Vault, pairs: Array) -> std::result::Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(method, js_name = shred, catch)]
     async fn shred_retired(
         this: &Vault,
         aggregates: Array,
+        options: &JsValue,
     ) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn owner(this: &Vault) -> Option<String>;
+    #[wasm_bindgen(method, js_name = openOwners, catch)]
+    async fn open_owners(this: &Vault) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, js_name = lockShred, catch)]
     async fn lock_shred(this: &Vault) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, js_name = takeDestroyed)]
@@ -70,6 +76,12 @@ extern "C" {
 
 /// Nonces drawn from `crypto.getRandomValues` per call, at most.
 const NONCES_PER_DRAW: usize = 512;
+/// Slots the first reservation asks for (beyond those needed); each
+/// reservation after it asks for twice as many, up to [`RESERVE_MOST`].
+const RESERVE_FIRST: u32 = 16;
+const RESERVE_MOST: u32 = 256;
+/// The `sync` object store's keys of records of binds (see [`Sealer::pending_binds`]).
+pub const BINDS_PREFIX: &str = "binds:";
 
 /// A vault error (a JS Error with a SPEC `code`) as the core's error.
 fn vault_error(e: &JsValue) -> Error {
@@ -90,7 +102,22 @@ fn vault_error(e: &JsValue) -> Error {
 /// The keys of one encrypted store's connection.
 pub struct Sealer {
     vault: Vault,
-    ring: RefCell<Keyring>,
+    ring: Rc<RefCell<Keyring>>,
+    /// Slots reserved in the vault (their keys in the keyring), for
+    /// aggregates new to it: one is taken per such aggregate and bound to
+    /// it in the background (see [`Sealer::ensure`]).
+    pool: Rc<RefCell<Vec<u32>>>,
+    /// How many slots the next reservation asks for.
+    reserve_next: Cell<u32>,
+    /// A reservation made in the background is under way (see [`Sealer::refill`]).
+    refilling: Rc<Cell<bool>>,
+    /// Slots taken from the pool whose bind the vault has not confirmed,
+    /// with their aggregate: a write sealed under one records them all
+    /// (see [`Sealer::pending_binds`]).
+    unacked: Rc<RefCell<BTreeMap<u32, String>>>,
+    /// The key of this connection's entry of those records in the `sync`
+    /// object store: `binds:<owner token>`.
+    binds_key: String,
     /// Random bytes for nonces and how many are used.
     nonces: RefCell<(Vec<u8>, usize)>,
     /// The store's shred fence (the `"fence"` entry of the `sync` store)
@@ -112,42 +139,73 @@ impl Sealer {
         let vault: Vault = vault_static("open", &Array::of2(&name.into(), &options))
             .await?
             .unchecked_into();
+        // Without Web Locks the vault has no owner token: a random one
+        // keys this connection's records of its binds all the same.
+        let token = match vault.owner() {
+            Some(token) => token,
+            None => {
+                let mut bytes = [0u8; 16];
+                super::interop::random_bytes(&mut bytes).map_err(super::interop::js_error)?;
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        };
         Ok(Sealer {
             vault,
-            ring: RefCell::new(Keyring::new()),
+            ring: Rc::new(RefCell::new(Keyring::new())),
+            pool: Rc::default(),
+            refilling: Rc::default(),
+            reserve_next: Cell::new(RESERVE_FIRST),
+            unacked: Rc::default(),
+            binds_key: format!("{BINDS_PREFIX}{token}"),
             nonces: RefCell::new((Vec::new(), 0)),
             fence: Cell::new(0.0),
             moved: Cell::new(None),
         })
     }
 
-    /// Loads every slot's key into the keyring (one vault round trip).
+    /// Loads every slot's key into the keyring, and the live slots by
+    /// their aggregate's name hash (one vault round trip).
     pub async fn preload(&self) -> Result<()> {
-        let all = self.vault.all_keys().await.map_err(|e| vault_error(&e))?;
-        let map: js_sys::Map = all.unchecked_into();
+        let all = self.vault.load_all().await.map_err(|e| vault_error(&e))?;
         let mut ring = self.ring.borrow_mut();
-        let mut out = Ok(());
-        map.for_each(&mut |value, key| {
-            let Some(slot) = key.as_f64() else { return };
-            if value.is_null() {
-                ring.destroyed(slot as u32);
-            } else if let Err(e) = ring.insert(slot as u32, &Uint8Array::new(&value).to_vec()) {
-                out = Err(e);
+        for entry in Array::from(&all).iter() {
+            let entry = Array::from(&entry);
+            let Some(slot) = entry.get(0).as_f64().map(|s| s as u32) else {
+                continue;
+            };
+            let key = entry.get(1);
+            if key.is_null() {
+                ring.destroyed(slot);
+                continue;
             }
-        });
-        out
+            ring.insert(slot, &Uint8Array::new(&key).to_vec())?;
+            let hash = entry.get(2);
+            if !hash.is_null() && !hash.is_undefined() {
+                let mut h: NameHash = [0; 32];
+                let bytes = Uint8Array::new(&hash);
+                if bytes.length() as usize == h.len() {
+                    bytes.copy_to(&mut h);
+                    ring.set_live_hash(h, slot);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Destroys the retired slots of `aggregates` (their old keys, after
-    /// [`Sealer::rotate`]).
-    pub async fn shred(&self, aggregates: &[String]) -> Result<()> {
-        if aggregates.is_empty() {
+    /// [`Sealer::rotate`]), and of `slots` (theirs, recorded by writes
+    /// before the vault bound them) those not live.
+    pub async fn shred(&self, aggregates: &[String], slots: &BTreeSet<u32>) -> Result<()> {
+        if aggregates.is_empty() && slots.is_empty() {
             return Ok(());
         }
         let list: Array = aggregates.iter().map(|a| JsValue::from_str(a)).collect();
+        let options = js_sys::Object::new();
+        let extra: Array = slots.iter().map(|s| JsValue::from(*s)).collect();
+        Reflect::set(&options, &"slots".into(), &extra).map_err(|e| vault_error(&e))?;
         let done = self
             .vault
-            .shred_retired(list)
+            .shred_retired(list, &options)
             .await
             .map_err(|e| vault_error(&e))?;
         let mut ring = self.ring.borrow_mut();
@@ -221,12 +279,71 @@ impl Sealer {
         Ok(n)
     }
 
-    /// `text` (a batch's events) with its payloads sealed under `aggregate`'s live key.
-    pub fn seal(&self, aggregate: &str, text: &str) -> Result<String> {
+    /// `text` (a batch's events) with its payloads sealed under
+    /// `aggregate`'s live key; the slot is added to `used` (see
+    /// [`Sealer::pending_binds`]).
+    pub fn seal(&self, aggregate: &str, text: &str, used: &mut BTreeSet<u32>) -> Result<String> {
         self.drain_destroyed();
-        self.ring
-            .borrow()
-            .seal(aggregate, text, &mut || self.nonce())
+        let ring = self.ring.borrow();
+        let out = ring.seal(aggregate, text, &mut || self.nonce())?;
+        used.extend(ring.live(aggregate));
+        Ok(out)
+    }
+
+    /// What a write sealed under `used` records with itself, under
+    /// `binds:<owner token>` in the `sync` object store, when one of them
+    /// is a reserved slot whose bind the vault has not confirmed: every
+    /// such slot of this connection with its aggregate, as JSON
+    /// `[[aggregate, slot], ...]`. A forget destroys the slots recorded
+    /// for its aggregates, and a connection that finds the record of one
+    /// gone (closed, crashed) finishes its binds (see `recover`), so a
+    /// payload is never stored under a slot the vault cannot tie to its
+    /// aggregate. `None`: nothing to record.
+    pub fn pending_binds(&self, used: &BTreeSet<u32>) -> Option<(String, String)> {
+        let unacked = self.unacked.borrow();
+        if !used.iter().any(|s| unacked.contains_key(s)) {
+            return None;
+        }
+        let pairs: Vec<(&str, u32)> = unacked.iter().map(|(s, a)| (a.as_str(), *s)).collect();
+        let json = serde_json::to_string(&pairs).ok()?;
+        Some((self.binds_key.clone(), json))
+    }
+
+    /// Finishes the binds other connections recorded (`entries`: key and
+    /// JSON of `binds:<token>` entries) whose owner is gone (its vault
+    /// closed, its page ended); the keys of the entries done, to delete.
+    pub async fn recover(&self, entries: &[(String, String)]) -> Result<Vec<String>> {
+        let open: HashSet<String> = match self.vault.open_owners().await {
+            Ok(list) if !list.is_null() => Array::from(&list)
+                .iter()
+                .filter_map(|t| t.as_string())
+                .map(|t| format!("{BINDS_PREFIX}{t}"))
+                .collect(),
+            // Who is open cannot be told: nobody's binds are taken over.
+            _ => return Ok(Vec::new()),
+        };
+        let mut done = Vec::new();
+        let pairs = Array::new();
+        for (key, json) in entries {
+            if open.contains(key) || *key == self.binds_key {
+                continue;
+            }
+            for (aggregate, slot) in crate::seal::binds_entry(json)? {
+                pairs.push(&Array::of2(
+                    &JsValue::from_str(&aggregate),
+                    &JsValue::from(slot),
+                ));
+            }
+            done.push(key.clone());
+        }
+        if pairs.length() > 0 {
+            let promise = self.vault.bind(pairs).map_err(|e| vault_error(&e))?;
+            let found = wasm_bindgen_futures::JsFuture::from(promise)
+                .await
+                .map_err(|e| vault_error(&e))?;
+            learn_bound(&mut self.ring.borrow_mut(), &found)?;
+        }
+        Ok(done)
     }
 
     /// `text` with its sealed payloads opened (see [`Keyring::unseal`]).
@@ -249,7 +366,7 @@ impl Sealer {
         self.drain_destroyed();
     }
 
-    /// Learns `found`: `[[aggregate, slot, bytes], ...]` from `keysFor` or `rotate`.
+    /// Learns `found`: `[[aggregate, slot, bytes], ...]` from `rotate`.
     fn learn_live(&self, found: &JsValue) -> Result<()> {
         let map: js_sys::Map = found.clone().unchecked_into();
         let mut ring = self.ring.borrow_mut();
@@ -275,30 +392,119 @@ impl Sealer {
     }
 
     /// Makes sure every aggregate of `aggregates` has its live key in the
-    /// keyring: one vault round trip for those unknown (creating their
-    /// slots), none when all are known.
+    /// keyring. One the vault had a live slot for when it was last loaded
+    /// takes it; one new to it takes a reserved slot of the pool (a vault
+    /// round trip only when the pool runs short), bound to it in the
+    /// background while writes sealed under it record it with themselves
+    /// (see [`Sealer::pending_binds`]). When the vault answers that the
+    /// aggregate got a live slot elsewhere meanwhile, the reserved slot
+    /// becomes a retired slot of it and this keyring seals under the other
+    /// from then on.
     pub async fn ensure<'a>(&self, aggregates: impl IntoIterator<Item = &'a str>) -> Result<()> {
         self.drain_destroyed();
-        let missing: Array = {
-            let ring = self.ring.borrow();
-            let mut seen = std::collections::HashSet::new();
-            aggregates
-                .into_iter()
-                .filter(|a| ring.live(a).is_none() && seen.insert(*a))
-                .map(JsValue::from_str)
-                .collect()
-        };
-        if missing.length() == 0 {
-            return Ok(());
+        let mut seen = HashSet::new();
+        let asked: Vec<&str> = aggregates.into_iter().filter(|a| seen.insert(*a)).collect();
+        loop {
+            let need: Vec<&str> = {
+                let mut ring = self.ring.borrow_mut();
+                asked.iter().copied().filter(|a| !ring.resolve(a)).collect()
+            };
+            if need.is_empty() {
+                return Ok(());
+            }
+            let short = need.len().saturating_sub(self.pool.borrow().len());
+            if short == 0 {
+                self.bind_pool(&need)?;
+                self.refill();
+                return Ok(());
+            }
+            // Another ensure may take from the pool while this one waits: checked again.
+            let n = (short as u32).max(self.reserve_next.get());
+            self.reserve_next.set((n * 2).min(RESERVE_MOST));
+            let made = self.vault.reserve(n).await.map_err(|e| vault_error(&e))?;
+            pool_in(&self.ring, &self.pool, &made)?;
         }
-        let options = js_sys::Object::new();
-        let _ = Reflect::set(&options, &"create".into(), &JsValue::TRUE);
-        let found = self
-            .vault
-            .keys_for(missing, &options)
-            .await
-            .map_err(|e| vault_error(&e))?;
-        self.learn_live(&found)
+    }
+
+    /// After a few reservations (a run of aggregates new to the vault, as
+    /// an import or a first sync makes), the next one is made in the
+    /// background once the pool falls under half of it, so that pushes
+    /// seldom wait for one. (Not before: each connection leaves the slots
+    /// it reserved and did not use in the vault, never to be used.)
+    fn refill(&self) {
+        let n = self.reserve_next.get();
+        if n < RESERVE_FIRST * 4 || self.refilling.get() || self.pool.borrow().len() as u32 >= n / 2
+        {
+            return;
+        }
+        self.reserve_next.set((n * 2).min(RESERVE_MOST));
+        self.refilling.set(true);
+        let (vault, ring, pool, refilling) = (
+            self.vault.clone(),
+            self.ring.clone(),
+            self.pool.clone(),
+            self.refilling.clone(),
+        );
+        wasm_bindgen_futures::spawn_local(async move {
+            // A failure is met again by the next reservation that is waited for.
+            if let Ok(made) = vault.reserve(n).await {
+                let _ = pool_in(&ring, &pool, &made);
+            }
+            refilling.set(false);
+        });
+    }
+
+    /// Gives each of `need` a slot of the pool as its live slot, and sends
+    /// their binds to the vault (see [`Sealer::ensure`]).
+    fn bind_pool(&self, need: &[&str]) -> Result<()> {
+        let pairs = Array::new();
+        let mut slots = Vec::with_capacity(need.len());
+        {
+            let mut ring = self.ring.borrow_mut();
+            let mut pool = self.pool.borrow_mut();
+            for a in need {
+                let Some(slot) = pool.pop() else { break };
+                ring.set_live(a, slot);
+                // The name's hash too: the vault's worker need not compute it.
+                let hash = Uint8Array::from(&crate::seal::name_hash(a)[..]);
+                pairs.push(&Array::of3(
+                    &JsValue::from_str(a),
+                    &JsValue::from(slot),
+                    &hash,
+                ));
+                slots.push(slot);
+            }
+        }
+        let promise = self.vault.bind(pairs).map_err(|e| vault_error(&e))?;
+        {
+            let mut unacked = self.unacked.borrow_mut();
+            for (slot, a) in slots.iter().zip(need) {
+                unacked.insert(*slot, (*a).to_owned());
+            }
+        }
+        let (ring, unacked) = (self.ring.clone(), self.unacked.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
+            let bound = match answer {
+                Ok(found) => learn_bound(&mut ring.borrow_mut(), &found).is_ok(),
+                Err(_) => false,
+            };
+            if bound {
+                let mut unacked = unacked.borrow_mut();
+                for s in &slots {
+                    unacked.remove(s);
+                }
+            } else {
+                // Not bound (the vault failed, or was closed): writes keep
+                // recording these slots, whose binds a later connection
+                // finishes; no more is sealed under them here.
+                let mut ring = ring.borrow_mut();
+                for s in &slots {
+                    ring.retired(*s);
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The shred fence the keyring's live slots are valid at.
@@ -325,16 +531,16 @@ impl Sealer {
     }
 
     /// Fetches what the last seals and unseals lacked, and after a moved
-    /// fence forgets every live slot (asked of the vault again by the
-    /// next [`Sealer::ensure`] or seal); whether anything was (the caller
-    /// then does its work again).
+    /// fence loads every slot again (the live ones changed); whether
+    /// anything was fetched (the caller then does its work again).
     pub async fn refresh(&self) -> Result<bool> {
         let moved = self.moved.take();
         if let Some(value) = moved {
-            // Live slots fetched from now on are at least as new as the
+            // Live slots loaded from now on are at least as new as the
             // rotation that moved the fence (a shred rotates first).
             self.ring.borrow_mut().forget_live();
             self.fence.set(value);
+            self.preload().await?;
         }
         let wanted = self.ring.borrow().take_wanted();
         if wanted.is_empty() {
@@ -370,6 +576,43 @@ impl Sealer {
     pub fn close(&self) {
         self.vault.close();
     }
+}
+
+/// Learns the keys of the slots a reservation made (`[[slot, bytes], ...]`)
+/// and adds them to the pool.
+fn pool_in(ring: &RefCell<Keyring>, pool: &RefCell<Vec<u32>>, made: &JsValue) -> Result<()> {
+    let mut ring = ring.borrow_mut();
+    let mut pool = pool.borrow_mut();
+    for entry in Array::from(made).iter() {
+        let entry = Array::from(&entry);
+        let Some(slot) = entry.get(0).as_f64().map(|s| s as u32) else {
+            continue;
+        };
+        ring.insert(slot, &Uint8Array::new(&entry.get(1)).to_vec())?;
+        pool.push(slot);
+    }
+    Ok(())
+}
+
+/// Learns the vault's answer to a bind, `[[aggregate, live slot, bytes |
+/// null], ...]`: an aggregate that got a live slot elsewhere meanwhile
+/// seals under that one from now on.
+fn learn_bound(ring: &mut Keyring, found: &JsValue) -> Result<()> {
+    for entry in Array::from(found).iter() {
+        let entry = Array::from(&entry);
+        let (Some(aggregate), Some(slot)) = (entry.get(0).as_string(), entry.get(1).as_f64())
+        else {
+            continue;
+        };
+        let key = entry.get(2);
+        if !key.is_null() && !key.is_undefined() {
+            ring.insert(slot as u32, &Uint8Array::new(&key).to_vec())?;
+        }
+        if ring.knows(slot as u32) {
+            ring.set_live(&aggregate, slot as u32);
+        }
+    }
+    Ok(())
 }
 
 /// The store's shred lock, released when dropped (also when the shred

@@ -53,6 +53,17 @@ const describe = (hits, markers) => {
 
 test("on disk: forget leaves the payloads in LevelDB's files; after compact() no file holds them", { timeout: TIMEOUT * 3 }, async () => {
   const name = uniqueName("compact-disk");
+  // The profile scanned with the browser closed, then started again (also
+  // when the scan fails, so that a failure here does not fail later tests).
+  const scanned = async (markers, { logs = false } = {}) => {
+    await env.stop();
+    try {
+      if (logs) await printLogs(env.dir);
+      return await scanProfile(env.dir, markers);
+    } finally {
+      await env.start();
+    }
+  };
   let page = await env.newPage();
   await page.evaluate((name) => EventStore.open(name).then((s) => { window.store = s; }), name);
   const forgotten = await pushMarked(page, "F", 20, { wide: true, big: true });
@@ -63,12 +74,10 @@ test("on disk: forget leaves the payloads in LevelDB's files; after compact() no
     for (let i = 0; i < 50; i++) await store.push([{ aggregate: `order.${i}`, commands: [{ action: `order.${i}.placed`, payload: { total: i } }] }]);
   });
   await page.evaluate(() => store.close());
-  await env.stop();
-  const control = await scanProfile(env.dir, all);
+  const control = await scanned(all);
   console.log(`before forget: ${describe(control, all)}`);
   assert.deepEqual(found(control, all), all, "control: the scan finds every marker before the forget");
 
-  await env.start();
   page = await env.newPage();
   const erased = await page.evaluate(async (name) => {
     window.store = await EventStore.open(name);
@@ -77,15 +86,13 @@ test("on disk: forget leaves the payloads in LevelDB's files; after compact() no
     return n;
   }, name);
   assert.equal(erased, 20);
-  await env.stop();
-  const afterForget = await scanProfile(env.dir, all);
+  const afterForget = await scanned(all);
   console.log(`after forget (kept: ${describe(afterForget, kept)}); forgotten: ${describe(afterForget, forgotten)}`);
   assert.deepEqual(found(afterForget, kept), kept, "the kept markers are on disk");
   // The payload Chromium kept as a blob file went with that file; every
   // other forgotten payload is still in LevelDB's log.
   assert.deepEqual(found(afterForget, forgotten), forgotten.slice(1), "forget alone leaves the forgotten payloads kept inside LevelDB in its files");
 
-  await env.start();
   page = await env.newPage();
   const r = await page.evaluate(async (name) => {
     const store = await EventStore.open(name);
@@ -104,22 +111,17 @@ test("on disk: forget leaves the payloads in LevelDB's files; after compact() no
   assert.equal(r.oldStore?.code, "CLOSED", "the store compact() was called on is closed");
   assert.equal(r.position, r.before.length + 1, "the reopened store appends after the log");
   assert.deepEqual(Object.keys(r.databases).filter((d) => d.includes(name)), [name], "no holding database is left");
-  await env.stop();
-  const afterCompact = await scanProfile(env.dir, all);
-  if (process.env.LEVELDB_LOG) await printLogs(env.dir);
+  const afterCompact = await scanned(all, { logs: !!process.env.LEVELDB_LOG });
   console.log(`after compact (kept: ${describe(afterCompact, kept)}); forgotten: ${describe(afterCompact, forgotten)}`);
   assert.deepEqual(found(afterCompact, kept), kept, "after compact, the kept markers are on disk");
   assert.deepEqual(found(afterCompact, forgotten), [], "after compact (browser closed), no file holds a forgotten marker");
-  await env.start();
   page = await env.newPage();
   assert.equal(await page.evaluate(async (name) => (await EventStore.open(name)).count(), name), 91);
   await page.close();
-  await env.stop();
-  const afterRestart = await scanProfile(env.dir, all);
+  const afterRestart = await scanned(all);
   console.log(`after compact and a restart (kept: ${describe(afterRestart, kept)}); forgotten: ${describe(afterRestart, forgotten)}`);
   assert.deepEqual(found(afterRestart, kept), kept, "the kept markers are still on disk");
   assert.deepEqual(found(afterRestart, forgotten), [], "after compact and a restart, no file holds a forgotten marker");
-  await env.start();
 });
 
 /** Every object store's schema and records of database `name`, raw. */

@@ -2,7 +2,9 @@
 // (tests/e2e/compact.test.mjs): every file's raw bytes, and for LevelDB
 // table files (`.ldb`, `.sst`) also their data blocks decompressed, since
 // LevelDB compresses table blocks with Snappy and a compressed block need
-// not hold a string's bytes in one piece.
+// not hold a string's bytes in one piece, and for LevelDB log files
+// (`.log`) their records put together again, since the log cuts a record
+// at every 32 KiB block boundary, with a 7-byte header in between.
 import { readdir, readFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 
@@ -35,11 +37,12 @@ export async function scanProfile(dir, markers) {
       continue;
     }
     const name = relative(dir, path);
-    const blocks = /\.(ldb|sst)$/.test(path) ? tableBlocks(bytes, name) : [];
+    const blocks = /\.(ldb|sst)$/.test(path) ? tableBlocks(bytes, name)
+      : /\.leveldb\/[0-9]+\.log$/.test(path.replaceAll("\\", "/")) ? logRecords(bytes) : [];
     for (const [marker, latin1, utf16] of needles) {
       for (const [form, needle] of [["latin1", latin1], ["utf16", utf16]]) {
         if (bytes.includes(needle)) hits[marker].push(`${name} (${form})`);
-        else if (blocks.some((b) => b.includes(needle))) hits[marker].push(`${name} (${form}, decompressed)`);
+        else if (blocks.some((b) => b.includes(needle))) hits[marker].push(`${name} (${form}, ${/\.log$/.test(name) ? "log record" : "decompressed"})`);
       }
     }
   }
@@ -48,6 +51,38 @@ export async function scanProfile(dir, markers) {
 
 /** The markers of `markers` found anywhere, given `scanProfile`'s answer. */
 export const found = (hits, markers) => markers.filter((m) => hits[m].length > 0);
+
+/**
+ * The records of a LevelDB log file, each put together from its fragments:
+ * the file is a run of 32 KiB blocks, each a run of fragments (a 4-byte
+ * checksum, a 2-byte length, a type: 1 a whole record, 2 its first
+ * fragment, 3 a middle one, 4 its last), with zeros where a block's end
+ * is too short for a header. A torn tail ends the reading.
+ */
+export function logRecords(bytes) {
+  const BLOCK = 32768;
+  const out = [];
+  let parts = [];
+  for (let start = 0; start < bytes.length; start += BLOCK) {
+    const end = Math.min(start + BLOCK, bytes.length);
+    for (let o = start; o + 7 <= end; ) {
+      const length = bytes[o + 4] | (bytes[o + 5] << 8);
+      const type = bytes[o + 6];
+      if (type === 0 || o + 7 + length > end) break;
+      const data = bytes.subarray(o + 7, o + 7 + length);
+      if (type === 1) out.push(data);
+      else if (type === 2) parts = [data];
+      else if (type === 3) parts.push(data);
+      else if (type === 4) {
+        parts.push(data);
+        out.push(Buffer.concat(parts));
+        parts = [];
+      }
+      o += 7 + length;
+    }
+  }
+  return out;
+}
 
 /** The data and index blocks of a LevelDB table file, decompressed. */
 export function tableBlocks(bytes, name = "table") {

@@ -327,6 +327,88 @@ test("a push sealed under a key a forget elsewhere is destroying is undone and d
   await page.close();
 });
 
+/** In the page: makes the vault's binds never answer (as a tab closed before they land) until the returned function is called. */
+const stallBinds = () => `(async () => {
+  const { Vault } = await import("/pkg/vault.js");
+  const bind = Vault.prototype.bind;
+  window.stalled = [];
+  Vault.prototype.bind = function (pairs) { window.stalled.push(...pairs); return new Promise(() => {}); };
+  window.unstall = () => { Vault.prototype.bind = bind; };
+})()`;
+
+test("a push sealed under a reserved key slot whose bind never landed: it reads back, it is recorded with the push, and a forget elsewhere destroys that key on disk", { timeout: TIMEOUT }, async () => {
+  const page = await env.newPage();
+  await page.evaluate(stallBinds());
+  await page.evaluate(() => import("/tests/e2e/vault-page.js"));
+  const out = await page.evaluate(async (name) => {
+    const { Vault } = await import("/pkg/vault.js");
+    const one = (aggregate, text) => [{ aggregate, commands: [{ action: `${aggregate}.noted`, payload: { text } }] }];
+    const a = await EventStore.open(name, { encryption: true });
+    await a.push(one("user.gone", "g1"));
+    await a.push(one("user.kept", "k1"));
+    await a.push(one("user.gone", "g2"));
+    const [[, gone]] = stalled.filter(([agg]) => agg === "user.gone");
+    const records = (await rawRecords(name)).filter((r) => r.json.includes('"binds:'));
+    unstall();
+    // The key's bytes, as the vault file holds them (a vault of the test's own).
+    const probe = await Vault.open(name);
+    const key = (await probe.rawKeys([gone])).get(gone);
+    probe.close();
+    const latin = (bytes) => String.fromCharCode(...bytes);
+    const inFile = async () => latin(await vaultFile(name)).includes(latin(key));
+    const before = { inFile: await inFile(), status: (await rawSlot(name, gone)).status };
+    // Another connection (its own vault), while the first is still open: it forgets user.gone.
+    const b = await EventStore.open(name, { encryption: true });
+    const erased = await b.forget({ queries: [{ aggregate: "user.gone" }] });
+    const afterForget = { inFile: await inFile(), status: (await rawSlot(name, gone)).status };
+    const read = async (s) => (await s.filter()).map((e) => `${e.aggregate.join(".")}:${e.forgotten ? "forgotten" : e.payload.text}`);
+    const result = { records: records.map((r) => JSON.parse(r.json).value), gone, before, erased, afterForget, a: await read(a), b: await read(b) };
+    a.close();
+    b.close();
+    return result;
+  }, uniqueName("enc-unbound"));
+  await page.close();
+  assert.ok(out.records.length === 1 && JSON.parse(out.records[0]).some(([a, s]) => a === "user.gone" && s === out.gone), `the push recorded its unbound slot: ${JSON.stringify(out.records)}`);
+  assert.deepEqual(out.before, { inFile: true, status: 4 }, "the slot is still reserved (its bind never landed), its key in the vault file");
+  assert.equal(out.erased, 2);
+  assert.deepEqual(out.afterForget, { inFile: false, status: 2 }, "the forget destroyed the key the push recorded: its bytes are in the vault file no more");
+  const want = ["user.gone:forgotten", "user.kept:k1", "user.gone:forgotten"];
+  assert.deepEqual(out.a, want);
+  assert.deepEqual(out.b, want);
+});
+
+test("binds a closed tab left unconfirmed are finished by the next open: the slot becomes its aggregate's live slot, and the record of it goes", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("enc-recover");
+  let page = await env.newPage();
+  await page.evaluate(stallBinds());
+  const slot = await page.evaluate(async (name) => {
+    const store = await EventStore.open(name, { encryption: true });
+    await store.push([{ aggregate: "user.r", commands: [{ action: "user.r.noted", payload: { text: "r1" } }] }]);
+    return stalled[0][1];
+  }, name);
+  await page.close(); // without close(): the tab is gone, its binds never landed
+  page = await env.newPage();
+  const out = await page.evaluate(async (name) => {
+    const { Vault } = await import("/pkg/vault.js");
+    const recorded = async () => (await rawRecords(name)).filter((r) => r.json.includes('"binds:')).length;
+    const before = await recorded();
+    const store = await EventStore.open(name, { encryption: true });
+    const after = await recorded();
+    await store.push([{ aggregate: "user.r", commands: [{ action: "user.r.noted", payload: { text: "r2" } }] }]);
+    const texts = (await store.filter()).map((e) => e.payload.text);
+    store.close();
+    const probe = await Vault.open(name);
+    const live = (await probe.keysFor(["user.r"])).get("user.r")?.slot;
+    probe.close();
+    return { before, after, texts, live };
+  }, name);
+  await page.close();
+  assert.equal(out.before, 1, "the closed tab's push recorded its unbound slot");
+  assert.equal(out.after, 0, "the open finished the bind and removed the record");
+  assert.equal(out.live, slot, "the reserved slot is the aggregate's live slot now");
+  assert.deepEqual(out.texts, ["r1", "r2"]);
+});
+
 test("forgets of one aggregate's events in two tabs, at once and one after the other: each succeeds, and the events nobody forgot still read", { timeout: TIMEOUT }, async () => {
   const name = uniqueName("enc-two-forgets");
   const pages = [await env.newPage(), await env.newPage()];

@@ -192,6 +192,68 @@ test("keysFor: two pages asking for the same aggregates at once get one live slo
   for (const p of pages) await p.close();
 });
 
+test("reserve and bind: reserved slots decrypt and belong to no aggregate; a bind makes them live, or retired when the aggregate has a live slot; binds are idempotent; a shred given slots destroys reserved and retired ones, never a live one", { timeout: TIMEOUT }, async () => {
+  const name = uniqueName("vault-reserve");
+  const page = await vaultPage();
+  const out = await page.evaluate(async (name) => {
+    const vault = await Vault.open(name, { create: true });
+    const other = await Vault.open(name);
+    const reserved = await vault.reserve(4);
+    const [r0, r1, r2, r3] = reserved.map(([slot]) => slot);
+    const status = async (s) => (await rawSlot(name, s)).status;
+    const ownerBytes = (await rawSlot(name, r0)).rest.slice(0, 16).map((b) => b.toString(16).padStart(2, "0")).join("");
+    const before = {
+      statuses: [await status(r0), await status(r3)],
+      owner: ownerBytes === vault.owner,
+      keysRead: (await vault.rawKeys([r0])).get(r0)?.join(",") === reserved[0][1].join(","),
+      noAggregate: (await vault.keysFor(["user.a"])).size,
+      open: (await vault.openOwners()).sort().join() === [vault.owner, other.owner].sort().join(),
+    };
+    // Another page's vault made user.b live meanwhile.
+    const elsewhere = (await other.keysFor(["user.b"], { create: true })).get("user.b");
+    const bound = await vault.bind([["user.a", r0], ["user.b", r1]]);
+    const again = await vault.bind([["user.a", r0], ["user.b", r1]]);
+    const live = await vault.keysFor(["user.a", "user.b"]);
+    await vault.destroy([r2]);
+    const destroyedBind = await vault.bind([["user.c", r2]]);
+    const wrong = await vaultError(() => vault.bind([["user.z", r0]]));
+    const notWritten = await vaultError(() => vault.bind([["user.z", 999]]));
+    const badPairs = await vaultError(() => vault.bind([["user.z"]]));
+    // A shred of user.a given every slot: the live r0 is kept, reserved r3 and retired r1 go.
+    const shredded = await vault.shred(["user.a"], { slots: [r0, r1, r3] });
+    const after = { r0: await status(r0), r1: await status(r1), r3: await status(r3) };
+    const owners = (await other.openOwners()).length;
+    vault.close();
+    // The lock is given back asynchronously.
+    let closed = false;
+    for (let i = 0; i < 50 && !closed; i++) {
+      closed = (await other.openOwners()).join() === other.owner;
+      if (!closed) await new Promise((ok) => setTimeout(ok, 10));
+    }
+    other.close();
+    return {
+      before, owners, closed, shredded: shredded.sort((x, y) => x - y), after, slots: [r0, r1, r2, r3], elsewhere: elsewhere.slot,
+      bound: bound.map(([a, s, k]) => [a, s, k === null ? null : k.join(",") === elsewhere.key.join(",")]),
+      again: again.map(([a, s, k]) => [a, s, k !== null]),
+      live: [...live].map(([a, { slot }]) => [a, slot]), destroyedBind, wrong: wrong?.code, notWritten: notWritten?.code, badPairs: badPairs?.code,
+    };
+  }, name);
+  const [r0, r1, r2, r3] = out.slots;
+  assert.deepEqual(out.before, { statuses: [4, 4], owner: true, keysRead: true, noAggregate: 0, open: true }, "reserved (status 4), the owner's token in the hash field, keys readable, no aggregate");
+  assert.deepEqual(out.bound, [["user.a", r0, null], ["user.b", out.elsewhere, true]], "user.a takes its reserved slot; user.b keeps the live slot made elsewhere (its key returned)");
+  assert.deepEqual(out.again, [["user.a", r0, false], ["user.b", out.elsewhere, true]], "binding again changes nothing");
+  assert.deepEqual(out.live, [["user.a", r0], ["user.b", out.elsewhere]]);
+  assert.deepEqual(out.destroyedBind, [["user.c", null, null]], "a destroyed slot stays destroyed");
+  assert.equal(out.wrong, "STORAGE", "a slot bound to another aggregate cannot be bound");
+  assert.equal(out.notWritten, "STORAGE");
+  assert.equal(out.badPairs, "INVALID_ARGUMENT");
+  assert.deepEqual(out.shredded, [r1, r3].sort((x, y) => x - y));
+  assert.deepEqual(out.after, { r0: 1, r1: 2, r3: 2 }, "live kept, retired and reserved destroyed");
+  assert.equal(out.owners, 2);
+  assert.ok(out.closed, "a closed vault's owner lock is released");
+  await page.close();
+});
+
 test("destroy and a forget's shred overwrite the key in place: no file of the profile holds its bytes, while a live key's are found", { timeout: TIMEOUT * 2 }, async () => {
   const name = uniqueName("vault-shred");
   let page = await vaultPage();
