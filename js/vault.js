@@ -496,8 +496,9 @@ export function vaultCore(scope) {
     /**
      * Destroys the retired slots of each aggregate (a shred's old keys,
      * after its rotation), and of `slots` (the aggregates' slots writes
-     * recorded before their binds landed) those reserved or retired, never
-     * a live one. The slots destroyed.
+     * recorded before their binds landed) those still reserved (a bound
+     * one is the aggregate's retired slot by then, or another's, or live).
+     * The slots destroyed.
      */
     shred: (name, aggregates, slots = []) =>
       withFile(name, false, async (h) => {
@@ -510,7 +511,7 @@ export function vaultCore(scope) {
         for (let s = 0; s < all.count; s++) {
           const status = all.bytes[s * SLOT];
           const retiredHere = status === RETIRED && wanted.has(slotHash(all.bytes, s));
-          if (!retiredHere && !(extra.has(s) && (status === RESERVED || status === RETIRED))) continue;
+          if (!retiredHere && !(extra.has(s) && status === RESERVED)) continue;
           put(h, dead, HEADER + s * SLOT);
           done.push(s);
         }
@@ -989,12 +990,6 @@ export class Vault {
     return out;
   }
 
-  /** Every written slot's key: Map slot -> raw bytes, or null for a destroyed slot. */
-  async allKeys() {
-    this.#check();
-    return new Map(await this.#runner.call("allKeys", [this.#name]));
-  }
-
   /**
    * Every written slot, [[slot, bytes | null, hash | null]]: its raw key
    * (null: destroyed) and, for a live slot, the SHA-256 of its aggregate's
@@ -1036,8 +1031,8 @@ export class Vault {
 
   /**
    * Destroys the retired slots of each aggregate (a shred's old keys, after
-   * `rotate`), and those of `options.slots` that are reserved or retired
-   * (never a live one), overwriting them in place; resolves to the slots
+   * `rotate`), and those of `options.slots` still reserved (never a bound
+   * one, live or not), overwriting them in place; resolves to the slots
    * destroyed, after the flush. Other tabs and workers are told.
    */
   async shred(aggregates, { slots = [] } = {}) {

@@ -85,9 +85,17 @@ impl Keyring {
                 key.len()
             )));
         }
-        let cipher = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(key));
-        self.ciphers.insert(slot, Some(cipher));
+        // A destroyed slot stays destroyed (an answer that overtook its destroy).
+        if !matches!(self.ciphers.get(&slot), Some(None)) {
+            let cipher = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(key));
+            self.ciphers.insert(slot, Some(cipher));
+        }
         Ok(())
+    }
+
+    /// Whether slot `slot`'s key is known (not destroyed).
+    pub fn opens(&self, slot: u32) -> bool {
+        matches!(self.ciphers.get(&slot), Some(Some(_)))
     }
 
     /// Learns that `aggregate` seals under `slot` (whose key must be inserted too).
@@ -112,7 +120,7 @@ impl Keyring {
             .hashes
             .get(&name_hash(aggregate))
             .copied()
-            .filter(|s| matches!(self.ciphers.get(s), Some(Some(_))));
+            .filter(|s| self.opens(*s));
         match found {
             Some(slot) => {
                 self.live.insert(aggregate.to_owned(), slot);
@@ -499,6 +507,8 @@ mod tests {
         r.set_live("user.A", 3);
         r.destroyed(3);
         assert!(!r.resolve("user.A"), "nor a destroyed one");
+        r.insert(3, &[1; KEY]).expect("key");
+        assert!(!r.opens(3), "a destroyed slot stays destroyed (an answer that overtook its destroy)");
         r.insert(5, &[2; KEY]).expect("key");
         r.set_live("user.D", 5);
         r.forget_live();

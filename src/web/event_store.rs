@@ -841,29 +841,41 @@ async fn encryption(
         return Err(js_error(e));
     }
     if flagged {
-        // Binds a closed or crashed connection left unconfirmed (see
-        // `Sealer::pending_binds`) are finished here. Not fatal: the
-        // records stay, and a forget destroys what they name regardless.
-        if let Ok(entries) = storage.0.binds_entries().await {
-            if !entries.is_empty() {
-                if let Ok(done) = sealer.recover(&entries).await {
-                    let _ = storage.0.drop_binds_entries(&done).await;
-                }
-            }
-        }
-    }
-    if !flagged {
-        if let Err(e) = storage
-            .0
-            .put_sync_entry(ENCRYPTION_KEY, Some(crate::seal::FLAG))
-            .await
-        {
-            sealer.close();
-            return Err(js_error(e));
-        }
+        recover_binds(storage, &sealer).await;
+    } else if let Err(e) = storage
+        .0
+        .put_sync_entry(ENCRYPTION_KEY, Some(crate::seal::FLAG))
+        .await
+    {
+        sealer.close();
+        return Err(js_error(e));
     }
     storage.0.set_sealer(sealer);
     Ok(())
+}
+
+/// Finishes the binds that connections now gone (closed, crashed) left
+/// unconfirmed (see `Sealer::pending_binds`), and deletes their records.
+/// Not fatal: a record not done stays, and a forget destroys the slots it
+/// names all the same.
+async fn recover_binds(storage: &IdbStorage, sealer: &Sealer) {
+    // Who is open is asked first: a connection missing from the answer is
+    // gone, so its last write is in the records read next.
+    let Some(open) = sealer.open_binds_keys().await else {
+        return;
+    };
+    let Ok(entries) = storage.0.binds_entries().await else {
+        return;
+    };
+    for (key, json) in entries {
+        if open.contains(&key) || key == sealer.binds_key() {
+            continue;
+        }
+        // One record at a time: one the vault refuses does not hold up the others.
+        if sealer.bind_recorded(&json).await.is_ok() {
+            let _ = storage.0.drop_binds_entry(&key, &json).await;
+        }
+    }
 }
 
 fn parse(json: &str) -> Result<Array> {

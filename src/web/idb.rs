@@ -386,16 +386,16 @@ impl Database {
         binds_entries(&store).await
     }
 
-    /// Deletes the records of binds under `keys`, in one transaction.
-    pub async fn drop_binds_entries(&self, keys: &[String]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
+    /// Deletes the record of binds under `key` if it still holds `json`
+    /// (what was bound from it), in one transaction.
+    pub async fn drop_binds_entry(&self, key: &str, json: &str) -> Result<()> {
         let (tx, _) = self.create_as(IdbTransactionMode::Readwrite, false)?;
         let done = Completion::new(&tx);
         let store = tx.object_store(SYNC_STORE).map_err(|e| storage_error(&e))?;
-        for k in keys {
-            store.delete(&k.into()).map_err(|e| storage_error(&e))?;
+        let request = store.get(&key.into()).map_err(|e| storage_error(&e))?;
+        let now = wait(&request).await.map_err(|e| storage_error(&e))?;
+        if now.as_string().as_deref() == Some(json) {
+            store.delete(&key.into()).map_err(|e| storage_error(&e))?;
         }
         super::request::commit_early(&tx);
         done.await.map_err(|e| storage_error(&e))
@@ -847,8 +847,8 @@ pub struct IdbTx {
     /// This write sealed payloads (an encrypted store): it checks the
     /// shred fence before it commits.
     sealing: Cell<bool>,
-    /// The key slots this write sealed under: it commits once the vault
-    /// has bound each to its aggregate (see [`IdbTx::await_binds`]).
+    /// The key slots this write sealed under: those whose bind the vault
+    /// has not confirmed are recorded with it (see [`IdbTx::record_binds`]).
     sealed_under: RefCell<BTreeSet<u32>>,
     /// An encrypted store's write: the shred fence, read as its first request.
     fence_read: RefCell<Option<super::request::Request>>,
@@ -869,7 +869,7 @@ impl IdbTx {
         let Some(sealer) = self.db.sealer() else {
             return Ok(());
         };
-        let Some((key, json)) = sealer.pending_binds(&self.sealed_under.take()) else {
+        let Some((key, json)) = sealer.pending_binds(&self.sealed_under.take())? else {
             return Ok(());
         };
         self.current
@@ -1808,7 +1808,6 @@ fn get(obj: &JsValue, key: &'static str) -> JsValue {
     Reflect::get(obj, &super::interop::key(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// Copies of `batches` with their payloads sealed (an encrypted store).
 /// Every `binds:<token>` entry of the `sync` object store `store`: (key, JSON).
 async fn binds_entries(store: &IdbObjectStore) -> Result<Vec<(String, String)>> {
     // Keys past the prefix: "binds:" up to "binds;" (the next character).
@@ -1829,7 +1828,8 @@ async fn binds_entries(store: &IdbObjectStore) -> Result<Vec<(String, String)>> 
         .collect())
 }
 
-/// The slots sealed under are added to `used`.
+/// Copies of `batches` with their payloads sealed (an encrypted store);
+/// the slots sealed under are added to `used`.
 fn sealed(sealer: &Sealer, batches: &[Batch], used: &mut BTreeSet<u32>) -> Result<Vec<Batch>> {
     batches
         .iter()

@@ -4,7 +4,7 @@
 //! IndexedDB backend (`idb.rs`) synchronously.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 
 use js_sys::{Array, Reflect, Uint8Array};
@@ -80,6 +80,8 @@ const NONCES_PER_DRAW: usize = 512;
 /// reservation after it asks for twice as many, up to [`RESERVE_MOST`].
 const RESERVE_FIRST: u32 = 16;
 const RESERVE_MOST: u32 = 256;
+/// The most slots one `reserve` of the vault makes.
+const RESERVE_CALL_MOST: u32 = 100_000;
 /// The `sync` object store's keys of records of binds (see [`Sealer::pending_binds`]).
 pub const BINDS_PREFIX: &str = "binds:";
 
@@ -299,51 +301,61 @@ impl Sealer {
     /// gone (closed, crashed) finishes its binds (see `recover`), so a
     /// payload is never stored under a slot the vault cannot tie to its
     /// aggregate. `None`: nothing to record.
-    pub fn pending_binds(&self, used: &BTreeSet<u32>) -> Option<(String, String)> {
+    pub fn pending_binds(&self, used: &BTreeSet<u32>) -> Result<Option<(String, String)>> {
         let unacked = self.unacked.borrow();
         if !used.iter().any(|s| unacked.contains_key(s)) {
-            return None;
+            return Ok(None);
         }
         let pairs: Vec<(&str, u32)> = unacked.iter().map(|(s, a)| (a.as_str(), *s)).collect();
-        let json = serde_json::to_string(&pairs).ok()?;
-        Some((self.binds_key.clone(), json))
+        let json = serde_json::to_string(&pairs)
+            .map_err(|e| Error::Storage(format!("encryption: cannot record binds: {e}")))?;
+        Ok(Some((self.binds_key.clone(), json)))
     }
 
-    /// Finishes the binds other connections recorded (`entries`: key and
-    /// JSON of `binds:<token>` entries) whose owner is gone (its vault
-    /// closed, its page ended); the keys of the entries done, to delete.
-    pub async fn recover(&self, entries: &[(String, String)]) -> Result<Vec<String>> {
-        let open: HashSet<String> = match self.vault.open_owners().await {
-            Ok(list) if !list.is_null() => Array::from(&list)
+    /// This connection's key of its records of binds.
+    pub fn binds_key(&self) -> &str {
+        &self.binds_key
+    }
+
+    /// The keys of the records of binds of the vaults of this store open
+    /// anywhere (their owners' Web Locks), or `None` when that cannot be
+    /// told. Asked before the records are read: a connection missing from
+    /// it is gone, and its last write is in what is read after.
+    pub async fn open_binds_keys(&self) -> Option<HashSet<String>> {
+        let list = self.vault.open_owners().await.ok()?;
+        if list.is_null() || list.is_undefined() {
+            return None;
+        }
+        Some(
+            Array::from(&list)
                 .iter()
                 .filter_map(|t| t.as_string())
                 .map(|t| format!("{BINDS_PREFIX}{t}"))
                 .collect(),
-            // Who is open cannot be told: nobody's binds are taken over.
-            _ => return Ok(Vec::new()),
-        };
-        let mut done = Vec::new();
-        let pairs = Array::new();
-        for (key, json) in entries {
-            if open.contains(key) || *key == self.binds_key {
-                continue;
-            }
-            for (aggregate, slot) in crate::seal::binds_entry(json)? {
-                pairs.push(&Array::of2(
+        )
+    }
+
+    /// Finishes the binds a connection that is gone recorded (the JSON of
+    /// its `binds:<token>` entry): each slot becomes its aggregate's, as
+    /// the vault's `bind` does (idempotent).
+    pub async fn bind_recorded(&self, json: &str) -> Result<()> {
+        let pairs: Array = crate::seal::binds_entry(json)?
+            .into_iter()
+            .map(|(aggregate, slot)| {
+                JsValue::from(Array::of2(
                     &JsValue::from_str(&aggregate),
                     &JsValue::from(slot),
-                ));
-            }
-            done.push(key.clone());
+                ))
+            })
+            .collect();
+        if pairs.length() == 0 {
+            return Ok(());
         }
-        if pairs.length() > 0 {
-            let promise = self.vault.bind(pairs).map_err(|e| vault_error(&e))?;
-            let found = wasm_bindgen_futures::JsFuture::from(promise)
-                .await
-                .map_err(|e| vault_error(&e))?;
-            learn_bound(&mut self.ring.borrow_mut(), &found)?;
-        }
-        Ok(done)
+        let promise = self.vault.bind(pairs).map_err(|e| vault_error(&e))?;
+        let found = wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|e| vault_error(&e))?;
+        learn_bound(&mut self.ring.borrow_mut(), &found, &HashMap::new())
     }
 
     /// `text` with its sealed payloads opened (see [`Keyring::unseal`]).
@@ -419,7 +431,8 @@ impl Sealer {
                 return Ok(());
             }
             // Another ensure may take from the pool while this one waits: checked again.
-            let n = (short as u32).max(self.reserve_next.get());
+            // At most what one `reserve` takes; a push needing more loops.
+            let n = (short.min(RESERVE_CALL_MOST as usize) as u32).max(self.reserve_next.get());
             self.reserve_next.set((n * 2).min(RESERVE_MOST));
             let made = self.vault.reserve(n).await.map_err(|e| vault_error(&e))?;
             pool_in(&self.ring, &self.pool, &made)?;
@@ -475,18 +488,34 @@ impl Sealer {
                 slots.push(slot);
             }
         }
-        let promise = self.vault.bind(pairs).map_err(|e| vault_error(&e))?;
-        {
-            let mut unacked = self.unacked.borrow_mut();
-            for (slot, a) in slots.iter().zip(need) {
-                unacked.insert(*slot, (*a).to_owned());
+        // Unconfirmed from now on: recorded by every write sealed under them.
+        let given: HashMap<String, u32> = need
+            .iter()
+            .map(|a| (*a).to_owned())
+            .zip(slots.iter().copied())
+            .collect();
+        self.unacked.borrow_mut().extend(
+            slots
+                .iter()
+                .copied()
+                .zip(need.iter().map(|a| (*a).to_owned())),
+        );
+        let promise = match self.vault.bind(pairs) {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing is sealed under them: they seal nothing from now on.
+                let mut ring = self.ring.borrow_mut();
+                for s in &slots {
+                    ring.retired(*s);
+                }
+                return Err(vault_error(&e));
             }
-        }
+        };
         let (ring, unacked) = (self.ring.clone(), self.unacked.clone());
         wasm_bindgen_futures::spawn_local(async move {
             let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
             let bound = match answer {
-                Ok(found) => learn_bound(&mut ring.borrow_mut(), &found).is_ok(),
+                Ok(found) => learn_bound(&mut ring.borrow_mut(), &found, &given).is_ok(),
                 Err(_) => false,
             };
             if bound {
@@ -539,8 +568,11 @@ impl Sealer {
             // Live slots loaded from now on are at least as new as the
             // rotation that moved the fence (a shred rotates first).
             self.ring.borrow_mut().forget_live();
+            if let Err(e) = self.preload().await {
+                self.moved.set(Some(value));
+                return Err(e);
+            }
             self.fence.set(value);
-            self.preload().await?;
         }
         let wanted = self.ring.borrow().take_wanted();
         if wanted.is_empty() {
@@ -596,20 +628,27 @@ fn pool_in(ring: &RefCell<Keyring>, pool: &RefCell<Vec<u32>>, made: &JsValue) ->
 
 /// Learns the vault's answer to a bind, `[[aggregate, live slot, bytes |
 /// null], ...]`: an aggregate that got a live slot elsewhere meanwhile
-/// seals under that one from now on.
-fn learn_bound(ring: &mut Keyring, found: &JsValue) -> Result<()> {
+/// seals under that one from now on. Only while the answer is current:
+/// an aggregate still sealing under the slot `given` for it (this
+/// connection's binds), or without a live slot (binds recorded by others);
+/// an answer overtaken by a refresh (another tab's shred) is dropped.
+fn learn_bound(ring: &mut Keyring, found: &JsValue, given: &HashMap<String, u32>) -> Result<()> {
     for entry in Array::from(found).iter() {
         let entry = Array::from(&entry);
         let (Some(aggregate), Some(slot)) = (entry.get(0).as_string(), entry.get(1).as_f64())
         else {
             continue;
         };
+        let slot = slot as u32;
+        if ring.live(&aggregate) != given.get(&aggregate).copied() {
+            continue;
+        }
         let key = entry.get(2);
         if !key.is_null() && !key.is_undefined() {
-            ring.insert(slot as u32, &Uint8Array::new(&key).to_vec())?;
+            ring.insert(slot, &Uint8Array::new(&key).to_vec())?;
         }
-        if ring.knows(slot as u32) {
-            ring.set_live(&aggregate, slot as u32);
+        if ring.opens(slot) {
+            ring.set_live(&aggregate, slot);
         }
     }
     Ok(())

@@ -390,6 +390,9 @@ test("binds a closed tab left unconfirmed are finished by the next open: the slo
   page = await env.newPage();
   const out = await page.evaluate(async (name) => {
     const { Vault } = await import("/pkg/vault.js");
+    // The closed tab's owner lock is given back asynchronously.
+    const owners = async () => (await navigator.locks.query()).held.filter((l) => l.name.startsWith(`eventstore-wasm:vault-owner:${name}:`)).length;
+    for (let i = 0; i < 250 && (await owners()) > 0; i++) await new Promise((ok) => setTimeout(ok, 20));
     const recorded = async () => (await rawRecords(name)).filter((r) => r.json.includes('"binds:')).length;
     const before = await recorded();
     const store = await EventStore.open(name, { encryption: true });
