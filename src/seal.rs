@@ -110,6 +110,18 @@ impl Keyring {
         self.hashes.insert(hash, slot);
     }
 
+    /// The slot `aggregate` seals under: its live slot, else the vault's
+    /// live slot of its name as last loaded (so that a write after a reload
+    /// needs no try more to learn it), if its key is known.
+    pub fn sealing_slot(&self, aggregate: &str) -> Option<u32> {
+        self.live(aggregate).or_else(|| {
+            self.hashes
+                .get(&name_hash(aggregate))
+                .copied()
+                .filter(|s| self.opens(*s))
+        })
+    }
+
     /// Makes `aggregate`'s live slot known from the vault's live slots as
     /// last loaded, if one is there (and its key known); whether it is known now.
     pub fn resolve(&mut self, aggregate: &str) -> bool {
@@ -184,7 +196,7 @@ impl Keyring {
         if events.iter().all(|e| e.payload.is_none()) {
             return Ok(text.to_owned());
         }
-        let Some((slot, cipher)) = self.live(aggregate).and_then(|s| {
+        let Some((slot, cipher)) = self.sealing_slot(aggregate).and_then(|s| {
             self.ciphers
                 .get(&s)
                 .and_then(Option::as_ref)
@@ -496,7 +508,12 @@ mod tests {
         let mut r = Keyring::new();
         r.insert(3, &[1; KEY]).expect("key");
         r.set_live_hash(name_hash("user.A"), 3);
-        r.set_live_hash(name_hash("user.B"), 4); // its key unknown: not used
+        // user.B's key is unknown: its hash is not used.
+        r.set_live_hash(name_hash("user.B"), 4);
+        // A seal after a reload finds the live slot by the name's hash.
+        assert_eq!(r.sealing_slot("user.A"), Some(3));
+        assert!(r.seal("user.A", TEXT, &mut counter()).is_ok());
+        assert_eq!(r.sealing_slot("user.B"), None);
         assert!(r.resolve("user.A"));
         assert_eq!(r.live("user.A"), Some(3));
         assert!(!r.resolve("user.B"));
@@ -508,7 +525,10 @@ mod tests {
         r.destroyed(3);
         assert!(!r.resolve("user.A"), "nor a destroyed one");
         r.insert(3, &[1; KEY]).expect("key");
-        assert!(!r.opens(3), "a destroyed slot stays destroyed (an answer that overtook its destroy)");
+        assert!(
+            !r.opens(3),
+            "a destroyed slot stays destroyed (an answer that overtook its destroy)"
+        );
         r.insert(5, &[2; KEY]).expect("key");
         r.set_live("user.D", 5);
         r.forget_live();

@@ -17,14 +17,15 @@ use crate::error::Result;
 use crate::storage::{Storage, Transaction};
 
 /// How many times [`keyed`] runs an operation again.
-pub const KEYED_TRIES: usize = 5;
+pub const KEYED_TRIES: usize = 8;
 
 /// Runs `op`; when it failed for want of keys this connection's keyring
 /// lacked (slots made or aggregates first written by another tab) or met
 /// a moved shred fence, fetches them from the vault and runs it again, as
 /// long as that fetched something (at most [`KEYED_TRIES`] times: a forget
 /// elsewhere can cost one try for its new slot, one for the aggregate's
-/// retired live slot and one for its fence).
+/// retired live slot and one for its fence, and two tabs forgetting at
+/// once meet each other's).
 pub async fn keyed<T, F, Fut>(storage: &IdbStorage, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,

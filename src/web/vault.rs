@@ -196,7 +196,7 @@ impl Sealer {
 
     /// Destroys the retired slots of `aggregates` (their old keys, after
     /// [`Sealer::rotate`]), and of `slots` (theirs, recorded by writes
-    /// before the vault bound them) those not live.
+    /// before the vault bound them) those still reserved.
     pub async fn shred(&self, aggregates: &[String], slots: &BTreeSet<u32>) -> Result<()> {
         if aggregates.is_empty() && slots.is_empty() {
             return Ok(());
@@ -288,7 +288,7 @@ impl Sealer {
         self.drain_destroyed();
         let ring = self.ring.borrow();
         let out = ring.seal(aggregate, text, &mut || self.nonce())?;
-        used.extend(ring.live(aggregate));
+        used.extend(ring.sealing_slot(aggregate));
         Ok(out)
     }
 
