@@ -507,6 +507,7 @@ impl Database {
             forgot: RefCell::default(),
             fence_bump: Cell::new(false),
             sealing: Cell::new(false),
+            sealed_at: Cell::new(None),
             sealed_under: RefCell::default(),
             fence_read: RefCell::new(fence_read),
         }
@@ -598,6 +599,7 @@ impl Database {
             forgot: RefCell::default(),
             fence_bump: Cell::new(false),
             sealing: Cell::new(false),
+            sealed_at: Cell::new(None),
             sealed_under: RefCell::default(),
             fence_read: RefCell::new(None),
         })
@@ -847,6 +849,9 @@ pub struct IdbTx {
     /// This write sealed payloads (an encrypted store): it checks the
     /// shred fence before it commits.
     sealing: Cell<bool>,
+    /// The keyring's fence when this write first sealed: the value the
+    /// shred fence must still hold when it commits.
+    sealed_at: Cell<Option<f64>>,
     /// The key slots this write sealed under: those whose bind the vault
     /// has not confirmed are recorded with it (see [`IdbTx::record_binds`]).
     sealed_under: RefCell<BTreeSet<u32>>,
@@ -861,6 +866,15 @@ impl IdbTx {
     /// again under the new ones.
     pub fn bump_fence(&self) {
         self.fence_bump.set(true);
+    }
+
+    /// This write seals (an encrypted store): remembers the keyring's fence
+    /// at its first seal (see [`IdbTx::check_fence`]).
+    fn sealing_at(&self, sealer: &Sealer) {
+        self.sealing.set(true);
+        if self.sealed_at.get().is_none() {
+            self.sealed_at.set(Some(sealer.fence()));
+        }
     }
 
     /// An encrypted store's write sealed under reserved slots the vault
@@ -923,7 +937,10 @@ impl IdbTx {
             .0
             .object_store(SYNC_STORE)
             .map_err(|e| storage_error(&e))?;
-        if now != sealer.fence() {
+        // The fence as the keyring had it when this write first sealed:
+        // a reload since (another operation's) does not vouch for the
+        // slots it sealed under.
+        if now != self.sealed_at.get().unwrap_or_else(|| sealer.fence()) {
             sealer.fence_moved(now);
             let _ = self.current.borrow().0.abort();
             return Err(Error::Storage(
@@ -1287,7 +1304,7 @@ impl IdbTx {
         let added = published.then_some(&self.added);
         let (json, plain) = match self.db.sealer() {
             Some(sealer) => {
-                self.sealing.set(true);
+                self.sealing_at(&sealer);
                 let sealed = sealed(&sealer, batches, &mut self.sealed_under.borrow_mut())?;
                 let plain = match published {
                     true => Some(crate::batch::records_json(batches)?),
@@ -1606,7 +1623,7 @@ impl Transaction for IdbTx {
             // Encrypted: records are cut by their sealed size; the
             // connection keeps (and the push returns) the plaintext ones.
             Some(sealer) => {
-                self.sealing.set(true);
+                self.sealing_at(sealer);
                 let sealed_records = Unfolded::chunk(&sealed(
                     sealer,
                     batches,

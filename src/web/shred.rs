@@ -58,8 +58,8 @@ where
 /// retired slot is undone and done again under the new one. Batches
 /// committed before it are read here; writes after it see the fence.
 /// Returns the aggregates' slots that writes committed before it recorded
-/// as not bound yet (see `Sealer::pending_binds`): destroyed with the
-/// retired ones.
+/// as not bound yet (see `Sealer::pending_binds`): those still reserved
+/// are destroyed with the retired ones.
 async fn fence(storage: &IdbStorage, aggregates: &[String]) -> Result<BTreeSet<u32>> {
     let mut tx = storage.write().await?;
     let mut unbound = BTreeSet::new();

@@ -52,8 +52,9 @@ extern "C" {
     async fn load_all(this: &Vault) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch)]
     async fn reserve(this: &Vault, n: u32) -> std::result::Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch)]
-    fn bind(this: &Vault, pairs: Array) -> std::result::Result<js_sys::Promise, JsValue>;
+    /// An async method: it never throws, its promise rejects.
+    #[wasm_bindgen(method)]
+    fn bind(this: &Vault, pairs: Array) -> js_sys::Promise;
     #[wasm_bindgen(method, js_name = shred, catch)]
     async fn shred_retired(
         this: &Vault,
@@ -169,29 +170,7 @@ impl Sealer {
     /// their aggregate's name hash (one vault round trip).
     pub async fn preload(&self) -> Result<()> {
         let all = self.vault.load_all().await.map_err(|e| vault_error(&e))?;
-        let mut ring = self.ring.borrow_mut();
-        for entry in Array::from(&all).iter() {
-            let entry = Array::from(&entry);
-            let Some(slot) = entry.get(0).as_f64().map(|s| s as u32) else {
-                continue;
-            };
-            let key = entry.get(1);
-            if key.is_null() {
-                ring.destroyed(slot);
-                continue;
-            }
-            ring.insert(slot, &Uint8Array::new(&key).to_vec())?;
-            let hash = entry.get(2);
-            if !hash.is_null() && !hash.is_undefined() {
-                let mut h: NameHash = [0; 32];
-                let bytes = Uint8Array::new(&hash);
-                if bytes.length() as usize == h.len() {
-                    bytes.copy_to(&mut h);
-                    ring.set_live_hash(h, slot);
-                }
-            }
-        }
-        Ok(())
+        apply_load(&mut self.ring.borrow_mut(), &all)
     }
 
     /// Destroys the retired slots of `aggregates` (their old keys, after
@@ -298,7 +277,7 @@ impl Sealer {
     /// such slot of this connection with its aggregate, as JSON
     /// `[[aggregate, slot], ...]`. A forget destroys the slots recorded
     /// for its aggregates, and a connection that finds the record of one
-    /// gone (closed, crashed) finishes its binds (see `recover`), so a
+    /// gone (closed, crashed) finishes its binds (`recover_binds` at open), so a
     /// payload is never stored under a slot the vault cannot tie to its
     /// aggregate. `None`: nothing to record.
     pub fn pending_binds(&self, used: &BTreeSet<u32>) -> Result<Option<(String, String)>> {
@@ -320,7 +299,8 @@ impl Sealer {
     /// The keys of the records of binds of the vaults of this store open
     /// anywhere (their owners' Web Locks), or `None` when that cannot be
     /// told. Asked before the records are read: a connection missing from
-    /// it is gone, and its last write is in what is read after.
+    /// it is gone (its last write is in what is read after) or opened
+    /// after it (binding its records too is harmless: binds are idempotent).
     pub async fn open_binds_keys(&self) -> Option<HashSet<String>> {
         let list = self.vault.open_owners().await.ok()?;
         if list.is_null() || list.is_undefined() {
@@ -351,8 +331,7 @@ impl Sealer {
         if pairs.length() == 0 {
             return Ok(());
         }
-        let promise = self.vault.bind(pairs).map_err(|e| vault_error(&e))?;
-        let found = wasm_bindgen_futures::JsFuture::from(promise)
+        let found = wasm_bindgen_futures::JsFuture::from(self.vault.bind(pairs))
             .await
             .map_err(|e| vault_error(&e))?;
         learn_bound(&mut self.ring.borrow_mut(), &found, &HashMap::new())
@@ -411,7 +390,7 @@ impl Sealer {
     /// (see [`Sealer::pending_binds`]). When the vault answers that the
     /// aggregate got a live slot elsewhere meanwhile, the reserved slot
     /// becomes a retired slot of it and this keyring seals under the other
-    /// from then on.
+    /// from then on (if the answer is still current, see `learn_bound`).
     pub async fn ensure<'a>(&self, aggregates: impl IntoIterator<Item = &'a str>) -> Result<()> {
         self.drain_destroyed();
         let mut seen = HashSet::new();
@@ -500,17 +479,7 @@ impl Sealer {
                 .copied()
                 .zip(need.iter().map(|a| (*a).to_owned())),
         );
-        let promise = match self.vault.bind(pairs) {
-            Ok(p) => p,
-            Err(e) => {
-                // Nothing is sealed under them: they seal nothing from now on.
-                let mut ring = self.ring.borrow_mut();
-                for s in &slots {
-                    ring.retired(*s);
-                }
-                return Err(vault_error(&e));
-            }
-        };
+        let promise = self.vault.bind(pairs);
         let (ring, unacked) = (self.ring.clone(), self.unacked.clone());
         wasm_bindgen_futures::spawn_local(async move {
             let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
@@ -566,9 +535,24 @@ impl Sealer {
         let moved = self.moved.take();
         if let Some(value) = moved {
             // Live slots loaded from now on are at least as new as the
-            // rotation that moved the fence (a shred rotates first).
-            self.ring.borrow_mut().forget_live();
-            if let Err(e) = self.preload().await {
+            // rotation that moved the fence (a shred rotates first). They
+            // are loaded first, then swapped in at once with the fence's
+            // value: meanwhile the keyring stays as it was (a write sealing
+            // under a slot the shred retired is undone by the fence check),
+            // and never knows no live slot at all, which would give an
+            // aggregate that has one a reserved slot whose bind the vault
+            // makes a retired slot, destroyed by the shred under way.
+            let loaded = self
+                .vault
+                .load_all()
+                .await
+                .map_err(|e| vault_error(&e))
+                .and_then(|all| {
+                    let mut ring = self.ring.borrow_mut();
+                    ring.forget_live();
+                    apply_load(&mut ring, &all)
+                });
+            if let Err(e) = loaded {
                 self.moved.set(Some(value));
                 return Err(e);
             }
@@ -610,6 +594,33 @@ impl Sealer {
     }
 }
 
+/// Applies a load of every slot (`loadAll`: `[[slot, bytes | null, hash |
+/// null], ...]`) to `ring`: keys, destroyed slots, live slots by hash.
+fn apply_load(ring: &mut Keyring, all: &JsValue) -> Result<()> {
+    for entry in Array::from(all).iter() {
+        let entry = Array::from(&entry);
+        let Some(slot) = entry.get(0).as_f64().map(|s| s as u32) else {
+            continue;
+        };
+        let key = entry.get(1);
+        if key.is_null() {
+            ring.destroyed(slot);
+            continue;
+        }
+        ring.insert(slot, &Uint8Array::new(&key).to_vec())?;
+        let hash = entry.get(2);
+        if !hash.is_null() && !hash.is_undefined() {
+            let mut h: NameHash = [0; 32];
+            let bytes = Uint8Array::new(&hash);
+            if bytes.length() as usize == h.len() {
+                bytes.copy_to(&mut h);
+                ring.set_live_hash(h, slot);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Learns the keys of the slots a reservation made (`[[slot, bytes], ...]`)
 /// and adds them to the pool.
 fn pool_in(ring: &RefCell<Keyring>, pool: &RefCell<Vec<u32>>, made: &JsValue) -> Result<()> {
@@ -640,8 +651,13 @@ fn learn_bound(ring: &mut Keyring, found: &JsValue, given: &HashMap<String, u32>
             continue;
         };
         let slot = slot as u32;
-        if ring.live(&aggregate) != given.get(&aggregate).copied() {
+        let mine = given.get(&aggregate).copied();
+        if ring.live(&aggregate) != mine {
             continue;
+        }
+        if let Some(mine) = mine.filter(|m| *m != slot) {
+            // The vault made it a retired slot of the aggregate.
+            ring.retired(mine);
         }
         let key = entry.get(2);
         if !key.is_null() && !key.is_undefined() {
