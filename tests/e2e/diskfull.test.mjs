@@ -91,6 +91,12 @@ async function fillTheDisk(t, { commands, bytes }) {
     };
     const describe = (e) => ({ code: e?.code, name: e?.name, message: String(e?.message ?? e) });
     window.store = await EventStore.open("full");
+    // The loss marker records the log once something is committed; the
+    // test's premise is a marker written before the disk fills (a loss
+    // before the first marker write cannot be told from an empty store).
+    await store.push([{ aggregate: "fill.M", commands: [{ action: "fill.M.added" }] }]);
+    for (let i = 0; i < 100 && !String(await readMarker()).includes("lastPosition"); i++) await new Promise((r) => setTimeout(r, 50));
+    const markedFirst = await readMarker();
     const ended = [];
     store.subscribe(undefined, () => {}, { fromPosition: "end", onError: (e) => ended.push(describe(e)) });
     let pushes = 0, failure = null;
@@ -115,10 +121,11 @@ async function fillTheDisk(t, { commands, bytes }) {
       try { await withTimeout(call(), 20_000, String(call)); later.push(null); } catch (e) { later.push(describe(e)); }
     }
     await new Promise((r) => setTimeout(r, 1500));
-    return { pushes, events: pushes * commands, failure, later, ended, marker: await readMarker() };
+    return { pushes, events: pushes * commands, failure, later, ended, markedFirst, marker: await readMarker() };
   }, { max: MAX_PUSHES, commands, size: (bytes * 3) / 4 });
   t.diagnostic(`full disk: ${JSON.stringify(filled)}`);
 
+  assert.ok(String(filled.markedFirst).includes("lastPosition"), `the loss marker was written before the disk filled: ${JSON.stringify(filled.markedFirst)}`);
   assert.ok(filled.failure, `a push failed within ${MAX_PUSHES} pushes`);
   assert.equal(filled.failure.code, "QUOTA_EXCEEDED", `the disk-full failure: ${JSON.stringify(filled.failure)}`);
   for (const e of filled.later) {
