@@ -100,8 +100,13 @@ impl Keyring {
 
     /// Learns that `aggregate` seals under `slot` (whose key must be inserted too).
     pub fn set_live(&mut self, aggregate: &str, slot: u32) {
+        self.set_live_hashed(aggregate, name_hash(aggregate), slot);
+    }
+
+    /// [`Keyring::set_live`] with the name's hash already computed.
+    pub fn set_live_hashed(&mut self, aggregate: &str, hash: NameHash, slot: u32) {
         self.live.insert(aggregate.to_owned(), slot);
-        self.hashes.insert(name_hash(aggregate), slot);
+        self.hashes.insert(hash, slot);
     }
 
     /// Learns that the vault's live slot of the aggregate whose name hashes

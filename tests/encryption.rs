@@ -89,6 +89,14 @@ async fn fresh(name: &str) -> Option<EventStore> {
     }
 }
 
+/// The error `EventStore.open(name, options)` rejects with (it must reject).
+async fn open_error(name: &str, options: Option<OpenOptionsArg>) -> JsValue {
+    match EventStore::open(name.into(), options).await {
+        Ok(_) => panic!("open({name:?}) succeeded"),
+        Err(e) => e,
+    }
+}
+
 fn entry(aggregate: &str, n: usize) -> String {
     let cmds: Vec<String> = (0..n)
         .map(|i| format!(r#"{{"action":"{aggregate}.e","payload":{{"i":{i},"secret":"MARK-{aggregate}-{i}"}}}}"#))
@@ -296,38 +304,23 @@ async fn the_option_must_match_the_store() {
     // A value that is not a boolean, in every engine (no vault is needed).
     load_vault().await;
     EventStore::delete_store(name.into()).await.unwrap();
-    let e = EventStore::open(
-        name.into(),
-        Some(js(r#"{"encryption":"yes"}"#).unchecked_into()),
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = open_error(name, Some(js(r#"{"encryption":"yes"}"#).unchecked_into())).await;
     assert_eq!(code(&e), "INVALID_ARGUMENT");
     let Some(s) = fresh(name).await else { return };
     s.push(js(&format!("[{}]", entry("a.b", 1)))).await.unwrap();
     s.close();
-    let e = EventStore::open(name.into(), None).await.err().unwrap();
+    let e = open_error(name, None).await;
     assert_eq!(code(&e), "INVALID_ARGUMENT");
     assert!(
         message(&e).contains("enc-flag") && message(&e).contains("encryption: true"),
         "{}",
         message(&e)
     );
-    let e = EventStore::open(
-        name.into(),
-        Some(js(r#"{"encryption":"yes"}"#).unchecked_into()),
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = open_error(name, Some(js(r#"{"encryption":"yes"}"#).unchecked_into())).await;
     assert_eq!(code(&e), "INVALID_ARGUMENT");
     // The vault gone: the keys are lost.
     remove_vault(name).await;
-    let e = EventStore::open(name.into(), encrypted())
-        .await
-        .err()
-        .unwrap();
+    let e = open_error(name, encrypted()).await;
     assert_eq!(code(&e), "DATA_LOST", "{}", message(&e));
     assert!(message(&e).contains("keys are lost"), "{}", message(&e));
     // A store with unencrypted events cannot be opened with the option.
@@ -339,10 +332,7 @@ async fn the_option_must_match_the_store() {
         .await
         .unwrap();
     plain.close();
-    let e = EventStore::open(plain_name.into(), encrypted())
-        .await
-        .err()
-        .unwrap();
+    let e = open_error(plain_name, encrypted()).await;
     assert_eq!(code(&e), "INVALID_ARGUMENT");
     assert!(
         message(&e).contains("without encryption"),

@@ -506,7 +506,6 @@ impl Database {
             appended_sealed: RefCell::default(),
             forgot: RefCell::default(),
             fence_bump: Cell::new(false),
-            sealing: Cell::new(false),
             sealed_at: Cell::new(None),
             sealed_under: RefCell::default(),
             fence_read: RefCell::new(fence_read),
@@ -598,7 +597,6 @@ impl Database {
             appended_sealed: RefCell::default(),
             forgot: RefCell::default(),
             fence_bump: Cell::new(false),
-            sealing: Cell::new(false),
             sealed_at: Cell::new(None),
             sealed_under: RefCell::default(),
             fence_read: RefCell::new(None),
@@ -846,11 +844,8 @@ pub struct IdbTx {
     forgot: RefCell<std::collections::BTreeSet<String>>,
     /// This write moves the shred fence on (see [`IdbTx::bump_fence`]).
     fence_bump: Cell<bool>,
-    /// This write sealed payloads (an encrypted store): it checks the
-    /// shred fence before it commits.
-    sealing: Cell<bool>,
-    /// The keyring's fence when this write first sealed: the value the
-    /// shred fence must still hold when it commits.
+    /// The keyring's fence when this write first sealed (an encrypted
+    /// store): the value the shred fence must still hold when it commits.
     sealed_at: Cell<Option<f64>>,
     /// The key slots this write sealed under: those whose bind the vault
     /// has not confirmed are recorded with it (see [`IdbTx::record_binds`]).
@@ -871,7 +866,6 @@ impl IdbTx {
     /// This write seals (an encrypted store): remembers the keyring's fence
     /// at its first seal (see [`IdbTx::check_fence`]).
     fn sealing_at(&self, sealer: &Sealer) {
-        self.sealing.set(true);
         if self.sealed_at.get().is_none() {
             self.sealed_at.set(Some(sealer.fence()));
         }
@@ -915,7 +909,7 @@ impl IdbTx {
         let Some(sealer) = self.db.sealer() else {
             return Ok(());
         };
-        if !self.sealing.get() && !self.fence_bump.get() {
+        if self.sealed_at.get().is_none() && !self.fence_bump.get() {
             // Nothing sealed here: nothing to undo.
             return Ok(());
         }

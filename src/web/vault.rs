@@ -456,9 +456,10 @@ impl Sealer {
             let mut pool = self.pool.borrow_mut();
             for a in need {
                 let Some(slot) = pool.pop() else { break };
-                ring.set_live(a, slot);
-                // The name's hash too: the vault's worker need not compute it.
-                let hash = Uint8Array::from(&crate::seal::name_hash(a)[..]);
+                // The name's hash goes to the vault too: its worker need not compute it.
+                let hash = crate::seal::name_hash(a);
+                ring.set_live_hashed(a, hash, slot);
+                let hash = Uint8Array::from(&hash[..]);
                 pairs.push(&Array::of3(
                     &JsValue::from_str(a),
                     &JsValue::from(slot),
