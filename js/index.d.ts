@@ -397,7 +397,7 @@ export interface DataLostInfo {
 /** Options of `EventStore.open`. */
 export interface OpenOptions {
   /**
-   * Encrypt payloads at rest (AES-256-GCM, a key per aggregate in a key
+   * Encrypt payloads at rest (ChaCha20-Poly1305, a key per aggregate in a key
    * vault file in the Origin Private File System; `forget` destroys keys).
    * Set when the store is created and on every open of it after
    * (docs/privacy.md). Needs OPFS sync access handles: `STORAGE` where the

@@ -31,11 +31,13 @@ pub enum Error {
     #[error("the store is closed: {0}")]
     Closed(String),
     /// The database was written by a newer, incompatible version of the library.
-    #[error("database {name:?} has schema version {found}, this library supports up to {supported}: upgrade eventstore-wasm")]
+    /// `found` and `supported` name what differs: "schema version 6"
+    /// against "schema version 5", or an encryption format.
+    #[error("database {name:?} has {found}, this library supports up to {supported}: upgrade eventstore-wasm")]
     VersionMismatch {
         name: String,
         found: String,
-        supported: u32,
+        supported: String,
     },
     /// On open: events this origin had written are gone (the browser reset
     /// the database, as Chromium does after an I/O error such as a full

@@ -16,6 +16,7 @@ use super::vault::Sealer;
 use crate::engine::{self, Window};
 use crate::error::{Error, Result};
 use crate::heads::HeadCache;
+use crate::seal::Suite;
 
 #[wasm_bindgen(inline_js = r#"
 export function pagedEvents(fetchPage, limit) {
@@ -807,12 +808,22 @@ async fn encryption(
             "store {name:?} is encrypted: open it with EventStore.open({name:?}, {{ encryption: true }})"
         ))));
     }
+    // The store's cipher: the one its flag names, the current one for a new store.
+    let suite = match flag.as_string() {
+        Some(text) => Suite::of_flag(name, &text).map_err(js_error)?,
+        None if flagged => {
+            return Err(js_error(Error::Storage(format!(
+                "store {name:?}: corrupt encryption entry (not a text)"
+            ))))
+        }
+        None => Suite::default(),
+    };
     if !flagged && engine::last_position(storage).await.map_err(js_error)? > 0 {
         return Err(js_error(Error::argument(format!(
             "store {name:?} holds events stored without encryption, which cannot be turned on for them: open it without `encryption`, or export its events and import them into a new store opened with {{ encryption: true }}"
         ))));
     }
-    let sealer = match Sealer::open(name, !flagged).await {
+    let sealer = match Sealer::open(name, !flagged, suite).await {
         Ok(s) => s,
         Err(e) => {
             if Reflect::get(&e, &"code".into())
@@ -844,7 +855,7 @@ async fn encryption(
         recover_binds(storage, &sealer).await;
     } else if let Err(e) = storage
         .0
-        .put_sync_entry(ENCRYPTION_KEY, Some(crate::seal::FLAG))
+        .put_sync_entry(ENCRYPTION_KEY, Some(&suite.flag()))
         .await
     {
         sealer.close();

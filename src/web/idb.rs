@@ -279,8 +279,8 @@ impl Database {
             Err(e) if exception_name(&e).as_deref() == Some("VersionError") => {
                 return Err(Error::VersionMismatch {
                     name: name.to_owned(),
-                    found: current_version(&factory, name).await,
-                    supported: SCHEMA_VERSION,
+                    found: format!("schema version {}", current_version(&factory, name).await),
+                    supported: format!("schema version {SCHEMA_VERSION}"),
                 });
             }
             Err(_) if foreign.get() => return Err(not_ours(name)),

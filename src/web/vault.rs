@@ -13,7 +13,7 @@ use wasm_bindgen::JsCast;
 
 use crate::batch::{Opened, StoredEvent};
 use crate::error::{Error, Result};
-use crate::seal::{Keyring, NameHash, NONCE};
+use crate::seal::{Keyring, NameHash, Suite, NONCE};
 
 // The `Vault` class of js/vault.js is handed over by the package's entry
 // (`__setVault`, js/index.js) rather than imported by the glue: one module
@@ -136,7 +136,11 @@ impl Sealer {
     /// Opens the key vault of store `name` (`create`: made when missing).
     /// Rejects with the vault's own error (`DATA_LOST` when missing,
     /// `STORAGE` where OPFS sync access handles cannot be used).
-    pub async fn open(name: &str, create: bool) -> std::result::Result<Sealer, JsValue> {
+    pub async fn open(
+        name: &str,
+        create: bool,
+        suite: Suite,
+    ) -> std::result::Result<Sealer, JsValue> {
         let options = js_sys::Object::new();
         Reflect::set(&options, &"create".into(), &JsValue::from_bool(create))?;
         let vault: Vault = vault_static("open", &Array::of2(&name.into(), &options))
@@ -154,7 +158,7 @@ impl Sealer {
         };
         Ok(Sealer {
             vault,
-            ring: Rc::new(RefCell::new(Keyring::new())),
+            ring: Rc::new(RefCell::new(Keyring::with_suite(suite))),
             pool: Rc::default(),
             refilling: Rc::default(),
             reserve_next: Cell::new(RESERVE_FIRST),
