@@ -89,7 +89,7 @@ step "sync server binary (cargo build --profile server)" cargo build --profile s
 step "TypeScript declarations (tsc --noEmit)" npx tsc -p tests/types/tsconfig.json
 step "package, README example, several tabs, the demo, sync against a real server in Chromium (Playwright)" timeout 2400 node --test --test-concurrency=1 tests/e2e/
 step "npm package under Node with fake-indexeddb, npm pack (node:test)" node --test --test-concurrency=1 tests/node/
-step "several tabs, full disk, sync and the key vault in ${ENGINES//,/, } (W3C WebDriver)" timeout 1200 node --test --test-concurrency=1 tests/webdriver/
+step "several tabs, full disk, compact, sync and the key vault in ${ENGINES//,/, } (W3C WebDriver)" timeout 1200 node --test --test-concurrency=1 tests/webdriver/
 
 printf '\n=== summary ===\n'
 for s in "${passed[@]}"; do printf 'pass  %s\n' "$s"; done

@@ -163,7 +163,19 @@ async function fillTheDisk(t, { commands, bytes }) {
   });
   t.diagnostic(`after restart: ${JSON.stringify(reopened)}`);
 
-  if (reopened.plain.code !== undefined) {
+  // Chromium's whole-bucket reset: after a failed blob write it sometimes
+  // deleted the origin's Origin Private File System along with the database
+  // (the marker's directory gone before the restart; seen in about 1 run
+  // of 8 of the 100 KB case, never in the 20 KB one). Nothing is left to
+  // tell the loss by (docs/storage.md, "The loss marker"): the store opens
+  // empty and works, as on a new origin.
+  const bucketGone = (m) => typeof m === "string" && m.includes("NotFoundError");
+  if (bucketGone(filled.marker) && bucketGone(reopened.marker) && reopened.plain.events === 0) {
+    t.diagnostic("Chromium deleted the database and the OPFS directory of the marker together: the loss cannot be detected");
+    assert.equal(reopened.told.length, 0);
+    assert.equal(reopened.events, 0);
+    assert.equal(reopened.next, 1, "the store opens empty and takes pushes");
+  } else if (reopened.plain.code !== undefined) {
     // Chromium reset the database: the loss is reported, not passed over.
     assert.equal(reopened.plain.code, "DATA_LOST", JSON.stringify(reopened.plain));
     assert.ok(reopened.plain.lastPosition >= 1, "the marker knew events");

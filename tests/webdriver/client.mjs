@@ -347,15 +347,16 @@ class Browser {
  * Starts the engine's driver on a free port (and Xvfb for WebKit when there is
  * no display) and opens a session with a fresh profile. `opts.firefoxPrefs`
  * adds Firefox preferences, `opts.firefoxProfile` a profile directory of the
- * caller's for Firefox (kept after close, for reading its files); `opts.webkitFeatures` (engine "webkit") turns on
+ * caller's for Firefox (kept after close, for reading its files), `opts.dataDir` the same for
+ * WebKitGTK's data directory; `opts.webkitFeatures` (engine "webkit") turns on
  * WebKit features WebKitGTK leaves off (scripts/bin/webkit-persistent-browser).
  */
 export async function launch(engine, opts = {}) {
   const spec = ENGINES[engine];
   if (!spec) throw new Error(`unknown engine ${engine}`);
   let xvfb = null;
-  const profile = spec.profile ? await mkdtemp(join(tmpdir(), "eventstore-webdriver-")) : null;
-  const removeProfile = () => (profile ? rm(profile, { recursive: true, force: true }).catch(() => {}) : undefined);
+  const profile = spec.profile ? (opts.dataDir ?? (await mkdtemp(join(tmpdir(), "eventstore-webdriver-")))) : null;
+  const removeProfile = () => (profile && !opts.dataDir ? rm(profile, { recursive: true, force: true }).catch(() => {}) : undefined);
   const env = { ...process.env };
   if (spec.needsDisplay && !env.DISPLAY && !env.WAYLAND_DISPLAY) {
     xvfb = await startXvfb();
