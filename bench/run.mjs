@@ -569,18 +569,21 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
 - Cases 6–8 meet their targets.
 - **Case 9, size (≤ 120 kB).** Not met since the sync client joined the module (its protocol
   types and rules are the core's, compiled in) and the write path's unfolded records; encryption
-  at rest added RustCrypto's AES-GCM (about 40 KB), then SHA-256 (2.8 KB) and the reserved key
-  slots' code (about 9 KB). The figure
+  at rest added RustCrypto's AES-GCM (about 40 KB), then SHA-256 (2.8 KB), the reserved key
+  slots' code (about 9 KB) and ChaCha20-Poly1305 (3.5 KB; AES-GCM stays, for stores of encryption
+  format 1). The figure
   also depends on the build machine: on 2026-11-27 a build of the commit of the previous
   \`BENCHMARKS.md\` (which recorded 348 KiB of wasm) came out at 526 KiB with the same Rust
   1.95.0, wasm-bindgen 0.2.130 and binaryen 132; the cause was not found.
-- **Encryption at rest (≤ 1.5x the unencrypted time).** Near the target, on either side of it
-  between runs. What it adds is mostly AES-256-GCM in wasm (RustCrypto's constant-time software
-  AES and GHASH, about 5 µs per 200-byte payload sealed or opened: some 50 ms of the 10,000-event
-  append, 14 ms of \`user.*.added\`, which opens 2,500), ciphertext stored as base64 (records
-  half again as big to write, read and copy into wasm), and on appends one more request per
-  transaction (the shred fence). A push that meets aggregates new to the key vault no longer
-  waits for the vault (reserved key slots, docs/privacy.md).
+- **Encryption at rest (≤ 1.5x the unencrypted time).** New stores seal with ChaCha20-Poly1305
+  (encryption format 2, docs/privacy.md): about 0.8 µs per 200-byte payload in wasm, against
+  4.8 µs for the AES-256-GCM of format 1 (RustCrypto's constant-time software AES and GHASH,
+  on 32-bit words in wasm), which had kept appends and \`user.*.added\` at 1.5–1.7x the
+  unencrypted time. What is left: the cipher (some 10 ms of the 10,000-event append),
+  ciphertext stored as base64 (records a third bigger to write, read and copy into wasm), on
+  appends one more request per transaction (the shred fence), and on reads the opening of
+  sealed records in wasm before their events are built. A push that meets aggregates new to the
+  key vault does not wait for the vault (reserved key slots, docs/privacy.md).
 
 ## Firefox and WebKit
 

@@ -118,6 +118,12 @@ pub struct Sealer {
     /// with their aggregate: a write sealed under one records them all
     /// (see [`Sealer::pending_binds`]).
     unacked: Rc<RefCell<BTreeMap<u32, String>>>,
+    /// Binds not sent to the vault yet (aggregate, slot, name hash): one
+    /// `bind` is under way at a time, and those made meanwhile go in the
+    /// next (see [`Sealer::bind_pool`]).
+    binds: Rc<RefCell<Vec<(String, u32, NameHash)>>>,
+    /// A `bind` is under way.
+    binding: Rc<Cell<bool>>,
     /// The key of this connection's entry of those records in the `sync`
     /// object store: `binds:<owner token>`.
     binds_key: String,
@@ -163,6 +169,8 @@ impl Sealer {
             refilling: Rc::default(),
             reserve_next: Cell::new(RESERVE_FIRST),
             unacked: Rc::default(),
+            binds: Rc::default(),
+            binding: Rc::default(),
             binds_key: format!("{BINDS_PREFIX}{token}"),
             nonces: RefCell::new((Vec::new(), 0)),
             fence: Cell::new(0.0),
@@ -451,59 +459,76 @@ impl Sealer {
     }
 
     /// Gives each of `need` a slot of the pool as its live slot, and sends
-    /// their binds to the vault (see [`Sealer::ensure`]).
+    /// their binds to the vault (see [`Sealer::ensure`]): one `bind` at a
+    /// time, each with every bind made while the one before was under way
+    /// (a push meeting new aggregates would otherwise cost the vault a
+    /// write and a flush each; the slots stay recorded by writes until
+    /// their `bind` is answered, so waiting changes no guarantee).
     fn bind_pool(&self, need: &[&str]) -> Result<()> {
-        let pairs = Array::new();
-        let mut slots = Vec::with_capacity(need.len());
         {
             let mut ring = self.ring.borrow_mut();
             let mut pool = self.pool.borrow_mut();
+            let mut unacked = self.unacked.borrow_mut();
+            let mut binds = self.binds.borrow_mut();
             for a in need {
                 let Some(slot) = pool.pop() else { break };
                 // The name's hash goes to the vault too: its worker need not compute it.
                 let hash = crate::seal::name_hash(a);
                 ring.set_live_hashed(a, hash, slot);
-                let hash = Uint8Array::from(&hash[..]);
-                pairs.push(&Array::of3(
-                    &JsValue::from_str(a),
-                    &JsValue::from(slot),
-                    &hash,
-                ));
-                slots.push(slot);
+                // Unconfirmed from now on: recorded by every write sealed under it.
+                unacked.insert(slot, (*a).to_owned());
+                binds.push(((*a).to_owned(), slot, hash));
             }
         }
-        // Unconfirmed from now on: recorded by every write sealed under them.
-        let given: HashMap<String, u32> = need
-            .iter()
-            .map(|a| (*a).to_owned())
-            .zip(slots.iter().copied())
-            .collect();
-        self.unacked.borrow_mut().extend(
-            slots
-                .iter()
-                .copied()
-                .zip(need.iter().map(|a| (*a).to_owned())),
+        if self.binding.replace(true) {
+            return Ok(());
+        }
+        let (vault, ring, unacked, binds, binding) = (
+            self.vault.clone(),
+            self.ring.clone(),
+            self.unacked.clone(),
+            self.binds.clone(),
+            self.binding.clone(),
         );
-        let promise = self.vault.bind(pairs);
-        let (ring, unacked) = (self.ring.clone(), self.unacked.clone());
         wasm_bindgen_futures::spawn_local(async move {
-            let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
-            let bound = match answer {
-                Ok(found) => learn_bound(&mut ring.borrow_mut(), &found, &given).is_ok(),
-                Err(_) => false,
-            };
-            if bound {
-                let mut unacked = unacked.borrow_mut();
-                for s in &slots {
-                    unacked.remove(s);
+            loop {
+                let batch = std::mem::take(&mut *binds.borrow_mut());
+                if batch.is_empty() {
+                    binding.set(false);
+                    return;
                 }
-            } else {
-                // Not bound (the vault failed, or was closed): writes keep
-                // recording these slots, whose binds a later connection
-                // finishes; no more is sealed under them here.
-                let mut ring = ring.borrow_mut();
-                for s in &slots {
-                    ring.retired(*s);
+                let pairs: Array = batch
+                    .iter()
+                    .map(|(a, slot, hash)| {
+                        JsValue::from(Array::of3(
+                            &JsValue::from_str(a),
+                            &JsValue::from(*slot),
+                            &Uint8Array::from(&hash[..]),
+                        ))
+                    })
+                    .collect();
+                let given: HashMap<String, u32> = batch
+                    .iter()
+                    .map(|(a, slot, _)| (a.clone(), *slot))
+                    .collect();
+                let answer = wasm_bindgen_futures::JsFuture::from(vault.bind(pairs)).await;
+                let bound = match answer {
+                    Ok(found) => learn_bound(&mut ring.borrow_mut(), &found, &given).is_ok(),
+                    Err(_) => false,
+                };
+                if bound {
+                    let mut unacked = unacked.borrow_mut();
+                    for (_, slot, _) in &batch {
+                        unacked.remove(slot);
+                    }
+                } else {
+                    // Not bound (the vault failed, or was closed): writes keep
+                    // recording these slots, whose binds a later connection
+                    // finishes; no more is sealed under them here.
+                    let mut ring = ring.borrow_mut();
+                    for (_, slot, _) in &batch {
+                        ring.retired(*slot);
+                    }
                 }
             }
         });
