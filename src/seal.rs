@@ -7,8 +7,9 @@
 //! AEAD ([`Suite`]: ChaCha20-Poly1305 since format 2, AES-256-GCM in stores
 //! of format 1) under the key of vault slot `<slot>`, with a 96-bit random
 //! nonce and the event id (UTF-8) as additional data, so that a sealed
-//! payload moved to another event does not open. Ids, actions, revisions, sequences, positions and
-//! times stay in the clear. A forgotten event has neither field.
+//! payload moved to another event does not open. Ids, actions, revisions,
+//! sequences, positions and times stay in the clear. A forgotten event has
+//! neither field.
 //!
 //! The core does the transform; the keys come from the key vault
 //! (`js/vault.js`) and the nonces from the caller (`crypto.getRandomValues`
