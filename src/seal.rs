@@ -164,11 +164,6 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// An empty keyring of the suite new stores get.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// An empty keyring sealing and opening with `suite`.
     pub fn with_suite(suite: Suite) -> Self {
         Keyring {
@@ -594,7 +589,7 @@ mod tests {
     }
 
     fn ring(key: u8) -> Keyring {
-        let mut r = Keyring::new();
+        let mut r = Keyring::default();
         r.insert(3, &[key; KEY]).expect("key");
         r.set_live("user.A", 3);
         r
@@ -607,7 +602,7 @@ mod tests {
         // The SHA-256 the vault keeps, as js/vault.js computes it (WebCrypto).
         let hash = name_hash("user.A");
         assert_eq!(hash[..4], [0x77, 0x90, 0x42, 0xff], "{hash:02x?}");
-        let mut r = Keyring::new();
+        let mut r = Keyring::default();
         r.insert(3, &[1; KEY]).expect("key");
         r.set_live_hash(name_hash("user.A"), 3);
         // user.B's key is unknown: its hash is not used.
@@ -661,7 +656,7 @@ mod tests {
         gone.destroyed(3);
         let o = gone.open(&events[0]).expect("open");
         assert!(o.apply(&events[0]).forgotten && o.apply(&events[0]).payload.is_none());
-        let empty = Keyring::new();
+        let empty = Keyring::default();
         assert!(empty.open(&events[0]).is_err());
         assert_eq!(empty.take_wanted().slots, BTreeSet::from([3]));
         // A wrong key or a sealed value moved to another event does not open.
@@ -709,7 +704,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_wanted_and_destroyed_slots_read_as_forgotten() {
-        let empty = Keyring::new();
+        let empty = Keyring::default();
         assert!(empty.seal("user.A", TEXT, &mut counter()).is_err());
         let sealed = ring(1).seal("user.A", TEXT, &mut counter()).expect("seal");
         assert!(empty.unseal(&sealed).is_err());
@@ -815,12 +810,12 @@ mod tests {
     fn texts_without_payloads_are_left_alone() {
         let text = r#"[{"id":"e2","action":"a","revision":1,"forgotten":true}]"#;
         assert_eq!(
-            Keyring::new()
+            Keyring::default()
                 .seal("x", text, &mut counter())
                 .expect("seal"),
             text
         );
-        assert_eq!(Keyring::new().unseal(text).expect("unseal"), text);
+        assert_eq!(Keyring::default().unseal(text).expect("unseal"), text);
     }
 
     #[cfg(not(target_arch = "wasm32"))]

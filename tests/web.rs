@@ -296,6 +296,11 @@ async fn another_tab_upgrading_closes_this_connection() {
         .err()
         .unwrap();
     assert_eq!(code(&err), "VERSION_MISMATCH");
+    let message = get(&err, "message").as_string().unwrap_or_default();
+    assert!(
+        message.contains("schema version 6") && message.contains("up to schema version 5"),
+        "{message}"
+    );
     EventStore::delete_store("web-versionchange".into())
         .await
         .unwrap();

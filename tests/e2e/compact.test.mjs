@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { setup, uniqueName, TIMEOUT } from "./helpers.mjs";
-import { scanProfile, found, listFiles } from "./disk.mjs";
+import { scanProfile, found, listFiles, describeHits } from "./disk.mjs";
 import { readFile } from "node:fs/promises";
 
 /** Prints the IndexedDB LevelDB's own log files (LEVELDB_LOG=1). */
@@ -45,11 +45,6 @@ const pushMarked = (page, prefix, n, { wide = false, big = false } = {}) =>
     { prefix, n, wide, big },
   );
 
-const describe = (hits, markers) => {
-  const files = {};
-  for (const m of markers) for (const h of hits[m]) files[h] = (files[h] ?? 0) + 1;
-  return `${found(hits, markers).length}/${markers.length} found: ${JSON.stringify(files)}`;
-};
 
 test("on disk: forget leaves the payloads in LevelDB's files; after compact() no file holds them", { timeout: TIMEOUT * 3 }, async () => {
   const name = uniqueName("compact-disk");
@@ -75,7 +70,7 @@ test("on disk: forget leaves the payloads in LevelDB's files; after compact() no
   });
   await page.evaluate(() => store.close());
   const control = await scanned(all);
-  console.log(`before forget: ${describe(control, all)}`);
+  console.log(`before forget: ${describeHits(control, all)}`);
   assert.deepEqual(found(control, all), all, "control: the scan finds every marker before the forget");
 
   page = await env.newPage();
@@ -87,7 +82,7 @@ test("on disk: forget leaves the payloads in LevelDB's files; after compact() no
   }, name);
   assert.equal(erased, 20);
   const afterForget = await scanned(all);
-  console.log(`after forget (kept: ${describe(afterForget, kept)}); forgotten: ${describe(afterForget, forgotten)}`);
+  console.log(`after forget (kept: ${describeHits(afterForget, kept)}); forgotten: ${describeHits(afterForget, forgotten)}`);
   assert.deepEqual(found(afterForget, kept), kept, "the kept markers are on disk");
   // The payload Chromium kept as a blob file went with that file; every
   // other forgotten payload is still in LevelDB's log.
@@ -112,14 +107,14 @@ test("on disk: forget leaves the payloads in LevelDB's files; after compact() no
   assert.equal(r.position, r.before.length + 1, "the reopened store appends after the log");
   assert.deepEqual(Object.keys(r.databases).filter((d) => d.includes(name)), [name], "no holding database is left");
   const afterCompact = await scanned(all, { logs: !!process.env.LEVELDB_LOG });
-  console.log(`after compact (kept: ${describe(afterCompact, kept)}); forgotten: ${describe(afterCompact, forgotten)}`);
+  console.log(`after compact (kept: ${describeHits(afterCompact, kept)}); forgotten: ${describeHits(afterCompact, forgotten)}`);
   assert.deepEqual(found(afterCompact, kept), kept, "after compact, the kept markers are on disk");
   assert.deepEqual(found(afterCompact, forgotten), [], "after compact (browser closed), no file holds a forgotten marker");
   page = await env.newPage();
   assert.equal(await page.evaluate(async (name) => (await EventStore.open(name)).count(), name), 91);
   await page.close();
   const afterRestart = await scanned(all);
-  console.log(`after compact and a restart (kept: ${describe(afterRestart, kept)}); forgotten: ${describe(afterRestart, forgotten)}`);
+  console.log(`after compact and a restart (kept: ${describeHits(afterRestart, kept)}); forgotten: ${describeHits(afterRestart, forgotten)}`);
   assert.deepEqual(found(afterRestart, kept), kept, "the kept markers are still on disk");
   assert.deepEqual(found(afterRestart, forgotten), [], "after compact and a restart, no file holds a forgotten marker");
 });

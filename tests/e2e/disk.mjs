@@ -52,6 +52,13 @@ export async function scanProfile(dir, markers) {
 /** The markers of `markers` found anywhere, given `scanProfile`'s answer. */
 export const found = (hits, markers) => markers.filter((m) => hits[m].length > 0);
 
+/** How many of `markers` `scanProfile`'s answer found, and in which files (for the test logs). */
+export const describeHits = (hits, markers) => {
+  const files = {};
+  for (const m of markers) for (const h of hits[m]) files[h] = (files[h] ?? 0) + 1;
+  return `${found(hits, markers).length}/${markers.length} found: ${JSON.stringify(files)}`;
+};
+
 /**
  * The records of a LevelDB log file, each put together from its fragments:
  * the file is a run of 32 KiB blocks, each a run of fragments (a 4-byte

@@ -19,16 +19,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { launch, enginesFromEnv, uniqueName } from "./client.mjs";
 import { serve } from "../../scripts/serve.mjs";
-import { scanProfile, found } from "../e2e/disk.mjs";
+import { scanProfile, found, describeHits } from "../e2e/disk.mjs";
 
 const ENGINES = enginesFromEnv(["firefox", "webkit"]).filter((e) => e !== "chromium");
 const N = 20;
 
-const describe = (hits, markers) => {
-  const files = {};
-  for (const m of markers) for (const h of hits[m]) files[h] = (files[h] ?? 0) + 1;
-  return `${found(hits, markers).length}/${markers.length} found: ${JSON.stringify(files)}`;
-};
 
 for (const engine of ENGINES) {
   test(`${engine}: a forget's payloads on disk, and after compact() in no file of the profile`, { timeout: 300_000 }, async () => {
@@ -74,7 +69,7 @@ for (const engine of ENGINES) {
       }, [name, N]);
       const all = [...forgotten, ...kept];
       let hits = await scan(all);
-      console.log(`${engine}: before the forget, ${describe(hits, all)}`);
+      console.log(`${engine}: before the forget, ${describeHits(hits, all)}`);
       assert.deepEqual(found(hits, all), all, "control: the scan finds every marker before the forget");
 
       await start();
@@ -86,7 +81,7 @@ for (const engine of ENGINES) {
       }, [name, N]);
       assert.equal(erased, N);
       hits = await scan(all);
-      console.log(`${engine}: after the forget, kept ${describe(hits, kept)}; forgotten ${describe(hits, forgotten)}`);
+      console.log(`${engine}: after the forget, kept ${describeHits(hits, kept)}; forgotten ${describeHits(hits, forgotten)}`);
       assert.deepEqual(found(hits, kept), kept, "the kept markers are on disk");
 
       await start();
@@ -107,7 +102,7 @@ for (const engine of ENGINES) {
       assert.ok(r.same, "compact keeps every event as it was");
       if (r.databases) assert.deepEqual(r.databases, [name], "no holding database is left");
       hits = await scan(all);
-      console.log(`${engine}: after compact(), kept ${describe(hits, kept)}; forgotten ${describe(hits, forgotten)}`);
+      console.log(`${engine}: after compact(), kept ${describeHits(hits, kept)}; forgotten ${describeHits(hits, forgotten)}`);
       assert.deepEqual(found(hits, kept), kept, "after compact, the kept markers are on disk");
       assert.deepEqual(found(hits, forgotten), [], "after compact, no file of the profile holds a forgotten marker");
     } finally {
