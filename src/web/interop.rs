@@ -14,13 +14,17 @@ use crate::subject::{Pattern, Subject};
 #[wasm_bindgen(inline_js = r#"
 export function payloadJson(value) {
   if (value === undefined) return "null";
+  // The usual payload takes JSON.stringify's fast path; anything
+  // plainJson does not vouch for goes through the replacer, which says
+  // what JSON cannot represent (and gives the same text otherwise).
+  if (plainJson(value, 0)) return JSON.stringify(value);
   return JSON.stringify(value, function (key, v) {
-    const where = key === "" ? "the payload" : `${JSON.stringify(key)}`;
+    const where = () => (key === "" ? "the payload" : JSON.stringify(key));
     switch (typeof v) {
       case "function": case "symbol": case "bigint":
-        throw new TypeError(`${where} is a ${typeof v}, which JSON cannot represent`);
+        throw new TypeError(`${where()} is a ${typeof v}, which JSON cannot represent`);
       case "number":
-        if (!Number.isFinite(v)) throw new TypeError(`${where} is ${v}, which JSON cannot represent`);
+        if (!Number.isFinite(v)) throw new TypeError(`${where()} is ${v}, which JSON cannot represent`);
         break;
       case "undefined":
         if (Array.isArray(this)) throw new TypeError(`array element ${key} is undefined`);
@@ -28,6 +32,69 @@ export function payloadJson(value) {
     }
     return v;
   });
+}
+// Whether JSON.stringify(v) alone is exact: strings, finite numbers,
+// booleans, null, arrays of such (no undefined element, no hole) and
+// plain objects of such (undefined properties are left out either way),
+// none with a toJSON, at most 64 levels deep (a cycle is deeper).
+function plainJson(v, depth) {
+  switch (typeof v) {
+    case "string": case "boolean": return true;
+    case "number": return Number.isFinite(v);
+    case "object": {
+      if (v === null) return true;
+      if (depth >= 64 || typeof v.toJSON === "function") return false;
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) if (!plainJson(v[i], depth + 1)) return false;
+        return true;
+      }
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return false;
+      for (const k in v) {
+        const x = v[k];
+        if (x !== undefined && !plainJson(x, depth + 1)) return false;
+      }
+      return true;
+    }
+    default: return false;
+  }
+}
+// The argument of push as one JSON text, when every part of it has the
+// usual shape: an array of entries, each a record with only the allowed
+// keys, an aggregate and actions given as a string or an array of
+// strings, a safe non-negative integer expectedSequence, a revision in
+// 0..=65535, a payload plainJson vouches for. Otherwise (or when a getter
+// throws) undefined: the field-by-field path reads the argument again and
+// says what is wrong. (One text for a whole push instead of calls into
+// JavaScript for every field of every command.)
+export function pushJson(entries) {
+  if (!Array.isArray(entries)) return undefined;
+  const out = new Array(entries.length);
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i];
+    if (unknownKey(entry, "aggregate,expectedSequence,commands") !== undefined) return undefined;
+    const { aggregate, expectedSequence, commands } = entry;
+    if (!subjectLike(aggregate) || !Array.isArray(commands)) return undefined;
+    if (expectedSequence != null && !(Number.isSafeInteger(expectedSequence) && expectedSequence >= 0)) return undefined;
+    const given = new Array(commands.length);
+    for (let j = 0; j < commands.length; j++) {
+      const command = commands[j];
+      if (unknownKey(command, "action,revision,payload") !== undefined) return undefined;
+      const { action, revision, payload } = command;
+      if (!subjectLike(action)) return undefined;
+      if (revision != null && !(Number.isInteger(revision) && revision >= 0 && revision <= 65535)) return undefined;
+      if (payload !== undefined && !plainJson(payload, 0)) return undefined;
+      given[j] = { a: action, r: revision ?? 1, p: payload === undefined ? null : payload };
+    }
+    out[i] = { a: aggregate, s: expectedSequence ?? null, c: given };
+  }
+  return JSON.stringify(out);
+}
+function subjectLike(v) {
+  if (typeof v === "string") return true;
+  if (!Array.isArray(v)) return false;
+  for (let i = 0; i < v.length; i++) if (typeof v[i] !== "string") return false;
+  return true;
 }
 export function makeUpcasters(entries, chainOf) {
   return { entries, chainOf, cache: new Map() };
@@ -91,6 +158,10 @@ export function unknownKey(v, allowed) {
 extern "C" {
     #[wasm_bindgen(js_name = payloadJson, catch)]
     fn payload_json(value: &JsValue) -> std::result::Result<String, JsValue>;
+    /// The argument of `push` as one JSON text (see [`Given`]), or
+    /// `undefined` when some part of it is not of the usual shape.
+    #[wasm_bindgen(js_name = pushJson, catch)]
+    fn push_json(entries: &JsValue) -> std::result::Result<Option<String>, JsValue>;
     /// The state `upcastEvents` works on: the entries (`{ index, action,
     /// from, to, upcast }`), `chainOf(action)` (indices of the entries
     /// whose pattern matches) and a cache of chains per action.
@@ -327,8 +398,74 @@ fn uint(v: &JsValue, what: At<'_>) -> Result<Option<u64>> {
     }
 }
 
-/// The argument of `push`.
+/// A push entry as `pushJson` writes it.
+#[derive(serde::Deserialize)]
+struct GivenEntry {
+    a: GivenSubject,
+    s: Option<u64>,
+    c: Vec<GivenCommand>,
+}
+
+/// A command as `pushJson` writes it.
+#[derive(serde::Deserialize)]
+struct GivenCommand {
+    a: GivenSubject,
+    r: u16,
+    p: Box<RawValue>,
+}
+
+/// A subject as given: dotted, or as tokens.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum GivenSubject {
+    Dotted(String),
+    Tokens(Vec<String>),
+}
+
+impl GivenSubject {
+    fn subject(&self) -> Result<Subject> {
+        match self {
+            GivenSubject::Dotted(d) => Subject::parse(d),
+            GivenSubject::Tokens(t) => Subject::from_tokens(t),
+        }
+    }
+}
+
+/// The entries of a push of the usual shape, read from the one JSON text
+/// of `pushJson`; `None` when anything in it is not valid (a subject
+/// breaking the rules, a string JSON cannot carry into Rust): the
+/// field-by-field path then says what and where.
+fn given_entries(json: &str) -> Option<Vec<PushEntry>> {
+    let given: Vec<GivenEntry> = serde_json::from_str(json).ok()?;
+    given
+        .into_iter()
+        .map(|entry| {
+            let commands = entry
+                .c
+                .into_iter()
+                .map(|c| {
+                    Some(Command {
+                        action: c.a.subject().ok()?,
+                        revision: c.r,
+                        payload: c.p,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(PushEntry {
+                aggregate: entry.a.subject().ok()?,
+                expected_sequence: entry.s,
+                commands,
+            })
+        })
+        .collect()
+}
+
+/// The argument of `push`: at once from one JSON text when it has the
+/// usual shape, else field by field (which names what is wrong).
 pub fn push_entries(v: &JsValue) -> Result<Vec<PushEntry>> {
+    if let Some(entries) = push_json(v).ok().flatten().and_then(|j| given_entries(&j)) {
+        return Ok(entries);
+    }
     if !Array::is_array(v) {
         return Err(Error::argument(format!(
             "push takes an array of entries, got {}",
