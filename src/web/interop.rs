@@ -415,11 +415,46 @@ struct GivenCommand {
 }
 
 /// A subject as given: dotted, or as tokens.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
 enum GivenSubject {
     Dotted(String),
     Tokens(Vec<String>),
+}
+
+/// A string or an array of strings (by hand: `#[serde(untagged)]` would
+/// buffer each value and cost the module some 10 KB).
+impl<'de> serde::Deserialize<'de> for GivenSubject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = GivenSubject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(GivenSubject::Dotted(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(
+                self,
+                v: String,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(GivenSubject::Dotted(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut tokens = Vec::new();
+                while let Some(t) = seq.next_element::<String>()? {
+                    tokens.push(t);
+                }
+                Ok(GivenSubject::Tokens(tokens))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl GivenSubject {
