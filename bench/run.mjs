@@ -229,7 +229,7 @@ async function main() {
   // The order of round r of cases 1, 3 and 4: the peers rotate, and the
   // encrypted store runs next to the unencrypted one, after it in even rounds
   // and before it in odd ones. A run right after a peer's (10,000 records with
-  // their index entries, which LevelDB compacts meanwhile) is 15–20 % slower
+  // their index entries, which LevelDB likely compacts meanwhile) is 15–20 % slower
   // than one after eventstore-wasm's; rotating the encrypted store with the
   // others put it after raw IndexedDB or Dexie in every round, and the
   // encrypted / unencrypted ratio carried that on one side only.
@@ -685,8 +685,8 @@ ${syncMd}
 - Runs of the different implementations are interleaved, in a rotating order; the encrypted
   store runs next to the unencrypted one, after it in even rounds and before it in odd ones
   (a run right after a peer's append of 10,000 indexed records was 15–20 % slower than one right
-  after eventstore-wasm's, in one page on 2026-11-27: the backend compacts the peer's records
-  meanwhile; the encrypted store used to follow raw IndexedDB or Dexie in every round).
+  after eventstore-wasm's, in one page on 2026-11-27; likely the backend compacting the peer's
+  records meanwhile, not measured; the encrypted store used to follow raw IndexedDB or Dexie in every round).
 
 ## Details
 
