@@ -135,7 +135,7 @@ export function vaultCore(scope) {
       const view = new DataView(head.buffer);
       view.setUint32(8, VERSION, true);
       view.setUint32(12, SLOT, true);
-      h.write(head, { at: 0 });
+      writeAt(h, head, 0);
       await h.flush();
       return;
     }
@@ -324,10 +324,15 @@ export function vaultCore(scope) {
     return all;
   }
 
-  /** Writes `bytes` at file offset `at` (past the header), and into the session's copy of the slots. */
-  function put(h, bytes, at) {
+  /** Writes `bytes` at file offset `at`, all of them or a STORAGE error. */
+  function writeAt(h, bytes, at) {
     const written = h.write(bytes, { at });
     if (written !== bytes.length) throw error("STORAGE", `vault: wrote ${written} of ${bytes.length} bytes`);
+  }
+
+  /** Writes `bytes` at file offset `at` (past the header), and into the session's copy of the slots. */
+  function put(h, bytes, at) {
+    writeAt(h, bytes, at);
     const all = slotsOf.get(h);
     if (!all) return;
     liveOf.delete(all);
@@ -373,9 +378,7 @@ export function vaultCore(scope) {
     for (let i = 0; i < sorted.length; ) {
       let j = i + 1;
       while (j < sorted.length && sorted[j] === sorted[j - 1] + 1) j++;
-      const run = all.bytes.subarray(sorted[i] * SLOT, (sorted[j - 1] + 1) * SLOT);
-      const written = h.write(run, { at: HEADER + sorted[i] * SLOT });
-      if (written !== run.length) throw error("STORAGE", `vault: wrote ${written} of ${run.length} bytes`);
+      writeAt(h, all.bytes.subarray(sorted[i] * SLOT, (sorted[j - 1] + 1) * SLOT), HEADER + sorted[i] * SLOT);
       i = j;
     }
   }
@@ -655,7 +658,7 @@ export function vaultCore(scope) {
           try {
             const zeros = new Uint8Array(64 * 1024);
             const size = await h.getSize();
-            for (let at = 0; at < size; at += zeros.length) h.write(zeros.subarray(0, Math.min(zeros.length, size - at)), { at });
+            for (let at = 0; at < size; at += zeros.length) writeAt(h, zeros.subarray(0, Math.min(zeros.length, size - at)), at);
             await h.flush();
           } finally {
             await h.close();

@@ -147,10 +147,16 @@ export function describe(v) {
     default: return String(v);
   }
 }
+// The allowed names of each list unknownKey was given, as a Set (it runs
+// for every entry and command of a push: building two strings per key
+// took six times as long).
+const ALLOWED = new Map();
 export function unknownKey(v, allowed) {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return "";
+  let names = ALLOWED.get(allowed);
+  if (names === undefined) ALLOWED.set(allowed, (names = new Set(allowed.split(","))));
   for (const key in v) {
-    if (Object.prototype.hasOwnProperty.call(v, key) && !`,${allowed},`.includes(`,${key},`)) return key;
+    if (!names.has(key) && Object.prototype.hasOwnProperty.call(v, key)) return key;
   }
   return undefined;
 }
@@ -329,6 +335,47 @@ enum Written {
     Tokens(Vec<String>),
 }
 
+impl Written {
+    fn subject(&self) -> Result<Subject> {
+        match self {
+            Written::Dotted(d) => Subject::parse(d),
+            Written::Tokens(t) => Subject::from_tokens(t),
+        }
+    }
+}
+
+/// A string or an array of strings, in `pushJson`'s text (by hand:
+/// `#[serde(untagged)]` would buffer each value, and cost the package
+/// 3.4 KB gzipped).
+impl<'de> serde::Deserialize<'de> for Written {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Written;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Written::Dotted(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut tokens = Vec::new();
+                while let Some(t) = seq.next_element::<String>()? {
+                    tokens.push(t);
+                }
+                Ok(Written::Tokens(tokens))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 fn written(v: &JsValue, what: At<'_>) -> Result<Written> {
     if let Some(dotted) = v.as_string() {
         return Ok(Written::Dotted(dotted));
@@ -355,11 +402,7 @@ fn written(v: &JsValue, what: At<'_>) -> Result<Written> {
 
 /// A subject given as `"a.b"` or `["a", "b"]`.
 pub fn subject(v: &JsValue, what: At<'_>) -> Result<Subject> {
-    match written(v, what)? {
-        Written::Dotted(d) => Subject::parse(&d),
-        Written::Tokens(t) => Subject::from_tokens(&t),
-    }
-    .map_err(|e| located(e, what))
+    written(v, what)?.subject().map_err(|e| located(e, what))
 }
 
 /// A pattern given as `"a.*"` or `["a", "*"]`.
@@ -401,7 +444,7 @@ fn uint(v: &JsValue, what: At<'_>) -> Result<Option<u64>> {
 /// A push entry as `pushJson` writes it.
 #[derive(serde::Deserialize)]
 struct GivenEntry {
-    a: GivenSubject,
+    a: Written,
     s: Option<u64>,
     c: Vec<GivenCommand>,
 }
@@ -409,61 +452,9 @@ struct GivenEntry {
 /// A command as `pushJson` writes it.
 #[derive(serde::Deserialize)]
 struct GivenCommand {
-    a: GivenSubject,
+    a: Written,
     r: u16,
     p: Box<RawValue>,
-}
-
-/// A subject as given: dotted, or as tokens.
-enum GivenSubject {
-    Dotted(String),
-    Tokens(Vec<String>),
-}
-
-/// A string or an array of strings (by hand: `#[serde(untagged)]` would
-/// buffer each value, and cost the package 3.4 KB gzipped).
-impl<'de> serde::Deserialize<'de> for GivenSubject {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = GivenSubject;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: serde::de::Error>(
-                self,
-                v: &str,
-            ) -> std::result::Result<Self::Value, E> {
-                Ok(GivenSubject::Dotted(v.to_owned()))
-            }
-            fn visit_string<E: serde::de::Error>(
-                self,
-                v: String,
-            ) -> std::result::Result<Self::Value, E> {
-                Ok(GivenSubject::Dotted(v))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut tokens = Vec::new();
-                while let Some(t) = seq.next_element::<String>()? {
-                    tokens.push(t);
-                }
-                Ok(GivenSubject::Tokens(tokens))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-impl GivenSubject {
-    fn subject(&self) -> Result<Subject> {
-        match self {
-            GivenSubject::Dotted(d) => Subject::parse(d),
-            GivenSubject::Tokens(t) => Subject::from_tokens(t),
-        }
-    }
 }
 
 /// The entries of a push of the usual shape, read from the one JSON text

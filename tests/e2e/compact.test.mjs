@@ -45,7 +45,6 @@ const pushMarked = (page, prefix, n, { wide = false, big = false } = {}) =>
     { prefix, n, wide, big },
   );
 
-
 test("on disk: forget leaves the payloads in LevelDB's files; after compact() no file holds them", { timeout: TIMEOUT * 3 }, async () => {
   const name = uniqueName("compact-disk");
   // The profile scanned with the browser closed, then started again (also

@@ -212,6 +212,15 @@ test("reserve and bind: reserved slots decrypt and belong to no aggregate; a bin
     // Another page's vault made user.b live meanwhile.
     const elsewhere = (await other.keysFor(["user.b"], { create: true })).get("user.b");
     const bound = await vault.bind([["user.a", r0], ["user.b", r1]]);
+    // On disk: each bound slot's status and its aggregate's SHA-256 (the
+    // two neighbours are written together), its key unchanged.
+    const sha = async (s) => Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s))));
+    const file = [await rawSlot(name, r0), await rawSlot(name, r1)];
+    const onDisk = {
+      statuses: file.map((f) => f.status),
+      hashes: [file[0].rest.slice(0, 32).join() === (await sha("user.a")).join(), file[1].rest.slice(0, 32).join() === (await sha("user.b")).join()],
+      keys: file.map((f, i) => f.key === String.fromCharCode(...reserved[i][1])),
+    };
     const again = await vault.bind([["user.a", r0], ["user.b", r1]]);
     const live = await vault.keysFor(["user.a", "user.b"]);
     await vault.destroy([r2]);
@@ -233,7 +242,7 @@ test("reserve and bind: reserved slots decrypt and belong to no aggregate; a bin
     }
     other.close();
     return {
-      before, owners, closed, shredded: shredded.sort((x, y) => x - y), after, slots: [r0, r1, r2, r3], elsewhere: elsewhere.slot,
+      before, onDisk, owners, closed, shredded: shredded.sort((x, y) => x - y), after, slots: [r0, r1, r2, r3], elsewhere: elsewhere.slot,
       bound: bound.map(([a, s, k]) => [a, s, k === null ? null : k.join(",") === elsewhere.key.join(",")]),
       again: again.map(([a, s, k]) => [a, s, k !== null]),
       live: [...live].map(([a, { slot }]) => [a, slot]), destroyedBind, wrong: wrong?.code, notWritten: notWritten?.code, badPairs: badPairs?.code,
@@ -242,6 +251,7 @@ test("reserve and bind: reserved slots decrypt and belong to no aggregate; a bin
   const [r0, r1, r2, r3] = out.slots;
   assert.deepEqual(out.before, { statuses: [4, 4], owner: true, keysRead: true, noAggregate: 0, open: true }, "reserved (status 4), the owner's token in the hash field, keys readable, no aggregate");
   assert.deepEqual(out.bound, [["user.a", r0, null], ["user.b", out.elsewhere, true]], "user.a takes its reserved slot; user.b keeps the live slot made elsewhere (its key returned)");
+  assert.deepEqual(out.onDisk, { statuses: [1, 3], hashes: [true, true], keys: [true, true] }, "in the file: r0 live, r1 a retired slot of user.b, each with its aggregate's hash and its own key");
   assert.deepEqual(out.again, [["user.a", r0, false], ["user.b", out.elsewhere, true]], "binding again changes nothing");
   assert.deepEqual(out.live, [["user.a", r0], ["user.b", out.elsewhere]]);
   assert.deepEqual(out.destroyedBind, [["user.c", null, null]], "a destroyed slot stays destroyed");

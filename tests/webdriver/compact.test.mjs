@@ -24,7 +24,6 @@ import { scanProfile, found, describeHits } from "../e2e/disk.mjs";
 const ENGINES = enginesFromEnv(["firefox", "webkit"]).filter((e) => e !== "chromium");
 const N = 20;
 
-
 for (const engine of ENGINES) {
   test(`${engine}: a forget's payloads on disk, and after compact() in no file of the profile`, { timeout: 300_000 }, async () => {
     const dir = await mkdtemp(join(tmpdir(), `eventstore-compact-${engine}-`));
