@@ -558,10 +558,12 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
   and Chromium's \`getAll\` of them is most of its time (CPU profile: wasm decoding is a few
   percent), hence slower than Dexie there. Folded, the 100 × 1 log is the layout the store wrote
   for such pushes before unfolded records existed (one record per aggregate and push), and
-  reads cost what they cost there: 200 loads and \`user.*.added\` on that log, timed in one page
-  against a build of the store from before the change, alternating, came out 5–10 % slower
-  (steady state within noise; the first 200 loads of a connection 10–19 % slower). A 100,000-event log in pushes of 100 × 1 leaves 100,000 batch records to fold,
-  which takes several seconds after the pushes.
+  reads cost what they cost there. Timed in one page against a build of the store from before
+  the change (schema 4), alternating, 10 rounds each: on the folded 100 × 1 log, \`user.*.added\`
+  0.83x, 200 loads 0.95x, the whole log 0.93x its time; on 25 × 4, loads and \`user.*.added\`
+  1.00x (2026-11-27, since long reads request their next page ahead; before that they were 5–10 %
+  slower). A 100,000-event log in pushes of 100 × 1 leaves 100,000 batch records to fold, which
+  takes several seconds after the pushes.
 - **Case 2, one event per push (≤ 1.2x raw).** A store that knows the log's end and the
   aggregate's head writes at once: the push's first record carries its first position under a
   unique index, so a write based on a stale guess fails and is redone after reading. It does less
@@ -578,7 +580,9 @@ how eventstore-wasm stores events (\`docs/storage.md\`):
 - **Case 4, \`user.*.added\` (≤ 0.5x Dexie).** Every batch holds all four lifecycle events of an
   aggregate's push entry, so finding the \`added\` ones reads every batch: \`getAll\` of those
   2,500 records alone takes about 65 ms here, around 0.4x Dexie's whole query; decoding 10,000
-  events in wasm to keep 2,500 brings it near 0.9x.
+  events in wasm to keep 2,500 brings it to 0.6–0.7x. Long reads request their next page before
+  decoding the one they have (docs/storage.md), which overlaps some of the two: case 8's stream
+  of 100,000 events and \`user.*.added\` on 10,000 one-event records took about a fifth less.
 - **Case 5, scaling (≤ 2x).** \`user.u7.>\` reads only user.u7's batches (its events start with
   the aggregate, so the \`aggregate\` index finds them): 3 records in the 10k log, 25 in the 100k
   log. Its cost follows the matching records, not the log; 2x would need the per-query fixed cost

@@ -30,6 +30,10 @@ pub use error::{Error, Result};
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use web::commits_early;
+/// Pages reads requested ahead so far in this thread: for tests.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use web::pages_read_ahead;
 /// Pauses background folding in this thread: for tests.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

@@ -801,6 +801,101 @@ async fn records_read_by<F: std::future::Future>(f: F) -> (F::Output, u64) {
     (out, eventstore_wasm::records_read() - before)
 }
 
+/// Pages requested ahead by `f`.
+async fn pages_ahead_by<F: std::future::Future>(f: F) -> (F::Output, u64) {
+    let before = eventstore_wasm::pages_read_ahead();
+    let out = f.await;
+    (out, eventstore_wasm::pages_read_ahead() - before)
+}
+
+#[wasm_bindgen_test]
+async fn long_reads_request_their_next_page_ahead_and_read_the_same() {
+    eventstore_wasm::pause_folding(true);
+    let s = fresh("web-read-ahead").await;
+    // 12 pushes of 100 aggregates x 1 event, folded: 1,200 batch records
+    // (five pages of 256), then two unfolded pushes at the end.
+    let push = |p: u32| {
+        let entries: Vec<String> = (0..100)
+            .map(|i| {
+                let a = format!("user.u{}", (p * 100 + i) % 700);
+                let kind = if (p + i) % 3 == 0 { "added" } else { "renamed" };
+                format!(
+                    r#"{{"aggregate":"{a}","commands":[{{"action":"{a}.{kind}","payload":{}}}]}}"#,
+                    p * 100 + i
+                )
+            })
+            .collect();
+        js(&format!("[{}]", entries.join(",")))
+    };
+    for p in 0..12 {
+        s.push(push(p)).await.unwrap();
+    }
+    s.fold_all(128).await.unwrap();
+    for p in 12..14 {
+        s.push(push(p)).await.unwrap();
+    }
+    let positions = |events: &JsValue| -> Vec<u32> {
+        field_list(events, "position")
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    let payloads = |events: &JsValue| -> Vec<u32> {
+        field_list(events, "payload")
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    let every: Vec<u32> = (1..=1400).collect();
+
+    // A scan of the whole log: pages were requested ahead (4 and 5 at
+    // least: the first page's range may still run past the unfolded
+    // records), and each record was read once.
+    let ((all, records), ahead) =
+        pages_ahead_by(records_read_by(s.filter(js("{}"), JsValue::UNDEFINED))).await;
+    let all = all.unwrap();
+    assert_eq!(positions(&all), every);
+    assert_eq!(payloads(&all), (0..1400).collect::<Vec<u32>>());
+    assert_eq!(records, 1200);
+    assert!((2..=3).contains(&ahead), "{ahead} pages requested ahead");
+
+    // A limit that ends inside a page takes the first records of the page
+    // read ahead (and requests nothing more).
+    let (first, ahead) = pages_ahead_by(read(&s, r#"{"limit":700}"#)).await;
+    assert_eq!(positions(&first), every[..700]);
+    assert_eq!(ahead, 1);
+
+    // Candidates from the indexes, read as key ranges: the same events.
+    for (filter, keep) in [
+        (
+            r#"{"queries":[{"subjects":"user.>"}]}"#,
+            &(|_: u32| true) as &dyn Fn(u32) -> bool,
+        ),
+        (r#"{"queries":[{"subjects":"user.*.added"}]}"#, &|n: u32| {
+            (n / 100 + n % 100) % 3 == 0
+        }),
+        (
+            r#"{"queries":[{"aggregate":"user.>","position":{"from":100,"to":1300}}]}"#,
+            &|n: u32| (99..1299).contains(&n),
+        ),
+    ] {
+        let (got, ahead) = pages_ahead_by(read(&s, filter)).await;
+        let want: Vec<u32> = (0..1400).filter(|n| keep(*n)).collect();
+        assert_eq!(payloads(&got), want, "{filter}");
+        assert!(ahead >= 1, "{filter}: no page requested ahead");
+    }
+
+    // A write reads nothing ahead: the next page must see its writes.
+    let (forgot, ahead) =
+        pages_ahead_by(s.forget(js(r#"{"queries":[{"subjects":"user.>"}]}"#))).await;
+    assert_eq!(forgot.unwrap(), 1400.0);
+    assert_eq!(ahead, 0);
+    let forgotten = field_list(&read(&s, "{}").await, "forgotten");
+    assert_eq!(forgotten.len(), 1400);
+    assert!(forgotten.iter().all(|f| f == "true"));
+    eventstore_wasm::pause_folding(false);
+}
+
 #[wasm_bindgen_test]
 async fn get_count_reverse_and_positions() {
     let s = fresh("web-reads").await;

@@ -15,7 +15,7 @@ mod vault;
 
 pub use event_store::EventStore;
 pub use fold::pause_folding;
-pub use idb::{records_read, transactions_created};
+pub use idb::{pages_read_ahead, records_read, transactions_created};
 pub use request::commits_early;
 pub use types::OpenOptionsArg;
 pub use vault::set_vault;
