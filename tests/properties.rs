@@ -125,10 +125,17 @@ proptest! {
             // Two pushes share each millisecond: get must pick the right batch.
             s.now = 1_000 + n as u64 / 2;
             // Half the actions start with their aggregate's tokens (SPEC's
-            // convention, found through the aggregate index), half need not.
+            // convention, found through the aggregate index), half need not;
+            // an entry's commands mix actions, owned and foreign, so that
+            // some events of a batch match a pattern and others do not.
             let owned: Vec<(String, Vec<(String, String)>)> = push.iter().map(|(agg, act, own, n)| {
-                let action = if *own { format!("{}.{}", agg.join("."), act.join(".")) } else { act.join(".") };
-                (agg.join("."), (0..*n).map(|i| (action.clone(), i.to_string())).collect())
+                let (mine, foreign) = (format!("{}.{}", agg.join("."), act.join(".")), act.join("."));
+                let action = if *own { mine.clone() } else { foreign.clone() };
+                (agg.join("."), (0..*n).map(|i| (match i {
+                    0 => action.clone(),
+                    1 => format!("{action}.a"),
+                    _ => if *own { foreign.clone() } else { mine.clone() },
+                }, i.to_string())).collect())
             }).collect();
             let entries: Vec<_> = owned.iter().map(|(agg, cmds)| {
                 let cmds: Vec<(&str, &str)> = cmds.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
