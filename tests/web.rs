@@ -890,6 +890,10 @@ async fn long_reads_request_their_next_page_ahead_and_read_the_same() {
         let want: Vec<u32> = (0..1400).filter(|n| keep(*n)).collect();
         assert_eq!(payloads(&got), want, "{filter}");
         assert!(ahead >= 1, "{filter}: no page requested ahead");
+        // count walks the same pages.
+        let (n, ahead) = pages_ahead_by(s.count(js(filter))).await;
+        assert_eq!(n.unwrap(), want.len() as f64, "{filter}");
+        assert!(ahead >= 1, "{filter}: count requested no page ahead");
     }
 
     // A write reads nothing ahead: the next page must see its writes.
